@@ -1,0 +1,225 @@
+/// GGUF (v2/v3) reader: header, metadata of every value type, tensor infos, alignment, and
+/// on-demand dequantization of memory-mapped tensor data. Every offset and size is checked
+/// against the file before it is used.
+
+public enum GGUFValue: Sendable, Equatable {
+    case uint8(UInt8), int8(Int8), uint16(UInt16), int16(Int16), uint32(UInt32), int32(Int32)
+    case float32(Float), bool(Bool), string(String), uint64(UInt64), int64(Int64), float64(Double)
+    case array([GGUFValue])
+
+    public var int: Int? {
+        switch self {
+        case .uint8(let v): return Int(v)
+        case .int8(let v): return Int(v)
+        case .uint16(let v): return Int(v)
+        case .int16(let v): return Int(v)
+        case .uint32(let v): return Int(v)
+        case .int32(let v): return Int(v)
+        case .uint64(let v): return v <= UInt64(Int.max) ? Int(v) : nil
+        case .int64(let v): return Int(v)
+        case .bool(let v): return v ? 1 : 0
+        default: return nil
+        }
+    }
+
+    public var double: Double? {
+        switch self {
+        case .float32(let v): return Double(v)
+        case .float64(let v): return v
+        default: return int.map(Double.init)
+        }
+    }
+
+    public var string: String? { if case .string(let s) = self { return s }; return nil }
+    public var bool: Bool? { if case .bool(let b) = self { return b }; return int.map { $0 != 0 } }
+    public var array: [GGUFValue]? { if case .array(let a) = self { return a }; return nil }
+
+    /// Short rendering for `inspect`: arrays are summarised by length.
+    public var summary: String {
+        switch self {
+        case .string(let s): return s.count > 80 ? "\"\(s.prefix(77))...\"" : "\"\(s)\""
+        case .array(let a): return "[\(a.count) items]"
+        case .float32(let v): return "\(v)"
+        case .float64(let v): return "\(v)"
+        case .bool(let b): return "\(b)"
+        default: return int.map(String.init) ?? "?"
+        }
+    }
+}
+
+public struct GGUFTensorInfo: Sendable {
+    public let name: String
+    /// Dimensions in GGML order: dims[0] is the contiguous (fastest) one.
+    public let dims: [Int]
+    public let type: GGMLType
+    /// Absolute byte offset of the data in the file.
+    public let offset: Int
+    public let byteCount: Int
+
+    public var elementCount: Int { dims.reduce(1, *) }
+    /// Row-major shape, outermost first (a [d_out, d_in] matrix for a linear weight).
+    public var shape: [Int] { dims.reversed() }
+}
+
+public final class GGUFFile: @unchecked Sendable {
+    public let path: String
+    public let version: Int
+    /// Metadata in file order.
+    public let metadataKeys: [String]
+    public let metadata: [String: GGUFValue]
+    public let tensors: [GGUFTensorInfo]
+    public let alignment: Int
+    private let file: MappedFile
+    private let tensorIndex: [String: Int]
+
+    public init(path: String) throws {
+        file = try MappedFile(path: path)
+        self.path = path
+        var c = ByteCursor(file.bytes, path: path)
+        try c.need(4, "magic")
+        let magicBytes = Array(file.bytes[0..<4])
+        guard magicBytes == Array("GGUF".utf8) else {
+            let shown = magicBytes.map { (32...126).contains($0) ? String(UnicodeScalar($0)) : "." }.joined()
+            throw CheckpointError.badMagic(path, found: "'\(shown)', expected 'GGUF'")
+        }
+        c.offset = 4
+        version = Int(try c.read(UInt32.self, "version"))
+        guard version == 2 || version == 3 else { throw CheckpointError.unsupportedVersion(path, version) }
+        let nTensors = try c.read(UInt64.self, "tensor count")
+        let nKV = try c.read(UInt64.self, "metadata count")
+        // Each entry takes at least 8 bytes; a count beyond that is corrupt, not a reason to allocate.
+        guard nTensors <= UInt64(file.bytes.count / 8), nKV <= UInt64(file.bytes.count / 8) else {
+            throw CheckpointError.invalid(path, detail: "header claims \(nTensors) tensors and \(nKV) metadata entries, more than the file can hold")
+        }
+
+        var keys: [String] = []
+        var meta: [String: GGUFValue] = [:]
+        for i in 0..<Int(nKV) {
+            let key = try Self.readString(&c, "metadata key \(i)")
+            let typeId = try c.read(UInt32.self, "type of metadata '\(key)'")
+            let value = try Self.readValue(&c, typeId: typeId, what: "metadata '\(key)'", depth: 0)
+            keys.append(key)
+            meta[key] = value
+        }
+        metadataKeys = keys
+        metadata = meta
+        let align = meta["general.alignment"]?.int ?? 32
+        guard align > 0, align & (align - 1) == 0 else {
+            throw CheckpointError.invalid(path, detail: "general.alignment \(align) is not a power of two")
+        }
+        alignment = align
+
+        struct RawInfo { let name: String; let dims: [Int]; let typeId: UInt32; let rel: UInt64 }
+        var raws: [RawInfo] = []
+        for i in 0..<Int(nTensors) {
+            let name = try Self.readString(&c, "name of tensor info \(i)")
+            let nDims = try c.read(UInt32.self, "dims of tensor '\(name)'")
+            guard nDims >= 1 && nDims <= 4 else {
+                throw CheckpointError.outOfBounds(path, tensor: name, detail: "has \(nDims) dimensions (1 to 4 allowed)")
+            }
+            var dims: [Int] = []
+            for _ in 0..<nDims {
+                let d = try c.read(UInt64.self, "dims of tensor '\(name)'")
+                guard d <= UInt64(Int32.max) else {
+                    throw CheckpointError.outOfBounds(path, tensor: name, detail: "dimension \(d) is implausibly large")
+                }
+                dims.append(Int(d))
+            }
+            let typeId = try c.read(UInt32.self, "type of tensor '\(name)'")
+            let rel = try c.read(UInt64.self, "offset of tensor '\(name)'")
+            raws.append(RawInfo(name: name, dims: dims, typeId: typeId, rel: rel))
+        }
+        let dataStart = (c.offset + align - 1) / align * align
+        var infos: [GGUFTensorInfo] = []
+        var index: [String: Int] = [:]
+        for r in raws {
+            guard let type = GGMLType(rawValue: r.typeId) else {
+                throw CheckpointError.unknownTensorType(path, tensor: r.name, type: r.typeId)
+            }
+            let (count, overflow) = r.dims.reduce((1, false)) { acc, d in
+                let (p, o) = acc.0.multipliedReportingOverflow(by: d)
+                return (p, acc.1 || o)
+            }
+            guard !overflow, let bytes = type.byteCount(elements: count) else {
+                throw CheckpointError.outOfBounds(path, tensor: r.name, detail: "\(r.dims) elements do not fit \(type.name) blocks of \(type.blockSize)")
+            }
+            guard r.rel <= UInt64(file.bytes.count), dataStart + Int(r.rel) <= file.bytes.count - bytes else {
+                throw CheckpointError.outOfBounds(path, tensor: r.name, detail: "data (offset \(r.rel), \(bytes) bytes) lies past the end of the file (\(file.bytes.count) bytes)")
+            }
+            guard Int(r.rel) % align == 0 else {
+                throw CheckpointError.outOfBounds(path, tensor: r.name, detail: "offset \(r.rel) is not aligned to \(align)")
+            }
+            guard index[r.name] == nil else {
+                throw CheckpointError.invalid(path, detail: "tensor '\(r.name)' appears twice")
+            }
+            index[r.name] = infos.count
+            infos.append(GGUFTensorInfo(name: r.name, dims: r.dims, type: type, offset: dataStart + Int(r.rel), byteCount: bytes))
+        }
+        tensors = infos
+        tensorIndex = index
+    }
+
+    public func tensor(_ name: String) -> GGUFTensorInfo? { tensorIndex[name].map { tensors[$0] } }
+
+    /// The raw (still quantized) bytes of a tensor, pointing into the map.
+    public func rawBytes(_ info: GGUFTensorInfo) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(rebasing: file.bytes[info.offset..<(info.offset + info.byteCount)])
+    }
+
+    /// Dequantizes a tensor to Float32 (row-major, `info.shape`).
+    public func floats(_ name: String) throws -> [Float] {
+        guard let info = tensor(name) else { throw CheckpointError.missingTensor(path, tensor: name) }
+        return try floats(info)
+    }
+
+    public func floats(_ info: GGUFTensorInfo) throws -> [Float] {
+        guard info.type.canDequantize else {
+            throw CheckpointError.unsupportedTensorType(path, tensor: info.name, type: info.type.name)
+        }
+        let raw = rawBytes(info)
+        return [Float](unsafeUninitializedCapacity: info.elementCount) { buf, n in
+            dequantize(info.type, raw, into: buf)
+            n = info.elementCount
+        }
+    }
+
+    // MARK: metadata parsing
+
+    static func readString(_ c: inout ByteCursor, _ what: @autoclosure () -> String) throws -> String {
+        let n = try c.read(UInt64.self, what())
+        guard n <= UInt64(c.bytes.count) else { throw CheckpointError.truncated(c.path, what: what()) }
+        let b = try c.readBytes(Int(n), what())
+        return String(decoding: b, as: UTF8.self)
+    }
+
+    static func readValue(_ c: inout ByteCursor, typeId: UInt32, what: String, depth: Int) throws -> GGUFValue {
+        switch typeId {
+        case 0: return .uint8(try c.read(UInt8.self, what))
+        case 1: return .int8(try c.read(Int8.self, what))
+        case 2: return .uint16(try c.read(UInt16.self, what))
+        case 3: return .int16(try c.read(Int16.self, what))
+        case 4: return .uint32(try c.read(UInt32.self, what))
+        case 5: return .int32(try c.read(Int32.self, what))
+        case 6: return .float32(try c.readFloat(what))
+        case 7:
+            let b = try c.read(UInt8.self, what)
+            guard b <= 1 else { throw CheckpointError.invalid(c.path, detail: "\(what): bool value \(b)") }
+            return .bool(b == 1)
+        case 8: return .string(try readString(&c, what))
+        case 9:
+            guard depth < 4 else { throw CheckpointError.invalid(c.path, detail: "\(what): arrays nested too deeply") }
+            let elemType = try c.read(UInt32.self, what)
+            let n = try c.read(UInt64.self, what)
+            // Smallest element is one byte: a count beyond the remaining bytes is corrupt.
+            guard n <= UInt64(c.bytes.count - c.offset) else { throw CheckpointError.truncated(c.path, what: what) }
+            var items: [GGUFValue] = []
+            items.reserveCapacity(Int(n))
+            for _ in 0..<Int(n) { items.append(try readValue(&c, typeId: elemType, what: what, depth: depth + 1)) }
+            return .array(items)
+        case 10: return .uint64(try c.read(UInt64.self, what))
+        case 11: return .int64(try c.read(Int64.self, what))
+        case 12: return .float64(try c.readDouble(what))
+        default: throw CheckpointError.invalid(c.path, detail: "\(what): unknown value type \(typeId)")
+        }
+    }
+}

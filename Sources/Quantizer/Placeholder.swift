@@ -1,0 +1,1 @@
+// \(t) target: see Package.swift for its role.
