@@ -1,0 +1,44 @@
+import CBLAS
+
+/// A linear layer y = x Wᵀ over a batch of token rows, whatever W's storage: dense Float32
+/// (sgemm), or packed AQLM codes (lookup-table matvec for decoding, dequantize-tile + sgemm
+/// for prefill). The model's forward pass only sees this protocol.
+public protocol LinearOperator: Sendable {
+    /// d_in: the width of each input row.
+    var inputSize: Int { get }
+    /// d_out: the width of each output row.
+    var outputSize: Int { get }
+    /// y[t, 0..<outputSize] = W · x[t, 0..<inputSize] for t in 0..<tokens; x and y are
+    /// row-major and do not alias. Implementations may use both cores.
+    func apply(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, tokens: Int)
+    /// Bytes the weights occupy in memory (for resident-memory and bandwidth reports).
+    var weightBytes: Int { get }
+}
+
+/// Dense Float32 weight W [outputSize, inputSize], row-major.
+public struct DenseLinear: LinearOperator, @unchecked Sendable {
+    public let inputSize: Int
+    public let outputSize: Int
+    public let weights: [Float]
+
+    public init(weights: [Float], outputSize: Int, inputSize: Int) {
+        precondition(weights.count == outputSize * inputSize)
+        self.weights = weights
+        self.outputSize = outputSize
+        self.inputSize = inputSize
+    }
+
+    public var weightBytes: Int { weights.count * 4 }
+
+    public func apply(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, tokens: Int) {
+        weights.withUnsafeBufferPointer { w in
+            if tokens == 1 {
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(outputSize), Int32(inputSize), 1,
+                            w.baseAddress, Int32(inputSize), x, 1, 0, y, 1)
+            } else {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tokens), Int32(outputSize), Int32(inputSize),
+                            1, x, Int32(inputSize), w.baseAddress, Int32(inputSize), 0, y, Int32(outputSize))
+            }
+        }
+    }
+}
