@@ -1,0 +1,72 @@
+import Foundation
+
+public enum CalibrationError: Error, CustomStringConvertible, Equatable {
+    case unknownSource(String)
+    case missingFile(String)
+    case tooShort(String, tokens: Int, needed: Int)
+    case badArgument(String)
+
+    public var description: String {
+        switch self {
+        case .unknownSource(let s):
+            return "calibration '\(s)': neither a file nor a name in calibration/registry.tsv"
+        case .missingFile(let f): return "calibration file \(f): no such file"
+        case .tooShort(let f, let t, let n):
+            return "calibration text \(f) has \(t) tokens, fewer than one sequence needs (\(n))"
+        case .badArgument(let s): return s
+        }
+    }
+}
+
+/// Calibration text by registry name (calibration/registry.tsv) or by path.
+public enum CalibrationSource {
+    /// The project root: the working directory when it holds calibration/registry.tsv, else the
+    /// source checkout this binary was built from (so `.build/release/aqlm` works from anywhere).
+    static var projectRoots: [URL] {
+        let cwd = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+        let built = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent()
+        return [cwd, built]
+    }
+
+    /// name -> path (relative to the project root), from calibration/registry.tsv.
+    public static func registry() -> [String: String] {
+        for root in projectRoots {
+            let url = root.appendingPathComponent("calibration/registry.tsv")
+            guard let text = try? String(contentsOf: url, encoding: .utf8) else { continue }
+            var out: [String: String] = [:]
+            for line in text.split(separator: "\n").dropFirst() {
+                let cols = line.split(separator: "\t", omittingEmptySubsequences: false)
+                if cols.count >= 2 { out[String(cols[0])] = root.appendingPathComponent(String(cols[1])).standardized.path }
+            }
+            return out
+        }
+        return [:]
+    }
+
+    /// A path that exists wins; then a registry name; otherwise a clear error.
+    public static func resolve(_ nameOrPath: String) throws -> String {
+        if FileManager.default.fileExists(atPath: nameOrPath) { return nameOrPath }
+        if let path = registry()[nameOrPath] {
+            guard FileManager.default.fileExists(atPath: path) else { throw CalibrationError.missingFile(path) }
+            return path
+        }
+        if nameOrPath.contains("/") || nameOrPath.contains(".") { throw CalibrationError.missingFile(nameOrPath) }
+        throw CalibrationError.unknownSource(nameOrPath)
+    }
+}
+
+/// Cuts `samples` windows of `length` tokens at seeded uniform offsets, as the GPTQ/AQLM
+/// reference loaders do for WikiText-2 (offsets may overlap; the text is one long stream).
+public func sampleCalibrationSequences<G: RandomNumberGenerator>(
+    tokens: [Int], samples: Int, length: Int, source: String, using rng: inout G
+) throws -> [[Int]] {
+    guard samples > 0, length > 1 else {
+        throw CalibrationError.badArgument("--samples must be ≥ 1 and --seqlen ≥ 2 (got \(samples), \(length))")
+    }
+    guard tokens.count > length else { throw CalibrationError.tooShort(source, tokens: tokens.count, needed: length + 1) }
+    return (0..<samples).map { _ in
+        let start = Int.random(in: 0..<(tokens.count - length), using: &rng)
+        return Array(tokens[start..<(start + length)])
+    }
+}

@@ -1,0 +1,44 @@
+import CBLAS
+
+/// Accumulates H = Σ XᵀX over calibration activations X [tokens, dim] for one linear input.
+/// AQLM's objective ‖WX − ŴX‖² = tr((W−Ŵ) H (W−Ŵ)ᵀ) needs only H, so the activations
+/// themselves are never kept. Each batch is multiplied in Float32 by BLAS (ssyrk, upper
+/// triangle) and added into a Float64 total: a batch has at most a few thousand rows, so its
+/// Float32 sum is accurate, while the total over ~65k tokens would lose digits in Float32.
+public struct HessianAccumulator: Sendable {
+    public let dim: Int
+    /// Row-major [dim, dim], full (both triangles filled by `hessian()`).
+    private var total: [Double]
+    private var batch: [Float]
+    public private(set) var tokenCount = 0
+
+    public init(dim: Int) {
+        self.dim = dim
+        total = [Double](repeating: 0, count: dim * dim)
+        batch = [Float](repeating: 0, count: dim * dim)
+    }
+
+    /// Adds XᵀX for `rows` rows of X (row-major, `dim` wide).
+    public mutating func add(_ x: UnsafePointer<Float>, rows: Int) {
+        guard rows > 0 else { return }
+        let n = Int32(dim)
+        batch.withUnsafeMutableBufferPointer { b in
+            // Row-major C = Aᵀ A with A [rows, dim]: upper triangle of C filled.
+            cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, n, Int32(rows), 1, x, n, 0, b.baseAddress, n)
+        }
+        for i in 0..<dim {
+            for j in i..<dim { total[i * dim + j] += Double(batch[i * dim + j]) }
+        }
+        tokenCount += rows
+    }
+
+    /// H = XᵀX (not averaged: the objective's scale does not matter to the argmin, and keeping
+    /// the sum makes the weighted error comparable across layers only through the relative error).
+    public func hessian() -> [Double] {
+        var h = total
+        for i in 0..<dim {
+            for j in 0..<i { h[i * dim + j] = h[j * dim + i] }
+        }
+        return h
+    }
+}
