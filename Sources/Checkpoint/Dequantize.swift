@@ -3,6 +3,7 @@
 
 /// Dequantizes `out.count` elements of `type` stored at `raw` (which must hold exactly
 /// `type.byteCount(elements: out.count)` bytes; callers check that and name the tensor).
+/// `type.canDequantize` must be true.
 public func dequantize(_ type: GGMLType, _ raw: UnsafeRawBufferPointer, into out: UnsafeMutableBufferPointer<Float>) {
     let nBlocks = out.count / type.blockSize
     precondition(out.count % type.blockSize == 0 && raw.count >= nBlocks * type.typeSize)
@@ -14,15 +15,27 @@ public func dequantize(_ type: GGMLType, _ raw: UnsafeRawBufferPointer, into out
         for i in 0..<out.count { dst[i] = halfToFloat(src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }
     case .bf16:
         for i in 0..<out.count { dst[i] = bf16ToFloat(src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }
-    case .q4_0:
-        for b in 0..<nBlocks { dequantizeQ4_0(src + b * type.typeSize, dst + b * 32) }
-    case .q4_1:
-        for b in 0..<nBlocks { dequantizeQ4_1(src + b * type.typeSize, dst + b * 32) }
-    case .q8_0:
-        for b in 0..<nBlocks { dequantizeQ8_0(src + b * type.typeSize, dst + b * 32) }
+    case .q4_0: dequantizeBlocks(type, src, nBlocks, dst, dequantizeQ4_0)
+    case .q4_1: dequantizeBlocks(type, src, nBlocks, dst, dequantizeQ4_1)
+    case .q5_0: dequantizeBlocks(type, src, nBlocks, dst, dequantizeQ5_0)
+    case .q5_1: dequantizeBlocks(type, src, nBlocks, dst, dequantizeQ5_1)
+    case .q8_0: dequantizeBlocks(type, src, nBlocks, dst, dequantizeQ8_0)
+    case .q2_K: dequantizeBlocks(type, src, nBlocks, dst, dequantizeQ2_K)
+    case .q3_K: dequantizeBlocks(type, src, nBlocks, dst, dequantizeQ3_K)
+    case .q4_K: dequantizeBlocks(type, src, nBlocks, dst, dequantizeQ4_K)
+    case .q5_K: dequantizeBlocks(type, src, nBlocks, dst, dequantizeQ5_K)
+    case .q6_K: dequantizeBlocks(type, src, nBlocks, dst, dequantizeQ6_K)
     default:
-        dequantizeKQuants(type, src, nBlocks: nBlocks, dst)
+        preconditionFailure("dequantize: \(type.name) is not supported (callers check canDequantize)")
     }
+}
+
+/// Applies a one-block dequantizer to `nBlocks` consecutive blocks.
+@inline(__always) func dequantizeBlocks(
+    _ type: GGMLType, _ src: UnsafeRawPointer, _ nBlocks: Int, _ dst: UnsafeMutablePointer<Float>,
+    _ block: (UnsafeRawPointer, UnsafeMutablePointer<Float>) -> Void
+) {
+    for b in 0..<nBlocks { block(src + b * type.typeSize, dst + b * type.blockSize) }
 }
 
 @inline(__always) func f16(_ p: UnsafeRawPointer, _ offset: Int) -> Float {
@@ -46,6 +59,35 @@ public func dequantize(_ type: GGMLType, _ raw: UnsafeRawBufferPointer, into out
         let q = p.load(fromByteOffset: 4 + j, as: UInt8.self)
         y[j] = d * Float(q & 0xf) + m
         y[j + 16] = d * Float(q >> 4) + m
+    }
+}
+
+/// block_q5_0 { f16 d; u8 qh[4]; u8 qs[16] } (22 bytes): qh is a little-endian u32 whose bit j is
+/// the fifth bit of element j. x[j] = d * ((qs[j] & 15 | bit j << 4) - 16),
+/// x[j+16] = d * ((qs[j] >> 4 | bit (j+16) << 4) - 16).
+@inline(__always) func dequantizeQ5_0(_ p: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
+    let d = f16(p, 0)
+    let qh = UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 2, as: UInt32.self))
+    for j in 0..<16 {
+        let q = p.load(fromByteOffset: 6 + j, as: UInt8.self)
+        let x0 = Int(q & 0xf) | Int((qh >> UInt32(j)) & 1) << 4
+        let x1 = Int(q >> 4) | Int((qh >> UInt32(j + 16)) & 1) << 4
+        y[j] = Float(x0 - 16) * d
+        y[j + 16] = Float(x1 - 16) * d
+    }
+}
+
+/// block_q5_1 { f16 d; f16 m; u8 qh[4]; u8 qs[16] } (24 bytes): as Q5_0 without the -16 offset,
+/// plus the min: x[j] = d * (qs[j] & 15 | bit j << 4) + m, x[j+16] = d * (qs[j] >> 4 | bit (j+16) << 4) + m.
+@inline(__always) func dequantizeQ5_1(_ p: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
+    let d = f16(p, 0), m = f16(p, 2)
+    let qh = UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
+    for j in 0..<16 {
+        let q = p.load(fromByteOffset: 8 + j, as: UInt8.self)
+        let x0 = UInt32(q & 0xf) | ((qh >> UInt32(j)) & 1) << 4
+        let x1 = UInt32(q >> 4) | ((qh >> UInt32(j + 16)) & 1) << 4
+        y[j] = Float(x0) * d + m
+        y[j + 16] = Float(x1) * d + m
     }
 }
 

@@ -5,6 +5,8 @@ public enum GGMLType: UInt32, Sendable, CaseIterable {
     case q2_K = 10, q3_K = 11, q4_K = 12, q5_K = 13, q6_K = 14, q8_K = 15
     case iq2_xxs = 16, iq2_xs = 17, iq3_xxs = 18, iq1_s = 19, iq4_nl = 20, iq3_s = 21, iq2_s = 22, iq4_xs = 23
     case i8 = 24, i16 = 25, i32 = 26, i64 = 27, f64 = 28, iq1_m = 29, bf16 = 30
+    // 31-33 (Q4_0_4_4 ...) and 36-38 were runtime repackings, removed from GGUF files.
+    case tq1_0 = 34, tq2_0 = 35, mxfp4 = 39
 
     public var name: String {
         switch self {
@@ -16,7 +18,7 @@ public enum GGMLType: UInt32, Sendable, CaseIterable {
         case .i16: return "I16"
         case .i32: return "I32"
         case .i64: return "I64"
-        default: return String(describing: self).uppercased().replacingOccurrences(of: "_K", with: "_K")
+        default: return String(describing: self).uppercased()
         }
     }
 
@@ -24,7 +26,7 @@ public enum GGMLType: UInt32, Sendable, CaseIterable {
     public var blockSize: Int {
         switch self {
         case .f32, .f16, .bf16, .f64, .i8, .i16, .i32, .i64: return 1
-        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q8_1, .iq4_nl: return 32
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q8_1, .iq4_nl, .mxfp4: return 32
         default: return 256
         }
     }
@@ -57,6 +59,9 @@ public enum GGMLType: UInt32, Sendable, CaseIterable {
         case .iq2_s: return 82
         case .iq4_xs: return 136
         case .iq1_m: return 56
+        case .tq1_0: return 54     // 48 base-3 packed bytes, 4 more, f16 d
+        case .tq2_0: return 66     // 64 bytes of 2-bit ternary codes, f16 d
+        case .mxfp4: return 17     // e8m0 shared exponent, 16 bytes of fp4 nibbles
         }
     }
 
