@@ -1,0 +1,143 @@
+/// Decode (1-4 tokens) paths of `AQLMLinear`.
+extension AQLMLinear {
+    /// Lookup-table matvec (B ≤ 8). The table chunks are split between workers (split-K): each
+    /// builds the tables of its own input groups and sums them for every row into its own
+    /// partial output, so no worker waits for another's tables; the caller adds the partials
+    /// and applies the row scales.
+    func applyLookupTables(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, tokens: Int) {
+        guard let codes = blockedCodes, tokens > 0 else { return }
+        let chunkGroups = aqlmChunkGroups(codebookCount: scheme.codebookCount)
+        let chunkCount = (groupCount + chunkGroups - 1) / chunkGroups
+        let workers = lookupWorkerCount(chunkCount: chunkCount, tokens: tokens)
+        let paddedRows = codes.blockCount * aqlmBlockRows
+        let partialSize = tokens * paddedRows
+        let partials = UnsafeMutablePointer<Float>.allocate(capacity: workers * partialSize)
+        partials.initialize(repeating: 0, count: workers * partialSize)
+        defer { partials.deallocate() }
+
+        codes.bytes.withUnsafeBufferPointer { codeBytes in
+            transposedCodebooks.withUnsafeBufferPointer { transposed in
+                parallelFor(workers) { w in
+                    lookupChunks(chunkCount * w / workers ..< chunkCount * (w + 1) / workers, x: x, tokens: tokens,
+                                 codes: codeBytes.baseAddress!, transposed: transposed.baseAddress!,
+                                 into: partials + w * partialSize, paddedRows: paddedRows)
+                }
+            }
+        }
+        scales.withUnsafeBufferPointer { s in
+            for t in 0..<tokens {
+                for r in 0..<outputSize {
+                    var sum: Float = 0
+                    for w in 0..<workers { sum += partials[w * partialSize + t * paddedRows + r] }
+                    y[t * outputSize + r] = s[r] * sum
+                }
+            }
+        }
+    }
+
+    /// Two workers pay for their wake-up (several µs through Dispatch) only on large layers.
+    private func lookupWorkerCount(chunkCount: Int, tokens: Int) -> Int {
+        let lookups = outputSize * tableCount * tokens
+        let multiplyAdds = tableCount * aqlmTableEntries * scheme.groupSize * tokens
+        guard lookups + multiplyAdds / 4 >= Self.parallelDecodeWork else { return 1 }
+        return max(1, min(Threads.count, chunkCount))
+    }
+
+    /// Below this many lookups (plus table-build multiply-adds / 4), one core decodes alone.
+    nonisolated(unsafe) public static var parallelDecodeWork = 0
+
+    /// One worker's share: tables of `chunks` for every token, then row blocks four at a time,
+    /// every token and chunk per block while its codes are in L1.
+    private func lookupChunks(_ chunks: Range<Int>, x: UnsafePointer<Float>, tokens: Int, codes: UnsafePointer<UInt8>,
+                              transposed: UnsafePointer<Float>, into partial: UnsafeMutablePointer<Float>, paddedRows: Int) {
+        guard !chunks.isEmpty, let layout = blockedCodes else { return }
+        let m = scheme.codebookCount, g = scheme.groupSize
+        let chunkGroups = aqlmChunkGroups(codebookCount: m)
+        func groups(ofChunk c: Int) -> Range<Int> { c * chunkGroups ..< min((c + 1) * chunkGroups, groupCount) }
+        let firstTable = chunks.lowerBound * chunkGroups * m
+        let tablesPerToken = groups(ofChunk: chunks.upperBound - 1).upperBound * m - firstTable
+
+        let tables = UnsafeMutablePointer<Int16>.allocate(capacity: tokens * tablesPerToken * aqlmTableEntries)
+        let chunkScales = UnsafeMutablePointer<Float>.allocate(capacity: tokens * chunks.count)
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: chunkGroups * m * aqlmTableEntries)
+        defer { tables.deallocate(); chunkScales.deallocate(); scratch.deallocate() }
+
+        for t in 0..<tokens {
+            for (i, c) in chunks.enumerated() {
+                let cg = groups(ofChunk: c)
+                buildFloatTables(x: x + t * inputSize, transposed: transposed, groupSize: g, codebookCount: m,
+                                 groups: cg, into: scratch)
+                let offset = (t * tablesPerToken + cg.lowerBound * m - firstTable) * aqlmTableEntries
+                chunkScales[t * chunks.count + i] = quantizeTables(scratch, count: cg.count * m * aqlmTableEntries,
+                                                                   into: tables + offset)
+            }
+        }
+
+        var block = 0
+        while block < layout.blockCount {
+            let blocks = min(4, layout.blockCount - block)
+            for t in 0..<tokens {
+                for (i, c) in chunks.enumerated() {
+                    let cg = groups(ofChunk: c)
+                    let first = cg.lowerBound * m
+                    accumulateLookups(codes: codes + block * layout.blockStride + first * aqlmBlockRows,
+                                      blockStride: layout.blockStride, blocks: blocks,
+                                      tables: tables + (t * tablesPerToken + first - firstTable) * aqlmTableEntries,
+                                      tableCount: cg.count * m, scale: chunkScales[t * chunks.count + i],
+                                      into: partial + t * paddedRows + block * aqlmBlockRows)
+                }
+            }
+            block += blocks
+        }
+    }
+
+    /// Wide codes (B > 8): each worker dequantizes 32-row tiles into an L1/L2-resident buffer and
+    /// takes their dot products with every token.
+    func applyDequantizedDots(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, tokens: Int) {
+        let tileRows = aqlmBlockRows
+        let tileCount = (outputSize + tileRows - 1) / tileRows
+        parallelChunks(tileCount) { lo, hi in
+            let tile = UnsafeMutablePointer<Float>.allocate(capacity: tileRows * inputSize)
+            defer { tile.deallocate() }
+            for tileIndex in lo..<hi {
+                let rows = tileIndex * tileRows ..< min((tileIndex + 1) * tileRows, outputSize)
+                dequantizeRows(rows, into: tile)
+                for t in 0..<tokens {
+                    for (i, r) in rows.enumerated() {
+                        y[t * outputSize + r] = aqlmDot(tile + i * inputSize, x + t * inputSize, count: inputSize)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Σ a[i]·b[i] with four SIMD16 accumulators (latency hiding), scalar tail.
+@inline(__always)
+func aqlmDot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+    let pa = UnsafeRawPointer(a), pb = UnsafeRawPointer(b)
+    var s0 = SIMD16<Float>(), s1 = SIMD16<Float>(), s2 = SIMD16<Float>(), s3 = SIMD16<Float>()
+    var i = 0
+    while i + 64 <= count {
+        s0.addProduct(pa.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self),
+                      pb.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self))
+        s1.addProduct(pa.loadUnaligned(fromByteOffset: i * 4 + 64, as: SIMD16<Float>.self),
+                      pb.loadUnaligned(fromByteOffset: i * 4 + 64, as: SIMD16<Float>.self))
+        s2.addProduct(pa.loadUnaligned(fromByteOffset: i * 4 + 128, as: SIMD16<Float>.self),
+                      pb.loadUnaligned(fromByteOffset: i * 4 + 128, as: SIMD16<Float>.self))
+        s3.addProduct(pa.loadUnaligned(fromByteOffset: i * 4 + 192, as: SIMD16<Float>.self),
+                      pb.loadUnaligned(fromByteOffset: i * 4 + 192, as: SIMD16<Float>.self))
+        i += 64
+    }
+    while i + 16 <= count {
+        s0.addProduct(pa.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self),
+                      pb.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self))
+        i += 16
+    }
+    var sum = ((s0 + s1) + (s2 + s3)).sum()
+    while i < count {
+        sum += a[i] * b[i]
+        i += 1
+    }
+    return sum
+}

@@ -1,0 +1,192 @@
+import Kernels
+import XCTest
+
+/// AQLM kernels against the definition (`applyReference`, Double accumulation) and against the
+/// dense path (`dequantize()` + `DenseLinear`), on seeded random codes over awkward sizes.
+final class AQLMLinearTests: XCTestCase {
+    private func scheme(_ m: Int, _ bits: Int, _ g: Int) -> AQLMScheme {
+        AQLMScheme(codebookCount: m, codeBits: bits, groupSize: g)
+    }
+
+    private func gaussian(_ count: Int, seed: UInt64) -> [Float] {
+        var random = SeededRandom(seed: seed)
+        return (0..<count).map { _ in random.nextGaussian() }
+    }
+
+    /// Token rows with one input group 30× larger than the rest (LLM activations have such
+    /// outlier channels): the case a single table scale per token would handle worst.
+    private func inputs(tokens: Int, size: Int, groupSize: Int, seed: UInt64) -> [Float] {
+        var x = gaussian(tokens * size, seed: seed)
+        for t in 0..<tokens {
+            for k in 0..<groupSize { x[t * size + k] *= 30 }
+        }
+        return x
+    }
+
+    /// |fast − reference| ≤ |scales[r]| · decodeErrorBound(x_t) + 2 ulp of the reference.
+    private func assertDecodeMatchesReference(_ layer: AQLMLinear, tokens: Int, seed: UInt64,
+                                              file: StaticString = #filePath, line: UInt = #line) {
+        let x = inputs(tokens: tokens, size: layer.inputSize, groupSize: layer.scheme.groupSize, seed: seed)
+        var fast = [Float](repeating: .nan, count: tokens * layer.outputSize)
+        var reference = [Float](repeating: .nan, count: tokens * layer.outputSize)
+        layer.applyDecode(x, &fast, tokens: tokens)
+        layer.applyReference(x, &reference, tokens: tokens)
+        x.withUnsafeBufferPointer { xs in
+            for t in 0..<tokens {
+                let bound = layer.decodeErrorBound(xs.baseAddress! + t * layer.inputSize)
+                for r in 0..<layer.outputSize {
+                    let i = t * layer.outputSize + r
+                    let tolerance = abs(layer.scales[r]) * bound + 2 * reference[i].ulp
+                    let error = abs(fast[i] - reference[i])
+                    if !(error <= tolerance) {
+                        XCTFail("\(layer.scheme) [\(layer.outputSize),\(layer.inputSize)] token \(t) row \(r): "
+                                + "fast \(fast[i]) reference \(reference[i]) tolerance \(tolerance)", file: file, line: line)
+                        return
+                    }
+                }
+                // The tolerance must stay far below the outputs' size, or the check would be vacuous.
+                let rms = (reference[t * layer.outputSize ..< (t + 1) * layer.outputSize].map { $0 * $0 }.reduce(0, +)
+                    / Float(layer.outputSize)).squareRoot()
+                XCTAssertLessThan(bound, 3e-3 * rms, "tolerance too loose to test anything", file: file, line: line)
+            }
+        }
+    }
+
+    func testLookupDecodeMatchesReferenceOverAwkwardShapes() {
+        // (d_out, d_in, scheme): d_out off the 32-row block and 4-block sizes, few groups, chunks
+        // that split groups unevenly (M = 3 → 5 groups per chunk), partial last chunks, B < 8.
+        let cases: [(Int, Int, AQLMScheme)] = [
+            (33, 16, scheme(2, 8, 8)), (161, 576, scheme(2, 8, 8)), (257, 136, scheme(1, 8, 8)),
+            (70, 40, scheme(3, 8, 8)), (129, 64, scheme(4, 8, 16)), (100, 48, scheme(3, 8, 4)),
+            (5, 8, scheme(1, 8, 8)), (45, 32, scheme(2, 6, 8)), (200, 1536, scheme(2, 8, 8)),
+        ]
+        for (i, (dOut, dIn, s)) in cases.enumerated() {
+            let layer = AQLMLinear.random(outputSize: dOut, inputSize: dIn, scheme: s, seed: UInt64(10 + i))
+            for tokens in 1...5 {
+                assertDecodeMatchesReference(layer, tokens: tokens, seed: UInt64(100 * i + tokens))
+            }
+        }
+    }
+
+    func testLookupDecodeIsTheSameWithOneOrTwoWorkers() {
+        let layer = AQLMLinear.random(outputSize: 300, inputSize: 576, scheme: scheme(2, 8, 8), seed: 3)
+        let x = inputs(tokens: 2, size: 576, groupSize: 8, seed: 4)
+        let saved = Threads.count
+        defer { Threads.set(saved) }
+        var outputs: [[Float]] = []
+        for workers in [1, 2] {
+            Threads.set(workers)
+            var y = [Float](repeating: 0, count: 600)
+            layer.applyDecode(x, &y, tokens: 2)
+            outputs.append(y)
+        }
+        // Chunk scales do not depend on the split, only the order of the final Float32 sums does.
+        for (a, b) in zip(outputs[0], outputs[1]) {
+            XCTAssertEqual(a, b, accuracy: 1e-5 * max(1, abs(a)))
+        }
+    }
+
+    func testWideCodeDecodeMatchesReference() {
+        for (i, (dOut, dIn, s)) in [(40, 16, scheme(1, 16, 8)), (37, 24, scheme(2, 10, 8)), (65, 64, scheme(1, 12, 16))].enumerated() {
+            let layer = AQLMLinear.random(outputSize: dOut, inputSize: dIn, scheme: s, seed: UInt64(50 + i))
+            for tokens in [1, 3] {
+                assertDecodeMatchesReference(layer, tokens: tokens, seed: UInt64(7 * i + tokens))
+            }
+        }
+    }
+
+    /// apply() (lookup tables up to 4 tokens, dequantized tiles + sgemm beyond) equals the
+    /// dense product with the dequantized weight.
+    func testApplyMatchesDequantizedDenseProduct() {
+        let saved = AQLMLinear.prefillTileRows
+        defer { AQLMLinear.prefillTileRows = saved }
+        AQLMLinear.prefillTileRows = 64  // several tiles, the last one partial
+        for (i, (dOut, dIn, s)) in [(200, 96, scheme(2, 8, 8)), (150, 64, scheme(1, 16, 8))].enumerated() {
+            let layer = AQLMLinear.random(outputSize: dOut, inputSize: dIn, scheme: s, seed: UInt64(20 + i))
+            let weight = layer.dequantize()
+            let dense = DenseLinear(weights: weight, outputSize: dOut, inputSize: dIn)
+            for tokens in [1, 3, 17, 128] {
+                let x = gaussian(tokens * dIn, seed: UInt64(tokens))
+                var y = [Float](repeating: .nan, count: tokens * dOut)
+                var expected = [Float](repeating: .nan, count: tokens * dOut)
+                layer.apply(x, &y, tokens: tokens)
+                dense.apply(x, &expected, tokens: tokens)
+                var worst = (excess: Float(0), index: 0)
+                for t in 0..<tokens {
+                    for r in 0..<dOut {
+                        // Scale of the sum: Σ_k |W[r,k]·x[t,k]|. Lookup tables are 15-bit, the
+                        // rest is Float32 with sums of ≤ d_in terms.
+                        var magnitude: Float = 0
+                        for k in 0..<dIn { magnitude += abs(weight[r * dIn + k] * x[t * dIn + k]) }
+                        let i = t * dOut + r
+                        let excess = abs(y[i] - expected[i]) / (2e-4 * magnitude)
+                        if !(excess <= worst.excess), !worst.excess.isNaN { worst = (excess, i) }  // NaN sticks
+                    }
+                }
+                XCTAssertLessThanOrEqual(worst.excess, 1, "\(s) tokens \(tokens): y[\(worst.index)] = \(y[worst.index]), "
+                                         + "dense \(expected[worst.index])")
+            }
+        }
+    }
+
+    /// The HF layout by hand: Ŵ[r, j·G ..< (j+1)·G] = scales[r] · Σ_m codebooks[m][codes[r, j, m]].
+    func testDequantizeFollowsTheHuggingFaceLayout() throws {
+        // M = 2 codebooks of 2^1 codewords of length G = 2; d_out = 2, d_in = 4 (2 groups).
+        let codebooks: [Float] = [1, 2, 3, 4,  // codebook 0: codeword 0 = (1, 2), codeword 1 = (3, 4)
+                                  10, 20, 30, 40]  // codebook 1: (10, 20), (30, 40)
+        let codes: [UInt8] = [0, 1, 1, 0,  // row 0: group 0 codes (0, 1), group 1 codes (1, 0)
+                              1, 1, 0, 0]  // row 1: group 0 (1, 1), group 1 (0, 0)
+        let layer = try AQLMLinear(codes: codes, codebooks: codebooks, scales: [2, -1], outputSize: 2, inputSize: 4,
+                                   scheme: scheme(2, 1, 2))
+        XCTAssertEqual(layer.dequantize(), [62, 84, 26, 48,   // 2·((1,2)+(30,40)), 2·((3,4)+(10,20))
+                                            -33, -44, -11, -22])  // −((3,4)+(30,40)), −((1,2)+(10,20))
+        var rows = [Float](repeating: 0, count: 4)
+        layer.dequantizeRows(1..<2, into: &rows)
+        XCTAssertEqual(rows, [-33, -44, -11, -22])
+        XCTAssertEqual(layer.code(row: 0, group: 1, codebook: 0), 1)
+        var y = [Float](repeating: 0, count: 2)
+        layer.apply([1, 0, 0, 1], &y, tokens: 1)
+        XCTAssertEqual(y[0], 62 + 48, accuracy: 0.01)
+        XCTAssertEqual(y[1], -33 - 22, accuracy: 0.01)
+    }
+
+    func testDequantizeRowsMatchesWholeDequantize() {
+        for s in [scheme(2, 8, 8), scheme(1, 16, 8), scheme(3, 8, 4)] {
+            let layer = AQLMLinear.random(outputSize: 70, inputSize: 48, scheme: s, seed: 9)
+            let whole = layer.dequantize()
+            var part = [Float](repeating: 0, count: 9 * 48)
+            layer.dequantizeRows(31..<40, into: &part)
+            XCTAssertEqual(part, Array(whole[31 * 48 ..< 40 * 48]), "\(s)")
+        }
+    }
+
+    func testMalformedLayersAreRejectedWithTheirName() {
+        let s = scheme(2, 8, 8)
+        func message(_ body: () throws -> AQLMLinear) -> String {
+            do { _ = try body(); return "no error" } catch { return "\(error)" }
+        }
+        let codebooks = [Float](repeating: 0, count: 2 * 256 * 8)
+        XCTAssertEqual(message { try AQLMLinear(codes: [UInt8](repeating: 0, count: 7), codebooks: codebooks, scales: [1, 1],
+                                                outputSize: 2, inputSize: 16, scheme: s, name: "blk.0.q") },
+                       "blk.0.q: codes hold 7 entries, expected [2, 2, 2]")
+        XCTAssertEqual(message { try AQLMLinear(codes: [UInt8](repeating: 0, count: 8), codebooks: codebooks, scales: [1],
+                                                outputSize: 2, inputSize: 16, scheme: s, name: "blk.0.q") },
+                       "blk.0.q: scales hold 1 floats, expected 2")
+        XCTAssertEqual(message { try AQLMLinear(codes: [UInt8](repeating: 0, count: 8), codebooks: codebooks, scales: [1, 1],
+                                                outputSize: 2, inputSize: 12, scheme: s, name: "blk.0.q") },
+                       "blk.0.q: d_in 12 is not a multiple of group size 8")
+        XCTAssertEqual(message { try AQLMLinear(codes: [UInt16](repeating: 300, count: 8), codebooks: codebooks, scales: [1, 1],
+                                                outputSize: 2, inputSize: 16, scheme: s, name: "blk.0.q") },
+                       "blk.0.q: code 300 out of range for 8-bit codebooks")
+        XCTAssertEqual(message { try AQLMLinear(codes: [UInt8](repeating: 0, count: 8), codebooks: codebooks, scales: [1, 1],
+                                                outputSize: 2, inputSize: 16, scheme: scheme(1, 16, 8), name: "blk.0.q") },
+                       "blk.0.q: 16-bit codes need UInt16 storage, got UInt8")
+    }
+
+    func testPackedLayerIsSmallerThanDense() {
+        let layer = AQLMLinear.random(outputSize: 1536, inputSize: 576, scheme: scheme(2, 8, 8), seed: 1)
+        // 2 bits per weight of codes + 16 KB of codebooks + scales, against 32 bits per weight.
+        XCTAssertEqual(layer.weightBytes, 1536 * 72 * 2 + 2 * 256 * 8 * 4 + 1536 * 4)
+        XCTAssertLessThan(layer.weightBytes * 10, 1536 * 576 * 4)
+    }
+}
