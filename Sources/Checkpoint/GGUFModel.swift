@@ -21,12 +21,17 @@ extension GGUFFile {
         }
         let headDim = metadata["\(arch).attention.key_length"]?.int ?? hidden / heads
         let vocab = metadata["\(arch).vocab_size"]?.int ?? metadata["tokenizer.ggml.tokens"]?.array?.count ?? 0
+        let layers = try int("block_count"), ffn = try int("feed_forward_length")
+        // Every layer needs its own tensors: a larger count is corrupt, not a model to enumerate.
+        guard layers >= 0, layers <= tensors.count, headDim > 0, ffn > 0, vocab >= 0 else {
+            throw CheckpointError.invalid(path, detail: "implausible hyper-parameters (\(layers) layers for \(tensors.count) tensors, head dim \(headDim), feed-forward \(ffn))")
+        }
         return LlamaConfig(
             architecture: arch,
             vocabSize: vocab,
             hiddenSize: hidden,
-            intermediateSize: try int("feed_forward_length"),
-            numLayers: try int("block_count"),
+            intermediateSize: ffn,
+            numLayers: layers,
             numHeads: heads,
             numKVHeads: kvHeads,
             headDim: headDim,
@@ -56,26 +61,42 @@ extension GGUFFile {
             addBOS: metadata["tokenizer.ggml.add_bos_token"]?.bool ?? false)
     }
 
+    /// Per-block tensors: GGUF suffix after `blk.N.` -> Hugging Face suffix after `model.layers.N.`.
+    static let blockTensorNames: [String: String] = [
+        "attn_norm.weight": "input_layernorm.weight", "ffn_norm.weight": "post_attention_layernorm.weight",
+        "attn_q.weight": "self_attn.q_proj.weight", "attn_k.weight": "self_attn.k_proj.weight",
+        "attn_v.weight": "self_attn.v_proj.weight", "attn_output.weight": "self_attn.o_proj.weight",
+        "attn_q.bias": "self_attn.q_proj.bias", "attn_k.bias": "self_attn.k_proj.bias",
+        "attn_v.bias": "self_attn.v_proj.bias",
+        "ffn_gate.weight": "mlp.gate_proj.weight", "ffn_up.weight": "mlp.up_proj.weight",
+        "ffn_down.weight": "mlp.down_proj.weight",
+    ]
+    static let globalTensorNames: [String: String] = [
+        "token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+        "output.weight": "lm_head.weight",
+    ]
+    static let inverseBlockTensorNames = Dictionary(uniqueKeysWithValues: blockTensorNames.map { ($1, $0) })
+    static let inverseGlobalTensorNames = Dictionary(uniqueKeysWithValues: globalTensorNames.map { ($1, $0) })
+
     /// GGUF tensor name -> Hugging Face name (nil for tensors the model does not use).
     public static func huggingFaceName(_ g: String) -> String? {
-        switch g {
-        case "token_embd.weight": return "model.embed_tokens.weight"
-        case "output_norm.weight": return "model.norm.weight"
-        case "output.weight": return "lm_head.weight"
-        default: break
-        }
-        let parts = g.split(separator: ".", maxSplits: 2).map(String.init)
-        guard parts.count == 3, parts[0] == "blk", let l = Int(parts[1]) else { return nil }
-        let map = [
-            "attn_norm.weight": "input_layernorm.weight", "ffn_norm.weight": "post_attention_layernorm.weight",
-            "attn_q.weight": "self_attn.q_proj.weight", "attn_k.weight": "self_attn.k_proj.weight",
-            "attn_v.weight": "self_attn.v_proj.weight", "attn_output.weight": "self_attn.o_proj.weight",
-            "attn_q.bias": "self_attn.q_proj.bias", "attn_k.bias": "self_attn.k_proj.bias",
-            "attn_v.bias": "self_attn.v_proj.bias",
-            "ffn_gate.weight": "mlp.gate_proj.weight", "ffn_up.weight": "mlp.up_proj.weight",
-            "ffn_down.weight": "mlp.down_proj.weight",
-        ]
-        return map[parts[2]].map { "model.layers.\(l).\($0)" }
+        globalTensorNames[g] ?? renamedBlockTensor(g, from: "blk.", to: "model.layers.", blockTensorNames)
+    }
+
+    /// Hugging Face name -> GGUF tensor name (nil for names outside the Llama scheme).
+    public static func ggufName(_ h: String) -> String? {
+        inverseGlobalTensorNames[h] ?? renamedBlockTensor(h, from: "model.layers.", to: "blk.", inverseBlockTensorNames)
+    }
+
+    /// `<prefix><layer>.<suffix>` -> `<newPrefix><layer>.<suffixes[suffix]>`; the layer must be
+    /// written canonically ("7", not "07"), so two stored names never map to one.
+    private static func renamedBlockTensor(_ name: String, from prefix: String, to newPrefix: String,
+                                           _ suffixes: [String: String]) -> String? {
+        guard name.hasPrefix(prefix) else { return nil }
+        let rest = name.dropFirst(prefix.count)
+        guard let dot = rest.firstIndex(of: "."), let layer = Int(rest[..<dot]), layer >= 0,
+              String(layer) == rest[..<dot] else { return nil }
+        return suffixes[String(rest[rest.index(after: dot)...])].map { "\(newPrefix)\(layer).\($0)" }
     }
 
     /// Reads the whole model into Float32, un-permuting q/k for llama-style RoPE.
