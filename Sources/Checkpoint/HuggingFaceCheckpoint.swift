@@ -1,0 +1,68 @@
+import Foundation
+
+/// A Hugging Face model directory: config.json, model.safetensors (or sharded with
+/// model.safetensors.index.json), tokenizer.json and tokenizer_config.json. Tensor names are
+/// already ours and q/k rows are already in rotate-half order, so weights load as stored.
+public enum HuggingFaceCheckpoint {
+    /// Whether `directory` holds a config.json (the file that makes it a model directory).
+    public static func isCheckpoint(directory: String) -> Bool {
+        fileExists(joinPath(directory, HuggingFaceConfig.fileName))
+    }
+
+    /// Reads every tensor the config implies, converted to Float32, plus the tokenizer.
+    public static func modelWeights(directory: String) throws -> ModelWeights {
+        let configPath = joinPath(directory, HuggingFaceConfig.fileName)
+        let config = try HuggingFaceConfig(path: configPath)
+        if let method = config.quantizationMethod {
+            if method == "aqlm" {
+                throw CheckpointError.invalid(directory, detail: "packed AQLM checkpoint: open it with PackedFormat")
+            }
+            throw CheckpointError.invalid(configPath, detail: "quantization_config quant_method '\(method)' is not supported")
+        }
+        let spec = try tokenizer(directory: directory, vocabSize: config.llama.vocabSize)
+        let checkpoint = try SafeTensorsCheckpoint(directory: directory)
+        var tensors: [String: WeightTensor] = [:]
+        for (name, shape) in config.llama.expectedShapes {
+            guard let info = checkpoint.info(name), let file = checkpoint.file(for: name) else {
+                throw CheckpointError.missingTensor(checkpoint.path, tensor: name)
+            }
+            guard info.shape == shape else {
+                throw CheckpointError.shapeMismatch(file.path, tensor: name, expected: shape, found: info.shape)
+            }
+            tensors[name] = WeightTensor(shape: shape, values: try file.floats(info))
+        }
+        let weights = ModelWeights(config: config.llama, tokenizer: spec, tensors: tensors, source: directory)
+        try weights.validate()
+        return weights
+    }
+
+    /// The tokenizer, padded with unused tokens to the embedding's rows as llama.cpp does.
+    static func tokenizer(directory: String, vocabSize: Int) throws -> TokenizerSpec {
+        let spec = try HuggingFaceTokenizer.read(directory: directory)
+        guard spec.tokens.count <= vocabSize else {
+            throw CheckpointError.invalid(joinPath(directory, HuggingFaceTokenizer.fileName),
+                                          detail: "\(spec.tokens.count) tokens, more than config.json's vocab_size \(vocabSize)")
+        }
+        return spec.padded(toVocabSize: vocabSize)
+    }
+
+    /// Writes `weights` as a model directory (created if needed) with tensors stored as `dtype`
+    /// (F32, F16 or BF16); `extraConfig` members are added to config.json.
+    public static func write(_ weights: ModelWeights, toDirectory directory: String, dtype: SafeTensorsDType = .f32,
+                             extraConfig: [(String, JSONValue)] = []) throws {
+        try weights.validate()
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw CheckpointError.unreadable(directory, reason: "cannot create directory: \(error.localizedDescription)")
+        }
+        var writer = SafeTensorsWriter(metadata: ["format": "pt"])
+        for (name, shape) in weights.config.expectedShapes {
+            try writer.add(name, shape: shape, floats: weights[name].values, as: dtype)
+        }
+        try writer.write(to: joinPath(directory, SafeTensorsCheckpoint.singleFileName))
+        try HuggingFaceTokenizer.write(weights.tokenizer, toDirectory: directory)
+        try HuggingFaceConfig.write(weights.config, bosTokenId: weights.tokenizer.bosId, eosTokenId: weights.tokenizer.eosId,
+                                    extra: extraConfig, to: joinPath(directory, HuggingFaceConfig.fileName))
+    }
+}
