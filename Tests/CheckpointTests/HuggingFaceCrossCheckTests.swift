@@ -61,12 +61,19 @@ final class HuggingFaceCrossCheckTests: TemporaryDirectoryTestCase {
         return String(h ^ size, radix: 16)
     }
 
-    /// The default model converted by tools/gguf_to_hf.py, cached across runs.
+    /// The default model converted by tools/gguf_to_hf.py, cached across runs; entries made by
+    /// older versions of the scripts (half a gigabyte each) are removed.
     func convertedDefaultModel(python py: String) throws -> String {
         let model = ModelPaths.defaultModel
-        let dir = (Self.cacheBase as NSString).appendingPathComponent("hf/smollm2-135m-\(try Self.cacheKey(model: model))")
+        let cache = (Self.cacheBase as NSString).appendingPathComponent("hf")
+        let name = "smollm2-135m-\(try Self.cacheKey(model: model))"
+        let dir = (cache as NSString).appendingPathComponent(name)
         if !FileManager.default.fileExists(atPath: (dir as NSString).appendingPathComponent("model.safetensors")) {
             _ = try run([py, Self.root("tools/gguf_to_hf.py"), model, dir])
+            for old in (try? FileManager.default.contentsOfDirectory(atPath: cache)) ?? []
+            where old.hasPrefix("smollm2-135m-") && old != name {
+                try? FileManager.default.removeItem(atPath: (cache as NSString).appendingPathComponent(old))
+            }
         }
         return dir
     }
