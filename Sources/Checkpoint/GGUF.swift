@@ -47,6 +47,20 @@ public enum GGUFValue: Sendable, Equatable {
     }
 }
 
+/// A name read from a file, safe to put in a one-line message: control and other unprintable
+/// characters escaped, cut at 80 characters.
+func printable(_ s: String) -> String {
+    var out = ""
+    for scalar in s.unicodeScalars {
+        let unprintable = scalar.properties.generalCategory == .control || scalar.properties.generalCategory == .format
+            || scalar == "\u{FFFD}" || scalar.properties.generalCategory == .lineSeparator
+            || scalar.properties.generalCategory == .paragraphSeparator
+        out += unprintable ? scalar.escaped(asASCII: true) : String(scalar)
+        if out.count > 80 { return String(out.prefix(77)) + "..." }
+    }
+    return out
+}
+
 public struct GGUFTensorInfo: Sendable {
     public let name: String
     /// Dimensions in GGML order: dims[0] is the contiguous (fastest) one.
@@ -96,61 +110,62 @@ public final class GGUFFile: @unchecked Sendable {
         var meta: [String: GGUFValue] = [:]
         for i in 0..<Int(nKV) {
             let key = try Self.readString(&c, "metadata key \(i)")
-            let typeId = try c.read(UInt32.self, "type of metadata '\(key)'")
-            let value = try Self.readValue(&c, typeId: typeId, what: "metadata '\(key)'", depth: 0)
+            let shown = printable(key)
+            let typeId = try c.read(UInt32.self, "type of metadata '\(shown)'")
+            let value = try Self.readValue(&c, typeId: typeId, what: "metadata '\(shown)'", depth: 0)
+            guard meta[key] == nil else { throw CheckpointError.invalid(path, detail: "metadata key '\(shown)' appears twice") }
             keys.append(key)
             meta[key] = value
         }
         metadataKeys = keys
         metadata = meta
-        let align = meta["general.alignment"]?.int ?? 32
-        guard align > 0, align & (align - 1) == 0 else {
-            throw CheckpointError.invalid(path, detail: "general.alignment \(align) is not a power of two")
-        }
+        let align = try Self.alignment(meta["general.alignment"], path: path)
         alignment = align
 
         struct RawInfo { let name: String; let dims: [Int]; let typeId: UInt32; let rel: UInt64 }
         var raws: [RawInfo] = []
         for i in 0..<Int(nTensors) {
             let name = try Self.readString(&c, "name of tensor info \(i)")
-            let nDims = try c.read(UInt32.self, "dims of tensor '\(name)'")
+            let shown = printable(name)
+            let nDims = try c.read(UInt32.self, "dims of tensor '\(shown)'")
             guard nDims >= 1 && nDims <= 4 else {
-                throw CheckpointError.outOfBounds(path, tensor: name, detail: "has \(nDims) dimensions (1 to 4 allowed)")
+                throw CheckpointError.outOfBounds(path, tensor: shown, detail: "has \(nDims) dimensions (1 to 4 allowed)")
             }
             var dims: [Int] = []
             for _ in 0..<nDims {
-                let d = try c.read(UInt64.self, "dims of tensor '\(name)'")
+                let d = try c.read(UInt64.self, "dims of tensor '\(shown)'")
                 guard d <= UInt64(Int32.max) else {
-                    throw CheckpointError.outOfBounds(path, tensor: name, detail: "dimension \(d) is implausibly large")
+                    throw CheckpointError.outOfBounds(path, tensor: shown, detail: "dimension \(d) is implausibly large")
                 }
                 dims.append(Int(d))
             }
-            let typeId = try c.read(UInt32.self, "type of tensor '\(name)'")
-            let rel = try c.read(UInt64.self, "offset of tensor '\(name)'")
+            let typeId = try c.read(UInt32.self, "type of tensor '\(shown)'")
+            let rel = try c.read(UInt64.self, "offset of tensor '\(shown)'")
             raws.append(RawInfo(name: name, dims: dims, typeId: typeId, rel: rel))
         }
         let dataStart = (c.offset + align - 1) / align * align
         var infos: [GGUFTensorInfo] = []
         var index: [String: Int] = [:]
         for r in raws {
+            let shown = printable(r.name)
             guard let type = GGMLType(rawValue: r.typeId) else {
-                throw CheckpointError.unknownTensorType(path, tensor: r.name, type: r.typeId)
+                throw CheckpointError.unknownTensorType(path, tensor: shown, type: r.typeId)
             }
             let (count, overflow) = r.dims.reduce((1, false)) { acc, d in
                 let (p, o) = acc.0.multipliedReportingOverflow(by: d)
                 return (p, acc.1 || o)
             }
             guard !overflow, let bytes = type.byteCount(elements: count) else {
-                throw CheckpointError.outOfBounds(path, tensor: r.name, detail: "\(r.dims) elements do not fit \(type.name) blocks of \(type.blockSize)")
+                throw CheckpointError.outOfBounds(path, tensor: shown, detail: "\(r.dims) elements do not fit \(type.name) blocks of \(type.blockSize)")
             }
             guard r.rel <= UInt64(file.bytes.count), dataStart + Int(r.rel) <= file.bytes.count - bytes else {
-                throw CheckpointError.outOfBounds(path, tensor: r.name, detail: "data (offset \(r.rel), \(bytes) bytes) lies past the end of the file (\(file.bytes.count) bytes)")
+                throw CheckpointError.outOfBounds(path, tensor: shown, detail: "data (offset \(r.rel), \(bytes) bytes) lies past the end of the file (\(file.bytes.count) bytes)")
             }
             guard Int(r.rel) % align == 0 else {
-                throw CheckpointError.outOfBounds(path, tensor: r.name, detail: "offset \(r.rel) is not aligned to \(align)")
+                throw CheckpointError.outOfBounds(path, tensor: shown, detail: "offset \(r.rel) is not aligned to \(align)")
             }
             guard index[r.name] == nil else {
-                throw CheckpointError.invalid(path, detail: "tensor '\(r.name)' appears twice")
+                throw CheckpointError.invalid(path, detail: "tensor '\(shown)' appears twice")
             }
             index[r.name] = infos.count
             infos.append(GGUFTensorInfo(name: r.name, dims: r.dims, type: type, offset: dataStart + Int(r.rel), byteCount: bytes))
@@ -174,13 +189,31 @@ public final class GGUFFile: @unchecked Sendable {
 
     public func floats(_ info: GGUFTensorInfo) throws -> [Float] {
         guard info.type.canDequantize else {
-            throw CheckpointError.unsupportedTensorType(path, tensor: info.name, type: info.type.name)
+            throw CheckpointError.unsupportedTensorType(path, tensor: printable(info.name), type: info.type.name)
         }
         let raw = rawBytes(info)
         return [Float](unsafeUninitializedCapacity: info.elementCount) { buf, n in
             dequantize(info.type, raw, into: buf)
             n = info.elementCount
         }
+    }
+
+    /// `general.alignment` (default 32): an integer power of two. Bounded so that rounding an
+    /// offset up to it cannot overflow.
+    static func alignment(_ value: GGUFValue?, path: String) throws -> Int {
+        guard let value else { return 32 }
+        let isInteger: Bool
+        switch value {
+        case .uint8, .int8, .uint16, .int16, .uint32, .int32, .uint64, .int64: isInteger = true
+        default: isInteger = false
+        }
+        guard isInteger, let align = value.int else {
+            throw CheckpointError.invalid(path, detail: "general.alignment \(value.summary) is not an integer")
+        }
+        guard align > 0, align <= 1 << 30, align & (align - 1) == 0 else {
+            throw CheckpointError.invalid(path, detail: "general.alignment \(align) is not a power of two up to 2^30")
+        }
+        return align
     }
 
     // MARK: metadata parsing

@@ -2,6 +2,9 @@
 /// `tokenizer.ggml.*`, and tensors renamed to the Hugging Face scheme.
 
 extension GGUFFile {
+    /// Upper bound for any size in a config (2^24: vocabularies and contexts of millions fit).
+    static let maxHyperParameter = 1 << 24
+
     public func llamaConfig() throws -> LlamaConfig {
         guard let arch = metadata["general.architecture"]?.string else {
             throw CheckpointError.missingKey(path, key: "general.architecture")
@@ -21,10 +24,13 @@ extension GGUFFile {
         }
         let headDim = metadata["\(arch).attention.key_length"]?.int ?? hidden / heads
         let vocab = metadata["\(arch).vocab_size"]?.int ?? metadata["tokenizer.ggml.tokens"]?.array?.count ?? 0
-        let layers = try int("block_count"), ffn = try int("feed_forward_length")
-        // Every layer needs its own tensors: a larger count is corrupt, not a model to enumerate.
-        guard layers >= 0, layers <= tensors.count, headDim > 0, ffn > 0, vocab >= 0 else {
-            throw CheckpointError.invalid(path, detail: "implausible hyper-parameters (\(layers) layers for \(tensors.count) tensors, head dim \(headDim), feed-forward \(ffn))")
+        let layers = try int("block_count"), ffn = try int("feed_forward_length"), context = try int("context_length")
+        // Every layer needs its own tensors, and sizes are bounded so that shape products cannot
+        // overflow: larger values are corruption, not a model to enumerate.
+        let sizes = [hidden, heads, kvHeads, headDim, ffn, vocab, context]
+        guard layers >= 0, layers <= tensors.count, sizes.allSatisfy({ (0...Self.maxHyperParameter).contains($0) }) else {
+            throw CheckpointError.invalid(path, detail: "implausible hyper-parameters (\(layers) layers for \(tensors.count) tensors, "
+                + "hidden \(hidden), heads \(heads)/\(kvHeads), head dim \(headDim), feed-forward \(ffn), vocab \(vocab), context \(context))")
         }
         return LlamaConfig(
             architecture: arch,
@@ -35,7 +41,7 @@ extension GGUFFile {
             numHeads: heads,
             numKVHeads: kvHeads,
             headDim: headDim,
-            contextLength: try int("context_length"),
+            contextLength: context,
             ropeTheta: Float(metadata["\(arch).rope.freq_base"]?.double ?? 10000),
             rmsNormEps: Float(metadata["\(arch).attention.layer_norm_rms_epsilon"]?.double ?? 1e-5),
             tiedEmbeddings: tensor("output.weight") == nil,
@@ -112,12 +118,16 @@ extension GGUFFile {
             let shape = info.shape
             if permuted, name.hasSuffix("q_proj.weight") || name.hasSuffix("k_proj.weight") {
                 let heads = name.hasSuffix("q_proj.weight") ? config.numHeads : config.numKVHeads
-                guard shape.count == 2, shape[0] == heads * config.headDim else {
-                    throw CheckpointError.shapeMismatch(path, tensor: info.name, expected: [heads * config.headDim, config.hiddenSize], found: shape)
+                let expected = [heads * config.headDim, config.hiddenSize]
+                guard shape == expected else {
+                    throw CheckpointError.shapeMismatch(path, tensor: info.name, expected: expected, found: shape)
                 }
                 values = unpermuteRopeRows(values, heads: heads, cols: shape[1])
             } else if permuted, name.hasSuffix("q_proj.bias") || name.hasSuffix("k_proj.bias") {
                 let heads = name.hasSuffix("q_proj.bias") ? config.numHeads : config.numKVHeads
+                guard shape == [heads * config.headDim] else {
+                    throw CheckpointError.shapeMismatch(path, tensor: info.name, expected: [heads * config.headDim], found: shape)
+                }
                 values = unpermuteRopeRows(values, heads: heads, cols: 1)
             }
             tensors[name] = WeightTensor(shape: shape, values: values)

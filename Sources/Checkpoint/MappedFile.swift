@@ -14,9 +14,10 @@ public final class MappedFile: @unchecked Sendable {
     public init(path: String) throws {
         self.path = path
         var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue else {
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw CheckpointError.missingFile(path)
         }
+        guard !isDir.boolValue else { throw CheckpointError.unreadable(path, reason: "is a directory") }
         let fd = open(path, O_RDONLY)
         guard fd >= 0 else { throw CheckpointError.unreadable(path, reason: String(cString: strerror(errno))) }
         defer { close(fd) }
