@@ -7,6 +7,10 @@ public struct KernelFigure: Sendable, CustomStringConvertible {
     public let tokens: Int
     /// Wall-clock time per call, best batch mean.
     public let microseconds: Double
+    /// CPU time per call summed over all threads, best batch mean: with one worker, the call's
+    /// time when nothing else competes for the core (cache sharing aside); with two, the work
+    /// including wake-ups.
+    public let cpuMicroseconds: Double
     /// Weight bytes one call reads (packed codes + codebooks + scales, or dense Float32).
     public let weightBytes: Int
     /// Multiply-adds of the equivalent dense product (d_out·d_in·tokens).
@@ -24,7 +28,7 @@ public struct KernelFigure: Sendable, CustomStringConvertible {
         }
         return "\(kernel.padding(24)) \(shape.padding(14)) tokens \(String(tokens).padding(4)) "
             + "\(fixed(microseconds, 1).padding(9, left: true)) µs \(fixed(gigabytesPerSecond, 1).padding(7, left: true)) GB/s "
-            + "\(fixed(gflops, 1).padding(7, left: true)) GFLOP/s"
+            + "\(fixed(gflops, 1).padding(7, left: true)) GFLOP/s  cpu \(fixed(cpuMicroseconds, 1).padding(9, left: true)) µs"
     }
 }
 
@@ -76,22 +80,24 @@ public func benchmarkAQLMKernels(scheme: AQLMScheme = AQLMScheme(codebookCount: 
             var y = [Float](repeating: 0, count: tokens * shape.outputSize)
             let kind = tokens <= AQLMLinear.decodeTokenLimit ? "decode" : "prefill"
             for (kernel, op) in [("\(name) \(kind)", aqlm as LinearOperator), (tokens == 1 ? "dense sgemv" : "dense sgemm", dense)] {
-                let us = measureMicroseconds(minSeconds: minSeconds) { op.apply(x, &y, tokens: tokens) }
-                figures.append(KernelFigure(kernel: kernel, shape: label, tokens: tokens, microseconds: us,
-                                            weightBytes: op.weightBytes, multiplyAdds: shape.outputSize * shape.inputSize * tokens))
+                let time = measureMicroseconds(minSeconds: minSeconds) { op.apply(x, &y, tokens: tokens) }
+                figures.append(KernelFigure(kernel: kernel, shape: label, tokens: tokens, microseconds: time.wall,
+                                            cpuMicroseconds: time.cpu, weightBytes: op.weightBytes,
+                                            multiplyAdds: shape.outputSize * shape.inputSize * tokens))
             }
         }
     }
     if blocks > 0 {
-        figures += benchmarkModelSweep(scheme: scheme, shapes: shapes, blocks: blocks, minSeconds: minSeconds, seed: seed)
+        figures += benchmarkDecodeSweep(scheme: scheme, shapes: shapes, blocks: blocks, minSeconds: minSeconds, seed: seed)
     }
     return figures
 }
 
 /// One decoding token through every linear of `blocks` blocks, AQLM then dense: the projected
 /// per-token cost of the model's linears (attention and head excluded).
-func benchmarkModelSweep(scheme: AQLMScheme, shapes: [(outputSize: Int, inputSize: Int, count: Int)], blocks: Int,
-                         minSeconds: Double, seed: UInt64) -> [KernelFigure] {
+public func benchmarkDecodeSweep(scheme: AQLMScheme = AQLMScheme(codebookCount: 2, codeBits: 8, groupSize: 8),
+                                 shapes: [(outputSize: Int, inputSize: Int, count: Int)] = smolLM2BlockLinears,
+                                 blocks: Int = 30, minSeconds: Double = 0.3, seed: UInt64 = 1) -> [KernelFigure] {
     var layers: [AQLMLinear] = []
     for b in 0..<blocks {
         for (i, shape) in shapes.enumerated() {
@@ -107,11 +113,12 @@ func benchmarkModelSweep(scheme: AQLMScheme, shapes: [(outputSize: Int, inputSiz
     let multiplyAdds = layers.reduce(0) { $0 + $1.outputSize * $1.inputSize }
     let label = "\(layers.count) linears"
 
-    let aqlmMicroseconds = measureMicroseconds(minSeconds: minSeconds) {
+    let aqlmTime = measureMicroseconds(minSeconds: minSeconds) {
         for layer in layers { layer.apply(x, &y, tokens: 1) }
     }
-    var figures = [KernelFigure(kernel: "aqlm \(scheme) decode", shape: label, tokens: 1, microseconds: aqlmMicroseconds,
-                                weightBytes: layers.reduce(0) { $0 + $1.weightBytes }, multiplyAdds: multiplyAdds)]
+    var figures = [KernelFigure(kernel: "aqlm \(scheme) decode", shape: label, tokens: 1, microseconds: aqlmTime.wall,
+                                cpuMicroseconds: aqlmTime.cpu, weightBytes: layers.reduce(0) { $0 + $1.weightBytes },
+                                multiplyAdds: multiplyAdds)]
 
     var random = SeededRandom(seed: seed)
     let denseLayers = layers.map { layer in
@@ -119,11 +126,12 @@ func benchmarkModelSweep(scheme: AQLMScheme, shapes: [(outputSize: Int, inputSiz
                     outputSize: layer.outputSize, inputSize: layer.inputSize)
     }
     layers = []
-    let denseMicroseconds = measureMicroseconds(minSeconds: minSeconds) {
+    let denseTime = measureMicroseconds(minSeconds: minSeconds) {
         for layer in denseLayers { layer.apply(x, &y, tokens: 1) }
     }
-    figures.append(KernelFigure(kernel: "dense sgemv", shape: label, tokens: 1, microseconds: denseMicroseconds,
-                                weightBytes: denseLayers.reduce(0) { $0 + $1.weightBytes }, multiplyAdds: multiplyAdds))
+    figures.append(KernelFigure(kernel: "dense sgemv", shape: label, tokens: 1, microseconds: denseTime.wall,
+                                cpuMicroseconds: denseTime.cpu, weightBytes: denseLayers.reduce(0) { $0 + $1.weightBytes },
+                                multiplyAdds: multiplyAdds))
     return figures
 }
 
@@ -133,21 +141,24 @@ private func randomInputs(count: Int, seed: UInt64) -> [Float] {
 }
 
 /// Best mean µs per call over batches of ≥ 2 ms (after one warm-up call), batches repeated for
-/// `minSeconds`: on cores shared with other processes the fastest short batch is the one that
-/// ran undisturbed, while a long average measures the neighbours.
-func measureMicroseconds(minSeconds: Double, _ body: () -> Void) -> Double {
+/// `minSeconds`, in wall-clock and in process CPU time: on cores shared with other processes the
+/// fastest short batch is the one that ran undisturbed, while a long average measures the
+/// neighbours.
+func measureMicroseconds(minSeconds: Double, _ body: () -> Void) -> (wall: Double, cpu: Double) {
     body()
-    var best = Double.infinity
+    var best = (wall: Double.infinity, cpu: Double.infinity)
     var total = 0.0
     repeat {
         var calls = 0
+        let cpuStart = processCPUSeconds()
         var elapsed = 0.0
         while elapsed < 0.002 {
             elapsed += timeSeconds(body)
             calls += 1
         }
-        best = min(best, elapsed / Double(calls))
+        let cpu = processCPUSeconds() - cpuStart
+        best = (min(best.wall, elapsed / Double(calls)), min(best.cpu, cpu / Double(calls)))
         total += elapsed
     } while total < minSeconds
-    return best * 1e6
+    return (best.wall * 1e6, best.cpu * 1e6)
 }

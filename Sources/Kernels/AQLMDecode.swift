@@ -46,8 +46,8 @@ extension AQLMLinear {
     /// Below this many lookups (plus table-build multiply-adds / 4), one core decodes alone.
     nonisolated(unsafe) public static var parallelDecodeWork = 0
 
-    /// One worker's share: tables of `chunks` for every token, then row blocks four at a time,
-    /// every token and chunk per block while its codes are in L1.
+    /// One worker's share: tables of `chunks` for every token, then row blocks four at a time
+    /// (every token and chunk per 256 rows while their codes are in L1).
     private func lookupChunks(_ chunks: Range<Int>, x: UnsafePointer<Float>, tokens: Int, codes: UnsafePointer<UInt8>,
                               transposed: UnsafePointer<Float>, into partial: UnsafeMutablePointer<Float>, paddedRows: Int) {
         guard !chunks.isEmpty, let layout = blockedCodes else { return }
@@ -57,7 +57,7 @@ extension AQLMLinear {
         let firstTable = chunks.lowerBound * chunkGroups * m
         let tablesPerToken = groups(ofChunk: chunks.upperBound - 1).upperBound * m - firstTable
 
-        let tables = UnsafeMutablePointer<Int16>.allocate(capacity: tokens * tablesPerToken * aqlmTableEntries)
+        let tables = UnsafeMutablePointer<UInt8>.allocate(capacity: tokens * tablesPerToken * aqlmTableBytes)
         let chunkScales = UnsafeMutablePointer<Float>.allocate(capacity: tokens * chunks.count)
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: chunkGroups * m * aqlmTableEntries)
         defer { tables.deallocate(); chunkScales.deallocate(); scratch.deallocate() }
@@ -65,36 +65,33 @@ extension AQLMLinear {
         for t in 0..<tokens {
             for (i, c) in chunks.enumerated() {
                 let cg = groups(ofChunk: c)
-                buildFloatTables(x: x + t * inputSize, transposed: transposed, groupSize: g, codebookCount: m,
-                                 groups: cg, into: scratch)
-                let offset = (t * tablesPerToken + cg.lowerBound * m - firstTable) * aqlmTableEntries
-                chunkScales[t * chunks.count + i] = quantizeTables(scratch, count: cg.count * m * aqlmTableEntries,
+                let largest = buildFloatTables(x: x + t * inputSize, transposed: transposed, groupSize: g,
+                                               codebookCount: m, groups: cg, into: scratch)
+                let offset = (t * tablesPerToken + cg.lowerBound * m - firstTable) * aqlmTableBytes
+                chunkScales[t * chunks.count + i] = quantizeTables(scratch, tableCount: cg.count * m, largest: largest,
                                                                    into: tables + offset)
             }
         }
 
-        var block = 0
-        while block < layout.blockCount {
-            let blocks = min(4, layout.blockCount - block)
+        for quad in 0..<layout.quadCount {
+            let blocks = layout.blocks(inQuad: quad)
             for t in 0..<tokens {
                 for (i, c) in chunks.enumerated() {
                     let cg = groups(ofChunk: c)
                     let first = cg.lowerBound * m
-                    accumulateLookups(codes: codes + block * layout.blockStride + first * aqlmBlockRows,
-                                      blockStride: layout.blockStride, blocks: blocks,
-                                      tables: tables + (t * tablesPerToken + first - firstTable) * aqlmTableEntries,
+                    accumulateLookups(codes: codes + layout.offset(quad: quad, table: first), blocks: blocks,
+                                      tables: tables + (t * tablesPerToken + first - firstTable) * aqlmTableBytes,
                                       tableCount: cg.count * m, scale: chunkScales[t * chunks.count + i],
-                                      into: partial + t * paddedRows + block * aqlmBlockRows)
+                                      into: partial + t * paddedRows + quad * aqlmQuadBlocks * aqlmBlockRows)
                 }
             }
-            block += blocks
         }
     }
 
     /// Wide codes (B > 8): each worker dequantizes 32-row tiles into an L1/L2-resident buffer and
     /// takes their dot products with every token.
     func applyDequantizedDots(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, tokens: Int) {
-        let tileRows = aqlmBlockRows
+        let tileRows = 32
         let tileCount = (outputSize + tileRows - 1) / tileRows
         parallelChunks(tileCount) { lo, hi in
             let tile = UnsafeMutablePointer<Float>.allocate(capacity: tileRows * inputSize)

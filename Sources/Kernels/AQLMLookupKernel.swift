@@ -2,39 +2,42 @@
 import _Builtin_intrinsics.intel
 #endif
 
-/// The decode kernel's inner loop: for `blocks` (1...4) consecutive 32-row code blocks and one
-/// chunk of `tableCount` int16 tables, out[row] += scale · Σ_t tables[t][code(row, t)].
-/// `codes` points at the first block's first table of the chunk, blocks `blockStride` bytes
-/// apart; `out` at the first block's 32 output rows (natural order).
+/// The decode kernel's inner loop: for `blocks` (1...4) 64-row code blocks of one group and one
+/// chunk of `tableCount` tables, out[row] += scale · Σ_t table_t[code(row, t)], the tables'
+/// int16 entries stored as byte planes (`aqlmTableBytes` per table: 256 low bytes, then 256
+/// high bytes). `codes` points at the chunk's first table in the group (`AQLMBlockedCodes`
+/// layout: block b of table t at (t·blocks + b)·64); `out` at the group's first output row.
 @inline(__always)
-func accumulateLookups(codes: UnsafePointer<UInt8>, blockStride: Int, blocks: Int,
-                       tables: UnsafePointer<Int16>, tableCount: Int, scale: Float, into out: UnsafeMutablePointer<Float>) {
+func accumulateLookups(codes: UnsafePointer<UInt8>, blocks: Int, tables: UnsafePointer<UInt8>, tableCount: Int, scale: Float,
+                       into out: UnsafeMutablePointer<Float>) {
     #if arch(x86_64)
     if blocks == 4 {
-        lookupFourBlocks(codes: codes, blockStride: blockStride, tables: tables, tableCount: tableCount, scale: scale, into: out)
-    } else {
-        for b in 0..<blocks {
-            lookupOneBlock(codes: codes + b * blockStride, tables: tables, tableCount: tableCount, scale: scale,
-                           into: out + b * aqlmBlockRows)
-        }
+        lookupFourBlocks(codes: codes, tables: tables, tableCount: tableCount, scale: scale, into: out)
+        return
+    }
+    for block in 0..<blocks {
+        lookupOneBlock(codes: codes + block * aqlmBlockRows, tableStride: blocks * aqlmBlockRows, tables: tables,
+                       tableCount: tableCount, scale: scale, into: out + block * aqlmBlockRows)
     }
     #else
-    for b in 0..<blocks {
-        lookupOneBlockPortable(codes: codes + b * blockStride, tables: tables, tableCount: tableCount, scale: scale,
-                               into: out + b * aqlmBlockRows)
+    for block in 0..<blocks {
+        lookupOneBlockPortable(codes: codes + block * aqlmBlockRows, tableStride: blocks * aqlmBlockRows, tables: tables,
+                               tableCount: tableCount, scale: scale, into: out + block * aqlmBlockRows)
     }
     #endif
 }
 
-/// Same sums as the AVX-512 path, one lane at a time (non-x86 builds).
+/// Same sums as the AVX-512 path, one row at a time (non-x86 builds).
 @inline(__always)
-func lookupOneBlockPortable(codes: UnsafePointer<UInt8>, tables: UnsafePointer<Int16>, tableCount: Int, scale: Float,
-                            into out: UnsafeMutablePointer<Float>) {
+func lookupOneBlockPortable(codes: UnsafePointer<UInt8>, tableStride: Int, tables: UnsafePointer<UInt8>, tableCount: Int,
+                            scale: Float, into out: UnsafeMutablePointer<Float>) {
     for offset in 0..<aqlmBlockRows {
         let lane = AQLMBlockedCodes.lane(ofRowInBlock: offset)
         var sum: Int32 = 0
         for t in 0..<tableCount {
-            sum &+= Int32(tables[t * aqlmTableEntries + Int(codes[t * aqlmBlockRows + lane])])
+            let table = tables + t * aqlmTableBytes
+            let code = Int(codes[t * tableStride + lane])
+            sum &+= Int32(Int16(bitPattern: UInt16(table[aqlmTableEntries + code]) << 8 | UInt16(table[code])))
         }
         out[offset] += scale * Float(sum)
     }
@@ -43,84 +46,89 @@ func lookupOneBlockPortable(codes: UnsafePointer<UInt8>, tables: UnsafePointer<I
 #if arch(x86_64)
 private typealias Vector = __m512i
 
-/// A 256-entry int16 table held in eight registers (32 entries each).
-private struct Table256 {
-    let t0, t1, t2, t3, t4, t5, t6, t7: Vector
+/// One table's two byte planes in eight registers: 256 low bytes (lo0-lo3) and 256 high bytes.
+private struct BytePlaneTable {
+    let lo0, lo1, lo2, lo3, hi0, hi1, hi2, hi3: Vector
 
     @inline(__always)
-    init(_ table: UnsafePointer<Int16>) {
+    init(_ table: UnsafePointer<UInt8>) {
         let p = UnsafeRawPointer(table)
-        t0 = _mm512_loadu_si512(p); t1 = _mm512_loadu_si512(p + 64)
-        t2 = _mm512_loadu_si512(p + 128); t3 = _mm512_loadu_si512(p + 192)
-        t4 = _mm512_loadu_si512(p + 256); t5 = _mm512_loadu_si512(p + 320)
-        t6 = _mm512_loadu_si512(p + 384); t7 = _mm512_loadu_si512(p + 448)
+        lo0 = _mm512_loadu_si512(p); lo1 = _mm512_loadu_si512(p + 64)
+        lo2 = _mm512_loadu_si512(p + 128); lo3 = _mm512_loadu_si512(p + 192)
+        hi0 = _mm512_loadu_si512(p + 256); hi1 = _mm512_loadu_si512(p + 320)
+        hi2 = _mm512_loadu_si512(p + 384); hi3 = _mm512_loadu_si512(p + 448)
     }
 
-    /// Entries at 32 byte codes: `vpermi2w` reads 64 entries from two registers by the low six
-    /// index bits; bits 6 and 7 then pick one of the four quarter results.
+    /// Entries at 64 codes as two vectors of 32 int16 words (see `AQLMBlockedCodes` for which
+    /// word is which row). `vpermi2b` reads 128 bytes from two registers by the low seven bits
+    /// of each code; the top bit picks between the two halves of the table.
     @inline(__always)
-    func lookup(_ codes: UnsafePointer<UInt8>) -> Vector {
-        let index = _mm512_cvtepu8_epi16(_mm256_loadu_si256(UnsafeRawPointer(codes).assumingMemoryBound(to: __m256i.self)))
-        let q0 = _mm512_permutex2var_epi16(t0, index, t1)
-        let q1 = _mm512_permutex2var_epi16(t2, index, t3)
-        let q2 = _mm512_permutex2var_epi16(t4, index, t5)
-        let q3 = _mm512_permutex2var_epi16(t6, index, t7)
-        let bit6 = _mm512_test_epi16_mask(index, _mm512_set1_epi16(64))
-        let bit7 = _mm512_test_epi16_mask(index, _mm512_set1_epi16(128))
-        return _mm512_mask_blend_epi16(bit7, _mm512_mask_blend_epi16(bit6, q0, q1), _mm512_mask_blend_epi16(bit6, q2, q3))
+    func lookup(_ codes: UnsafePointer<UInt8>) -> (Vector, Vector) {
+        let index = _mm512_loadu_si512(UnsafeRawPointer(codes))
+        let upper = _mm512_movepi8_mask(index)
+        let lo = _mm512_mask_blend_epi8(upper, _mm512_permutex2var_epi8(lo0, index, lo1), _mm512_permutex2var_epi8(lo2, index, lo3))
+        let hi = _mm512_mask_blend_epi8(upper, _mm512_permutex2var_epi8(hi0, index, hi1), _mm512_permutex2var_epi8(hi2, index, hi3))
+        return (_mm512_unpacklo_epi8(lo, hi), _mm512_unpackhi_epi8(lo, hi))
     }
 }
 
-/// Two int32 accumulators for one 32-row block: rows 0..<16 (even int16 lanes) and 16..<32
-/// (odd lanes). `vpdpwssd` with multiplier pairs (1, 0) / (0, 1) widens and adds in one step.
+/// Four int32 accumulators for one 64-row block, rows 16s ..< 16s+16 in accumulator s.
+/// `vpdpwssd` with multiplier pairs (1, 0) / (0, 1) widens even / odd words and adds in one step.
 private struct BlockSums {
-    var low = _mm512_setzero_si512()
-    var high = _mm512_setzero_si512()
+    var s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512()
+    var s2 = _mm512_setzero_si512(), s3 = _mm512_setzero_si512()
 
     @inline(__always)
-    mutating func add(_ entries: Vector) {
-        low = _mm512_dpwssd_epi32(low, entries, _mm512_set1_epi32(1))
-        high = _mm512_dpwssd_epi32(high, entries, _mm512_set1_epi32(1 << 16))
+    mutating func add(_ words: (Vector, Vector)) {
+        let even = _mm512_set1_epi32(1), odd = _mm512_set1_epi32(1 << 16)
+        s0 = _mm512_dpwssd_epi32(s0, words.0, even)
+        s1 = _mm512_dpwssd_epi32(s1, words.0, odd)
+        s2 = _mm512_dpwssd_epi32(s2, words.1, even)
+        s3 = _mm512_dpwssd_epi32(s3, words.1, odd)
     }
 
     @inline(__always)
     func flush(scale: Float, into out: UnsafeMutablePointer<Float>) {
-        let s = SIMD16<Float>(repeating: scale)
+        addScaled(s0, scale, into: out)
+        addScaled(s1, scale, into: out + 16)
+        addScaled(s2, scale, into: out + 32)
+        addScaled(s3, scale, into: out + 48)
+    }
+
+    @inline(__always)
+    private func addScaled(_ sum: Vector, _ scale: Float, into out: UnsafeMutablePointer<Float>) {
         let o = UnsafeMutableRawPointer(out)
-        let lo = _mm512_cvtepi32_ps(low)
-        let hi = _mm512_cvtepi32_ps(high)
-        o.storeBytes(of: o.loadUnaligned(as: SIMD16<Float>.self) + s * lo, as: SIMD16<Float>.self)
-        o.storeBytes(of: o.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self) + s * hi, toByteOffset: 64,
-                     as: SIMD16<Float>.self)
+        let old = o.loadUnaligned(as: SIMD16<Float>.self)
+        o.storeBytes(of: old + SIMD16<Float>(repeating: scale) * _mm512_cvtepi32_ps(sum), as: SIMD16<Float>.self)
     }
 }
 
-/// Four blocks (128 rows) share each table's register loads.
+/// Four blocks (256 rows) share each table's register loads.
 @inline(__always)
-private func lookupFourBlocks(codes: UnsafePointer<UInt8>, blockStride: Int, tables: UnsafePointer<Int16>, tableCount: Int,
+private func lookupFourBlocks(codes: UnsafePointer<UInt8>, tables: UnsafePointer<UInt8>, tableCount: Int,
                               scale: Float, into out: UnsafeMutablePointer<Float>) {
-    var s0 = BlockSums(), s1 = BlockSums(), s2 = BlockSums(), s3 = BlockSums()
+    var b0 = BlockSums(), b1 = BlockSums(), b2 = BlockSums(), b3 = BlockSums()
     var c = codes
     for t in 0..<tableCount {
-        let table = Table256(tables + t * aqlmTableEntries)
-        s0.add(table.lookup(c))
-        s1.add(table.lookup(c + blockStride))
-        s2.add(table.lookup(c + 2 * blockStride))
-        s3.add(table.lookup(c + 3 * blockStride))
-        c += aqlmBlockRows
+        let table = BytePlaneTable(tables + t * aqlmTableBytes)
+        b0.add(table.lookup(c))
+        b1.add(table.lookup(c + aqlmBlockRows))
+        b2.add(table.lookup(c + 2 * aqlmBlockRows))
+        b3.add(table.lookup(c + 3 * aqlmBlockRows))
+        c += aqlmQuadBlocks * aqlmBlockRows
     }
-    s0.flush(scale: scale, into: out)
-    s1.flush(scale: scale, into: out + aqlmBlockRows)
-    s2.flush(scale: scale, into: out + 2 * aqlmBlockRows)
-    s3.flush(scale: scale, into: out + 3 * aqlmBlockRows)
+    b0.flush(scale: scale, into: out)
+    b1.flush(scale: scale, into: out + aqlmBlockRows)
+    b2.flush(scale: scale, into: out + 2 * aqlmBlockRows)
+    b3.flush(scale: scale, into: out + 3 * aqlmBlockRows)
 }
 
 @inline(__always)
-private func lookupOneBlock(codes: UnsafePointer<UInt8>, tables: UnsafePointer<Int16>, tableCount: Int, scale: Float,
-                            into out: UnsafeMutablePointer<Float>) {
+private func lookupOneBlock(codes: UnsafePointer<UInt8>, tableStride: Int, tables: UnsafePointer<UInt8>, tableCount: Int,
+                            scale: Float, into out: UnsafeMutablePointer<Float>) {
     var sums = BlockSums()
     for t in 0..<tableCount {
-        sums.add(Table256(tables + t * aqlmTableEntries).lookup(codes + t * aqlmBlockRows))
+        sums.add(BytePlaneTable(tables + t * aqlmTableBytes).lookup(codes + t * tableStride))
     }
     sums.flush(scale: scale, into: out)
 }
