@@ -93,6 +93,22 @@ public func benchmarkAQLMKernels(scheme: AQLMScheme = AQLMScheme(codebookCount: 
     return figures
 }
 
+/// Per-token µs of `blocks` blocks' linears projected from per-shape figures of `kernel` at one
+/// token (each shape's time × its count per block × blocks): the hot-cache estimate, beside the
+/// sweep's measured one. Nil if a shape has no figure.
+public func projectedBlockMicroseconds(_ figures: [KernelFigure], kernel: String,
+                                       shapes: [(outputSize: Int, inputSize: Int, count: Int)] = smolLM2BlockLinears,
+                                       blocks: Int = 30) -> Double? {
+    var total = 0.0
+    for shape in shapes {
+        guard let figure = figures.first(where: {
+            $0.kernel == kernel && $0.tokens == 1 && $0.shape == "[\(shape.outputSize),\(shape.inputSize)]"
+        }) else { return nil }
+        total += figure.microseconds * Double(shape.count)
+    }
+    return total * Double(blocks)
+}
+
 /// One decoding token through every linear of `blocks` blocks, AQLM then dense: the projected
 /// per-token cost of the model's linears (attention and head excluded).
 public func benchmarkDecodeSweep(scheme: AQLMScheme = AQLMScheme(codebookCount: 2, codeBits: 8, groupSize: 8),

@@ -52,6 +52,16 @@ final class AQLMLinearTests: XCTestCase {
         }
     }
 
+    /// Runs `body` with two workers splitting every layer's tables (however small), restoring
+    /// the defaults after.
+    private func withTwoWorkersAlways(_ body: () -> Void) {
+        let (threads, work) = (Threads.count, AQLMLinear.parallelDecodeWork)
+        defer { Threads.set(threads); AQLMLinear.parallelDecodeWork = work }
+        Threads.set(2)
+        AQLMLinear.parallelDecodeWork = 0
+        body()
+    }
+
     func testLookupDecodeMatchesReferenceOverAwkwardShapes() {
         // (d_out, d_in, scheme): d_out off the 32-row block and 4-block sizes, few groups, chunks
         // that split groups unevenly (M = 3 → 5 groups per chunk), partial last chunks, B < 8.
@@ -60,10 +70,12 @@ final class AQLMLinearTests: XCTestCase {
             (70, 40, scheme(3, 8, 8)), (129, 64, scheme(4, 8, 16)), (100, 48, scheme(3, 8, 4)),
             (5, 8, scheme(1, 8, 8)), (45, 32, scheme(2, 6, 8)), (200, 1536, scheme(2, 8, 8)),
         ]
-        for (i, (dOut, dIn, s)) in cases.enumerated() {
-            let layer = AQLMLinear.random(outputSize: dOut, inputSize: dIn, scheme: s, seed: UInt64(10 + i))
-            for tokens in 1...5 {
-                assertDecodeMatchesReference(layer, tokens: tokens, seed: UInt64(100 * i + tokens))
+        withTwoWorkersAlways {
+            for (i, (dOut, dIn, s)) in cases.enumerated() {
+                let layer = AQLMLinear.random(outputSize: dOut, inputSize: dIn, scheme: s, seed: UInt64(10 + i))
+                for tokens in 1...5 {
+                    assertDecodeMatchesReference(layer, tokens: tokens, seed: UInt64(100 * i + tokens))
+                }
             }
         }
     }
@@ -71,14 +83,14 @@ final class AQLMLinearTests: XCTestCase {
     func testLookupDecodeIsTheSameWithOneOrTwoWorkers() {
         let layer = AQLMLinear.random(outputSize: 300, inputSize: 576, scheme: scheme(2, 8, 8), seed: 3)
         let x = inputs(tokens: 2, size: 576, groupSize: 8, seed: 4)
-        let saved = Threads.count
-        defer { Threads.set(saved) }
         var outputs: [[Float]] = []
-        for workers in [1, 2] {
-            Threads.set(workers)
-            var y = [Float](repeating: 0, count: 600)
-            layer.applyDecode(x, &y, tokens: 2)
-            outputs.append(y)
+        withTwoWorkersAlways {
+            for workers in [1, 2] {
+                Threads.set(workers)
+                var y = [Float](repeating: 0, count: 600)
+                layer.applyDecode(x, &y, tokens: 2)
+                outputs.append(y)
+            }
         }
         // Chunk scales do not depend on the split, only the order of the final Float32 sums does.
         for (a, b) in zip(outputs[0], outputs[1]) {
