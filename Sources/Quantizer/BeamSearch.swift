@@ -1,0 +1,434 @@
+import Kernels
+
+/// The outcome of one beam-search pass over all codes of a layer.
+public struct CodeSearchResult: Sendable {
+    public var code: AdditiveCode
+    /// Σ_r of each row's error as tracked incrementally by the search; equals
+    /// tr((W−Ŵ)H(W−Ŵ)ᵀ) of `code` up to Float32 rounding.
+    public var trackedObjective: Double
+    /// tr((W−Ŵ)H(W−Ŵ)ᵀ) of the input code, computed exactly at the start of the pass.
+    public var initialObjective: Double
+    /// How many (row, group, codebook) codes differ from the input.
+    public var changedCodes: Int
+}
+
+/// One pass of AQLM's beam search over codes (paper §3.2, reference `beam_search_optimal_codes`),
+/// minimising tr((W−Ŵ)H(W−Ŵ)ᵀ) exactly with codebooks and scales fixed.
+///
+/// Rows are independent (the objective is a sum over rows), so each row is searched on its own:
+/// input groups are visited in a seeded random order and, within a group, every codebook's code is
+/// re-chosen among all 2^B candidates for each of the `beamSize` best partial hypotheses. With
+/// e = w − ŵ and the row's gradient g = H e, replacing code o by c in group j changes ŵ_j by
+/// δ = s(C_c − C_o) and the error by −2δ·g_j + δᵀH_jjδ, which is, over all candidates c,
+///   C_c·v + s²·q_c + const,  v = −2s·g_j − 2s²·H_jj C_o,  q_c = C_c H_jj C_cᵀ,
+/// one small [g]×[g, 2^B] product per hypothesis. After a group is done, each hypothesis's full
+/// gradient is brought up to date with g ← g − H[:, group] Δ (Δ its total change of ŵ_j).
+/// Beam size 1 is greedy coordinate descent; the best hypothesis never gets worse than the input,
+/// since keeping a code is always a candidate.
+public func searchCodes(_ code: AdditiveCode, problem: LayerProblem, beamSize: Int, seed: UInt64) -> CodeSearchResult {
+    precondition(code.dOut == problem.dOut && code.dIn == problem.dIn && beamSize >= 1)
+    let tables = BeamSearchTables(code: code, problem: problem)
+    let order = VisitOrder(groups: code.groupsPerRow, codebooks: code.scheme.codebookCount, seed: seed)
+    // Gradients of all rows at the start, through BLAS (outside the parallel loop).
+    var residual = problem.weight
+    let approximation = code.dequantized()
+    for i in residual.indices { residual[i] -= approximation[i] }
+    let gradients = multiplyByHessian(residual, rows: problem.dOut, hessian: problem.hessian, dIn: problem.dIn)
+
+    var codes = code.codes
+    var rowErrors = [Double](repeating: 0, count: problem.dOut)
+    var initialRowErrors = [Double](repeating: 0, count: problem.dOut)
+    var rowChanges = [Int](repeating: 0, count: problem.dOut)
+    let groups = code.groupsPerRow, books = code.scheme.codebookCount, dIn = problem.dIn
+    codes.withUnsafeMutableBufferPointer { codes in
+        rowErrors.withUnsafeMutableBufferPointer { rowErrors in
+          initialRowErrors.withUnsafeMutableBufferPointer { initialRowErrors in
+            rowChanges.withUnsafeMutableBufferPointer { rowChanges in
+                residual.withUnsafeBufferPointer { residual in
+                    gradients.withUnsafeBufferPointer { gradients in
+                        let codes = codes.baseAddress!, rowErrors = rowErrors.baseAddress!, rowChanges = rowChanges.baseAddress!
+                        let initialRowErrors = initialRowErrors.baseAddress!
+                        let residual = residual.baseAddress!, gradients = gradients.baseAddress!
+                        parallelChunks(problem.dOut) { lo, hi in
+                            let searcher = RowBeamSearch(tables: tables, problem: problem, beamSize: beamSize)
+                            for r in lo..<hi {
+                                let rowCodes = codes + r * groups * books
+                                let gradient = gradients + r * dIn
+                                let error = dot(residual + r * dIn, gradient, count: dIn)
+                                initialRowErrors[r] = Double(error)
+                                let outcome = searcher.search(codes: rowCodes, gradient: gradient, error: error,
+                                                              scale: code.scales[r], order: order)
+                                rowErrors[r] = Double(outcome.error)
+                                rowChanges[r] = outcome.changedCodes
+                            }
+                        }
+                    }
+                }
+            }
+          }
+        }
+    }
+    var result = code
+    result.codes = codes
+    return CodeSearchResult(code: result, trackedObjective: rowErrors.reduce(0, +),
+                            initialObjective: initialRowErrors.reduce(0, +), changedCodes: rowChanges.reduce(0, +))
+}
+
+/// The order in which a pass visits input groups and, within each group, codebooks; shared by
+/// all rows so a pass does not depend on how rows are split across threads.
+struct VisitOrder {
+    let groups: [Int]
+    /// [groups, M]: the codebook order used at the k-th visited group.
+    let codebooks: [Int]
+
+    init(groups count: Int, codebooks books: Int, seed: UInt64) {
+        var rng = SeededRandom(seed: seed)
+        var groups = Array(0..<count)
+        groups.shuffle(using: &rng)
+        var codebooks = [Int]()
+        codebooks.reserveCapacity(count * books)
+        for _ in 0..<count {
+            var order = Array(0..<books)
+            order.shuffle(using: &rng)
+            codebooks += order
+        }
+        self.groups = groups
+        self.codebooks = codebooks
+    }
+}
+
+/// Per-layer quantities every row's search shares.
+struct BeamSearchTables: @unchecked Sendable {
+    let groupSize: Int, books: Int, size: Int, groups: Int
+    let codebooks: [Float]
+    /// [groups, g, g]: the diagonal blocks H_jj.
+    let hessianBlocks: [Float]
+    /// [M, g, 2^B]: codebooks transposed for the candidate-scoring kernel.
+    let transposedCodebooks: [Float]
+    /// [groups, M, 2^B]: q_c = C_c H_jj C_cᵀ.
+    let codeEnergies: [Float]
+
+    init(code: AdditiveCode, problem: LayerProblem) {
+        let g = code.scheme.groupSize, books = code.scheme.codebookCount, size = code.scheme.codebookSize
+        let groups = code.groupsPerRow, dIn = problem.dIn
+        groupSize = g
+        self.books = books
+        self.size = size
+        self.groups = groups
+        codebooks = code.codebooks
+        var blocks = [Float](repeating: 0, count: groups * g * g)
+        for j in 0..<groups {
+            for a in 0..<g {
+                for b in 0..<g { blocks[(j * g + a) * g + b] = problem.hessian[(j * g + a) * dIn + j * g + b] }
+            }
+        }
+        hessianBlocks = blocks
+        var transposed = [Float](repeating: 0, count: books * g * size)
+        for m in 0..<books {
+            for c in 0..<size {
+                for a in 0..<g { transposed[(m * g + a) * size + c] = code.codebooks[(m * size + c) * g + a] }
+            }
+        }
+        transposedCodebooks = transposed
+        codeEnergies = quadraticForms(codebooks: code.codebooks, vectors: books * size, g: g, blocks: blocks, groups: groups)
+    }
+}
+
+/// q[j, v] = C_v H_jj C_vᵀ for every group j and codebook vector v.
+private func quadraticForms(codebooks: [Float], vectors: Int, g: Int, blocks: [Float], groups: Int) -> [Float] {
+    var energies = [Float](repeating: 0, count: groups * vectors)
+    energies.withUnsafeMutableBufferPointer { out in
+        let out = out.baseAddress!
+        parallelChunks(groups) { lo, hi in
+            for j in lo..<hi {
+                for v in 0..<vectors {
+                    var energy: Float = 0
+                    for a in 0..<g {
+                        var row: Float = 0
+                        for b in 0..<g { row += blocks[(j * g + a) * g + b] * codebooks[v * g + b] }
+                        energy += codebooks[v * g + a] * row
+                    }
+                    out[j * vectors + v] = energy
+                }
+            }
+        }
+    }
+    return energies
+}
+
+/// Hypotheses alive inside one group visit: the slot (full gradient + codes) each descends from,
+/// its codes for the current group, its current group's gradient slice and its error.
+private struct GroupHypotheses {
+    let root: UnsafeMutablePointer<Int>
+    let codes: UnsafeMutablePointer<Int>
+    let gradient: UnsafeMutablePointer<Float>
+    let error: UnsafeMutablePointer<Float>
+
+    init(beam: Int, books: Int, g: Int) {
+        root = .allocate(capacity: beam)
+        codes = .allocate(capacity: beam * books)
+        gradient = .allocate(capacity: beam * g)
+        error = .allocate(capacity: beam)
+    }
+
+    func deallocate() {
+        root.deallocate()
+        codes.deallocate()
+        gradient.deallocate()
+        error.deallocate()
+    }
+}
+
+/// One worker's scratch for searching rows one at a time.
+private final class RowBeamSearch {
+    let beam: Int, g: Int, books: Int, size: Int, groups: Int, dIn: Int
+    let tables: BeamSearchTables
+    let hessian: UnsafeMutablePointer<Float>
+    /// [beam, dIn]: full gradient of each slot's hypothesis.
+    let slotGradients: UnsafeMutablePointer<Float>
+    /// [beam, groups·M]: full codes of each slot's hypothesis.
+    let slotCodes: UnsafeMutablePointer<UInt16>
+    /// Slot and error of each hypothesis between group visits.
+    let slotOfHypothesis: UnsafeMutablePointer<Int>
+    let hypothesisError: UnsafeMutablePointer<Float>
+    var current: GroupHypotheses
+    var next: GroupHypotheses
+    /// [beam, scoreStride]: every hypothesis's candidate scores, padded with +∞ to whole 16-chunks.
+    let scores: UnsafeMutablePointer<Float>
+    let scoreStride: Int
+    let chunkMinima: UnsafeMutablePointer<Float>
+    let query: UnsafeMutablePointer<Float>
+    let deltas: UnsafeMutablePointer<Float>
+    let changed: UnsafeMutablePointer<Bool>
+    let claimedBy: UnsafeMutablePointer<Int>
+    let newSlot: UnsafeMutablePointer<Int>
+    var selector: SmallestValues
+    var live = 1
+
+    init(tables: BeamSearchTables, problem: LayerProblem, beamSize: Int) {
+        beam = beamSize
+        g = tables.groupSize
+        books = tables.books
+        size = tables.size
+        groups = tables.groups
+        dIn = problem.dIn
+        self.tables = tables
+        hessian = .allocate(capacity: dIn * dIn)
+        hessian.initialize(from: problem.hessian, count: dIn * dIn)
+        slotGradients = .allocate(capacity: beam * dIn)
+        slotCodes = .allocate(capacity: beam * groups * books)
+        slotOfHypothesis = .allocate(capacity: beam)
+        hypothesisError = .allocate(capacity: beam)
+        current = GroupHypotheses(beam: beam, books: books, g: g)
+        next = GroupHypotheses(beam: beam, books: books, g: g)
+        scoreStride = (size + 15) / 16 * 16
+        scores = .allocate(capacity: beam * scoreStride)
+        scores.initialize(repeating: .infinity, count: beam * scoreStride)
+        chunkMinima = .allocate(capacity: beam * scoreStride / 16)
+        query = .allocate(capacity: 2 * g)
+        deltas = .allocate(capacity: beam * g)
+        changed = .allocate(capacity: beam)
+        claimedBy = .allocate(capacity: beam)
+        newSlot = .allocate(capacity: beam)
+        selector = SmallestValues(capacity: beam)
+    }
+
+    deinit {
+        hessian.deallocate()
+        slotGradients.deallocate()
+        slotCodes.deallocate()
+        slotOfHypothesis.deallocate()
+        hypothesisError.deallocate()
+        current.deallocate()
+        next.deallocate()
+        scores.deallocate()
+        chunkMinima.deallocate()
+        query.deallocate()
+        deltas.deallocate()
+        changed.deallocate()
+        claimedBy.deallocate()
+        newSlot.deallocate()
+        selector.deallocate()
+    }
+
+    /// Searches one row in place: `codes` [groups·M] in and out, `gradient` = H(w − ŵ) and `error`
+    /// = (w − ŵ)ᵀH(w − ŵ) of the input codes. Returns the best hypothesis's error.
+    func search(codes: UnsafeMutablePointer<UInt16>, gradient: UnsafePointer<Float>, error: Float, scale: Float,
+                order: VisitOrder) -> (error: Float, changedCodes: Int) {
+        slotGradients.update(from: gradient, count: dIn)
+        slotCodes.update(from: codes, count: groups * books)
+        slotOfHypothesis[0] = 0
+        hypothesisError[0] = error
+        live = 1
+        tables.codebooks.withUnsafeBufferPointer { codebooks in
+            tables.transposedCodebooks.withUnsafeBufferPointer { transposed in
+                tables.codeEnergies.withUnsafeBufferPointer { energies in
+                    tables.hessianBlocks.withUnsafeBufferPointer { blocks in
+                        let context = GroupContext(codebooks: codebooks.baseAddress!, transposed: transposed.baseAddress!,
+                                                   energies: energies.baseAddress!, blocks: blocks.baseAddress!, scale: scale)
+                        for (visit, j) in order.groups.enumerated() {
+                            beginGroup(j)
+                            for k in 0..<books {
+                                let m = order.codebooks[visit * books + k]
+                                if beam == 1 {
+                                    greedyStep(group: j, codebook: m, context)
+                                } else {
+                                    beamStep(group: j, codebook: m, context)
+                                }
+                            }
+                            finishGroup(j, context)
+                        }
+                    }
+                }
+            }
+        }
+        var best = 0
+        for h in 1..<live where hypothesisError[h] < hypothesisError[best] { best = h }
+        let bestCodes = slotCodes + slotOfHypothesis[best] * groups * books
+        var changes = 0
+        for i in 0..<(groups * books) where bestCodes[i] != codes[i] { changes += 1 }
+        codes.update(from: bestCodes, count: groups * books)
+        return (hypothesisError[best], changes)
+    }
+
+    struct GroupContext {
+        let codebooks: UnsafePointer<Float>
+        let transposed: UnsafePointer<Float>
+        let energies: UnsafePointer<Float>
+        let blocks: UnsafePointer<Float>
+        let scale: Float
+    }
+
+    private func beginGroup(_ j: Int) {
+        for h in 0..<live {
+            let slot = slotOfHypothesis[h]
+            current.root[h] = slot
+            current.error[h] = hypothesisError[h]
+            for m in 0..<books { current.codes[h * books + m] = Int(slotCodes[slot * groups * books + j * books + m]) }
+            (current.gradient + h * g).update(from: slotGradients + slot * dIn + j * g, count: g)
+        }
+    }
+
+    /// Fills `query` with v = −2s·g_j − 2s²·H_jj C_o and returns the candidate-independent part
+    /// of the new error, err + 2s·C_o·g_j + s²·q_o.
+    @inline(__always)
+    private func prepareQuery(hypothesis h: Int, group j: Int, codebook m: Int, old o: Int, _ context: GroupContext) -> Float {
+        let s = context.scale
+        let oldVector = context.codebooks + (m * size + o) * g
+        let block = context.blocks + j * g * g
+        let gradient = current.gradient + h * g
+        var oldDotGradient: Float = 0
+        for a in 0..<g {
+            var hc: Float = 0
+            for b in 0..<g { hc += block[a * g + b] * oldVector[b] }
+            query[a] = -2 * s * gradient[a] - 2 * s * s * hc
+            oldDotGradient += oldVector[a] * gradient[a]
+        }
+        let oldEnergy = context.energies[(j * books + m) * size + o]
+        return current.error[h] + 2 * s * oldDotGradient + s * s * oldEnergy
+    }
+
+    /// gradient_j ← gradient_j − H_jj · s(C_new − C_old).
+    @inline(__always)
+    private func updateGroupGradient(_ gradient: UnsafeMutablePointer<Float>, group j: Int, codebook m: Int,
+                                     old o: Int, new c: Int, _ context: GroupContext) {
+        let s = context.scale
+        let oldVector = context.codebooks + (m * size + o) * g, newVector = context.codebooks + (m * size + c) * g
+        let block = context.blocks + j * g * g
+        for b in 0..<g { query[g + b] = s * (newVector[b] - oldVector[b]) }
+        for a in 0..<g {
+            var change: Float = 0
+            for b in 0..<g { change += block[a * g + b] * query[g + b] }
+            gradient[a] -= change
+        }
+    }
+
+    private func greedyStep(group j: Int, codebook m: Int, _ context: GroupContext) {
+        let o = current.codes[m]
+        let offset = prepareQuery(hypothesis: 0, group: j, codebook: m, old: o, context)
+        let energies = context.energies + (j * books + m) * size, s2 = context.scale * context.scale
+        let best = nearestCandidate(query: query, dims: g, table: context.transposed + m * g * size, count: size,
+                                    bias: energies, biasScale: s2, offset: offset)
+        guard best.index != o else { return }
+        // Keeping o scores exactly the current error up to rounding; move only on a real gain.
+        guard best.value < current.error[0] else { return }
+        updateGroupGradient(current.gradient, group: j, codebook: m, old: o, new: best.index, context)
+        current.codes[m] = best.index
+        current.error[0] = best.value
+    }
+
+    private func beamStep(group j: Int, codebook m: Int, _ context: GroupContext) {
+        let energies = context.energies + (j * books + m) * size, s2 = context.scale * context.scale
+        let chunksPerHypothesis = scoreStride / 16
+        for h in 0..<live {
+            let o = current.codes[h * books + m]
+            let offset = prepareQuery(hypothesis: h, group: j, codebook: m, old: o, context)
+            scoreCandidates(query: query, dims: g, table: context.transposed + m * g * size, count: size,
+                            bias: energies, biasScale: s2, offset: offset,
+                            into: scores + h * scoreStride, chunkMinima: chunkMinima + h * chunksPerHypothesis)
+        }
+        selector.select(scores, chunkMinima: chunkMinima, count: live * scoreStride)
+        let kept = selector.count
+        for rank in 0..<kept {
+            let parent = selector.index(rank) / scoreStride, c = selector.index(rank) % scoreStride
+            next.root[rank] = current.root[parent]
+            next.error[rank] = selector.value(rank)
+            (next.codes + rank * books).update(from: current.codes + parent * books, count: books)
+            next.codes[rank * books + m] = c
+            let gradient = next.gradient + rank * g
+            gradient.update(from: current.gradient + parent * g, count: g)
+            let o = current.codes[parent * books + m]
+            if c != o { updateGroupGradient(gradient, group: j, codebook: m, old: o, new: c, context) }
+        }
+        swap(&current, &next)
+        live = kept
+    }
+
+    /// Writes the group's new codes into slots and brings each slot's full gradient up to date,
+    /// g ← g_root − H[:, group] Δ. A slot is updated in place by its first descendant; further
+    /// descendants are copied (with the update fused) into slots no hypothesis descends from,
+    /// before any in-place update touches their source.
+    private func finishGroup(_ j: Int, _ context: GroupContext) {
+        let rowCodes = groups * books
+        for h in 0..<live {
+            let root = current.root[h]
+            let delta = deltas + h * g
+            for a in 0..<g { delta[a] = 0 }
+            var differs = false
+            for m in 0..<books {
+                let new = current.codes[h * books + m], old = Int(slotCodes[root * rowCodes + j * books + m])
+                if new == old { continue }
+                differs = true
+                let newVector = context.codebooks + (m * size + new) * g, oldVector = context.codebooks + (m * size + old) * g
+                for a in 0..<g { delta[a] += context.scale * (newVector[a] - oldVector[a]) }
+            }
+            changed[h] = differs
+        }
+        for slot in 0..<beam { claimedBy[slot] = -1 }
+        for h in 0..<live where claimedBy[current.root[h]] < 0 {
+            claimedBy[current.root[h]] = h
+            newSlot[h] = current.root[h]
+        }
+        var freeSlot = 0
+        let groupRows = UnsafePointer(hessian + j * g * dIn)
+        for h in 0..<live where claimedBy[current.root[h]] != h {
+            while claimedBy[freeSlot] >= 0 { freeSlot += 1 }
+            claimedBy[freeSlot] = h
+            newSlot[h] = freeSlot
+            let source = current.root[h]
+            subtractRowCombination(source: slotGradients + source * dIn, destination: slotGradients + freeSlot * dIn,
+                                   count: dIn, rows: groupRows, rowStride: dIn, coefficients: deltas + h * g, rowCount: g)
+            (slotCodes + freeSlot * rowCodes).update(from: slotCodes + source * rowCodes, count: rowCodes)
+        }
+        for h in 0..<live where newSlot[h] == current.root[h] && changed[h] {
+            let slot = slotGradients + newSlot[h] * dIn
+            subtractRowCombination(source: slot, destination: slot, count: dIn, rows: groupRows, rowStride: dIn,
+                                   coefficients: deltas + h * g, rowCount: g)
+        }
+        for h in 0..<live {
+            for m in 0..<books { slotCodes[newSlot[h] * rowCodes + j * books + m] = UInt16(current.codes[h * books + m]) }
+            slotOfHypothesis[h] = newSlot[h]
+            hypothesisError[h] = current.error[h]
+        }
+    }
+}
