@@ -34,7 +34,7 @@ let package = Package(
         // AQLM per-layer engine: k-means init, beam search over codes, codebook/scale updates.
         .target(name: "Quantizer", dependencies: ["Kernels", "CBLAS"], swiftSettings: native),
         // Packed AQLM checkpoint (Hugging Face layout): writer and reader.
-        .target(name: "PackedFormat", dependencies: ["Checkpoint", "Quantizer"]),
+        .target(name: "PackedFormat", dependencies: ["Checkpoint", "Quantizer", "Kernels", "Llama"]),
         // The `aqlm` command-line tool: option parsing only.
         .executableTarget(
             name: "AQLMCLI",

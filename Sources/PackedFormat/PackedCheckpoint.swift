@@ -1,0 +1,168 @@
+import Foundation
+import Checkpoint
+import Kernels
+import Quantizer
+
+/// The packed AQLM checkpoint: a Hugging Face model directory in the layout of the AQLM
+/// reference and its `transformers` integration, so the ecosystem can read it:
+///
+/// - `config.json` with `quantization_config` {quant_method "aqlm", nbits_per_codebook,
+///   num_codebooks, in_group_size, out_group_size 1, linear_weights_not_to_quantize};
+/// - `model.safetensors` with, for each quantized linear `<name>`:
+///   `<name>.codes` [d_out, d_in/g, M] as int8 (B ≤ 8) or int16 (B ≤ 16): the code's low bits
+///   reinterpreted as signed, exactly the reference's `pack_int_data` (c ≥ 2^(B-1) stored as
+///   c − 2^B); readers take them modulo 2^B;
+///   `<name>.codebooks` [M, 2^B, 1, g] fp16; `<name>.scales` [d_out, 1, 1, 1] fp16;
+///   other tensors (embeddings, norms, head) as fp16 (norms fp32);
+/// - `tokenizer.json` / `tokenizer_config.json`.
+public enum PackedCheckpoint {
+    public static func isPacked(directory: String) -> Bool {
+        let path = (directory as NSString).appendingPathComponent(HuggingFaceConfig.fileName)
+        guard let json = try? readJSONFile(path) else { return false }
+        return json["quantization_config"]?["quant_method"]?.string == "aqlm"
+    }
+
+    /// Writes `model` into `directory`, which must not exist: everything goes into a sibling
+    /// temporary directory first and is renamed into place only when complete, so a crash
+    /// never leaves a half-written checkpoint under the final name. `extraFiles` (e.g.
+    /// report.json) are written into the same directory before the rename.
+    public static func write(_ model: PackedModel, to directory: String, extraFiles: [String: JSONValue] = [:]) throws {
+        let fm = FileManager.default
+        guard !fm.fileExists(atPath: directory) else {
+            throw PackedFormatError("output \(directory) already exists; choose another path or remove it")
+        }
+        let temporary = directory + ".partial-\(ProcessInfo.processInfo.processIdentifier)"
+        try? fm.removeItem(atPath: temporary)
+        do {
+            try fm.createDirectory(atPath: temporary, withIntermediateDirectories: true)
+        } catch {
+            throw PackedFormatError("cannot create \(temporary): \(error.localizedDescription)")
+        }
+        do {
+            try writeContents(model, into: temporary)
+            for (name, json) in extraFiles {
+                try writeJSONFile(json, to: (temporary as NSString).appendingPathComponent(name))
+            }
+            try fm.moveItem(atPath: temporary, toPath: directory)
+        } catch {
+            try? fm.removeItem(atPath: temporary)
+            throw error
+        }
+    }
+
+    static func writeContents(_ model: PackedModel, into directory: String) throws {
+        let s = model.scheme
+        var writer = SafeTensorsWriter(metadata: ["format": "pt", "quantization": "aqlm \(s)"])
+        for name in model.linears.keys.sorted() {
+            let code = model.linears[name]!
+            let shape = [code.dOut, code.groupsPerRow, s.codebookCount]
+            if s.codeBits <= 8 {
+                try writer.add(name + ".codes", shape: shape, integers: code.codes.map { Int8(truncatingIfNeeded: $0) })
+            } else {
+                try writer.add(name + ".codes", shape: shape, integers: code.codes.map { Int16(bitPattern: $0) })
+            }
+            try writer.add(name + ".codebooks", shape: [s.codebookCount, s.codebookSize, 1, s.groupSize],
+                           floats: code.codebooks, as: .f16)
+            try writer.add(name + ".scales", shape: [code.dOut, 1, 1, 1], floats: code.scales, as: .f16)
+        }
+        for name in model.dense.keys.sorted() {
+            let t = model.dense[name]!
+            let dtype: SafeTensorsDType = t.shape.count == 1 ? .f32 : .f16
+            try writer.add(name, shape: t.shape, floats: t.values, as: dtype)
+        }
+        try writer.write(to: (directory as NSString).appendingPathComponent(SafeTensorsCheckpoint.singleFileName))
+
+        let notQuantized = model.dense.keys.sorted().map(JSONValue.string)
+        let quantization: JSONValue = .object([
+            ("quant_method", .string("aqlm")),
+            ("nbits_per_codebook", .int(s.codeBits)),
+            ("num_codebooks", .int(s.codebookCount)),
+            ("in_group_size", .int(s.groupSize)),
+            ("out_group_size", .int(1)),
+            ("linear_weights_not_to_quantize", .array(notQuantized)),
+        ])
+        try HuggingFaceConfig.write(model.config, bosTokenId: model.tokenizer.bosId, eosTokenId: model.tokenizer.eosId,
+                                    extra: [("torch_dtype", .string("float16")), ("quantization_config", quantization)],
+                                    to: (directory as NSString).appendingPathComponent(HuggingFaceConfig.fileName))
+        try HuggingFaceTokenizer.write(model.tokenizer, toDirectory: directory)
+    }
+
+    /// Reads a packed checkpoint directory back into memory (codes, fp16 codebooks and scales
+    /// widened to Float32, other tensors to Float32).
+    public static func read(directory: String) throws -> PackedModel {
+        let configPath = (directory as NSString).appendingPathComponent(HuggingFaceConfig.fileName)
+        let hf = try HuggingFaceConfig(path: configPath)
+        guard let q = hf.json["quantization_config"], q["quant_method"]?.string == "aqlm" else {
+            throw PackedFormatError("\(configPath): not a packed AQLM checkpoint (no quantization_config with quant_method \"aqlm\")")
+        }
+        func int(_ key: String) throws -> Int {
+            guard let v = q[key]?.int else { throw PackedFormatError("\(configPath): quantization_config.\(key) is missing or not an integer") }
+            return v
+        }
+        guard try int("out_group_size") == 1 else {
+            throw PackedFormatError("\(configPath): out_group_size \(try int("out_group_size")) is not supported (only 1)")
+        }
+        let scheme: AQLMScheme
+        do {
+            scheme = try AQLMScheme.validated(codebookCount: try int("num_codebooks"), codeBits: try int("nbits_per_codebook"),
+                                              groupSize: try int("in_group_size"))
+        } catch let e as QuantizerError {
+            throw PackedFormatError("\(configPath): \(e.description)")
+        }
+        let config = hf.llama
+        let tokenizer = try HuggingFaceTokenizer.read(directory: directory).padded(toVocabSize: config.vocabSize)
+        let st = try SafeTensorsCheckpoint(directory: directory)
+
+        var linears: [String: AdditiveCode] = [:]
+        var dense: [String: WeightTensor] = [:]
+        for (name, shape) in config.expectedShapes {
+            if name.hasSuffix(".weight"), st.info(name) == nil, shape.count == 2 {
+                let base = String(name.dropLast(".weight".count))
+                linears[base] = try readLinear(base, dOut: shape[0], dIn: shape[1], scheme: scheme, from: st)
+                continue
+            }
+            guard let info = st.info(name), let file = st.file(for: name) else {
+                throw PackedFormatError("\(st.path): missing tensor '\(name)' (neither dense nor as AQLM codes)")
+            }
+            guard info.shape == shape else {
+                throw CheckpointError.shapeMismatch(file.path, tensor: name, expected: shape, found: info.shape)
+            }
+            dense[name] = WeightTensor(shape: shape, values: try file.floats(info))
+        }
+        return PackedModel(config: config, tokenizer: tokenizer, scheme: scheme, linears: linears, dense: dense)
+    }
+
+    static func readLinear(_ base: String, dOut: Int, dIn: Int, scheme s: AQLMScheme,
+                           from st: SafeTensorsCheckpoint) throws -> AdditiveCode {
+        func tensor(_ suffix: String, shape: [Int]) throws -> (SafeTensorInfo, SafeTensorsFile) {
+            let name = base + suffix
+            guard let info = st.info(name), let file = st.file(for: name) else {
+                throw PackedFormatError("\(st.path): missing tensor '\(name)'")
+            }
+            guard info.shape == shape else {
+                throw CheckpointError.shapeMismatch(file.path, tensor: name, expected: shape, found: info.shape)
+            }
+            return (info, file)
+        }
+        guard dIn % s.groupSize == 0 else {
+            throw PackedFormatError("\(st.path): '\(base)' has d_in \(dIn), not a multiple of in_group_size \(s.groupSize)")
+        }
+        let (codeInfo, codeFile) = try tensor(".codes", shape: [dOut, dIn / s.groupSize, s.codebookCount])
+        let mask = UInt16((1 << s.codeBits) - 1)
+        let codes: [UInt16]
+        switch codeInfo.dtype {
+        case .i8: codes = try codeFile.integers(codeInfo.name, as: Int8.self).map { UInt16(UInt8(bitPattern: $0)) & mask }
+        case .i16: codes = try codeFile.integers(codeInfo.name, as: Int16.self).map { UInt16(bitPattern: $0) & mask }
+        default: throw PackedFormatError("\(codeFile.path): '\(codeInfo.name)' has dtype \(codeInfo.dtype.rawValue), expected I8 or I16")
+        }
+        let (cbInfo, cbFile) = try tensor(".codebooks", shape: [s.codebookCount, s.codebookSize, 1, s.groupSize])
+        let (scInfo, scFile) = try tensor(".scales", shape: [dOut, 1, 1, 1])
+        return AdditiveCode(scheme: s, dOut: dOut, dIn: dIn, codes: codes,
+                            codebooks: try cbFile.floats(cbInfo), scales: try scFile.floats(scInfo))
+    }
+}
+
+public struct PackedFormatError: Error, CustomStringConvertible, Equatable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

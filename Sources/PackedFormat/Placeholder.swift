@@ -1,1 +1,0 @@
-// \(t) target: see Package.swift for its role.
