@@ -225,6 +225,19 @@ public final class GGUFFile: @unchecked Sendable {
         return String(decoding: b, as: UTF8.self)
     }
 
+    /// Bytes the smallest value of a GGUF value type takes (strings and arrays: their length
+    /// field, plus the element type for arrays), nil for an unknown type.
+    static func minimumEncodedSize(typeId: UInt32) -> Int? {
+        switch typeId {
+        case 0, 1, 7: return 1
+        case 2, 3: return 2
+        case 4, 5, 6: return 4
+        case 8, 10, 11, 12: return 8
+        case 9: return 12
+        default: return nil
+        }
+    }
+
     static func readValue(_ c: inout ByteCursor, typeId: UInt32, what: String, depth: Int) throws -> GGUFValue {
         switch typeId {
         case 0: return .uint8(try c.read(UInt8.self, what))
@@ -242,9 +255,15 @@ public final class GGUFFile: @unchecked Sendable {
         case 9:
             guard depth < 4 else { throw CheckpointError.invalid(c.path, detail: "\(what): arrays nested too deeply") }
             let elemType = try c.read(UInt32.self, what)
+            guard let elementSize = minimumEncodedSize(typeId: elemType) else {
+                throw CheckpointError.invalid(c.path, detail: "\(what): unknown value type \(elemType)")
+            }
             let n = try c.read(UInt64.self, what)
-            // Smallest element is one byte: a count beyond the remaining bytes is corrupt.
-            guard n <= UInt64(c.bytes.count - c.offset) else { throw CheckpointError.truncated(c.path, what: what) }
+            // A count whose smallest encoding exceeds the remaining bytes is corrupt: refuse it
+            // before reserving memory for it.
+            guard n <= UInt64(c.bytes.count - c.offset) / UInt64(elementSize) else {
+                throw CheckpointError.truncated(c.path, what: what)
+            }
             var items: [GGUFValue] = []
             items.reserveCapacity(Int(n))
             for _ in 0..<Int(n) { items.append(try readValue(&c, typeId: elemType, what: what, depth: depth + 1)) }

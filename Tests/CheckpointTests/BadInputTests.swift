@@ -150,6 +150,10 @@ final class BadInputTests: TemporaryDirectoryTestCase {
         h.kvs.append(("big", 9, { b in b.u32(4); b.u64(1 << 50) }))   // an array of 2^50 u32
         let r = try write(h.bytes(), "array.gguf")
         assertError(try GGUFFile(path: r), .truncated(r, what: "metadata 'big'"))
+        var j = HandGGUF.sample()
+        j.kvs.append(("wide", 9, { b in b.u32(10); b.u64(100) }))    // 100 u64 need 800 bytes, the file has fewer
+        let t = try write(j.bytes(), "wide.gguf")
+        assertError(try GGUFFile(path: t), .truncated(t, what: "metadata 'wide'"))
         var i = HandGGUF.sample()
         i.kvs.append(("long", 8, { b in b.u64(UInt64.max) }))          // a string of 2^64 - 1 bytes
         let s = try write(i.bytes(), "string.gguf")
@@ -160,6 +164,7 @@ final class BadInputTests: TemporaryDirectoryTestCase {
         let cases: [(String, UInt32, (inout Bytes) -> Void, String)] = [
             ("kind", 13, { _ in }, "metadata 'kind': unknown value type 13"),
             ("flag", 7, { $0.u8(2) }, "metadata 'flag': bool value 2"),
+            ("list", 9, { b in b.u32(77); b.u64(0) }, "metadata 'list': unknown value type 77"),
             ("deep", 9, { b in for _ in 0..<6 { b.u32(9); b.u64(1) } }, "metadata 'deep': arrays nested too deeply"),
             ("general.alignment", 4, { $0.u32(0) }, "general.alignment 0 is not a power of two up to 2^30"),
             ("general.alignment", 4, { $0.u32(48) }, "general.alignment 48 is not a power of two up to 2^30"),
