@@ -60,18 +60,16 @@ extension AQLMLinear {
         let tablesPerToken = groups(ofChunk: chunks.upperBound - 1).upperBound * m - firstTable
 
         let tables = UnsafeMutablePointer<UInt8>.allocate(capacity: tokens * tablesPerToken * aqlmTableBytes)
-        let chunkScales = UnsafeMutablePointer<Float>.allocate(capacity: tokens * chunks.count)
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: chunkGroups * m * aqlmTableEntries)
-        defer { tables.deallocate(); chunkScales.deallocate(); scratch.deallocate() }
+        let chunkSteps = UnsafeMutablePointer<Float>.allocate(capacity: tokens * chunks.count)
+        defer { tables.deallocate(); chunkSteps.deallocate() }
 
         for t in 0..<tokens {
             for (i, c) in chunks.enumerated() {
                 let cg = groups(ofChunk: c)
-                let largest = buildFloatTables(x: x + t * inputSize, transposed: transposed, groupSize: g,
-                                               codebookCount: m, groups: cg, into: scratch)
-                let offset = (t * tablesPerToken + cg.lowerBound * m - firstTable) * aqlmTableBytes
-                chunkScales[t * chunks.count + i] = quantizeTables(scratch, tableCount: cg.count * m, largest: largest,
-                                                                   into: tables + offset)
+                let step = aqlmTableStep(x: x + t * inputSize, groupSize: g, groups: cg, largestCodewordNorm: largestCodewordNorm)
+                buildTables(x: x + t * inputSize, transposed: transposed, groupSize: g, codebookCount: m, groups: cg, step: step,
+                            into: tables + (t * tablesPerToken + cg.lowerBound * m - firstTable) * aqlmTableBytes)
+                chunkSteps[t * chunks.count + i] = step
             }
         }
 
@@ -83,7 +81,7 @@ extension AQLMLinear {
                     let first = cg.lowerBound * m
                     accumulateLookups(codes: codes + layout.offset(quad: quad, table: first), blocks: blocks,
                                       tables: tables + (t * tablesPerToken + first - firstTable) * aqlmTableBytes,
-                                      tableCount: cg.count * m, scale: chunkScales[t * chunks.count + i],
+                                      tableCount: cg.count * m, scale: chunkSteps[t * chunks.count + i],
                                       into: partial + t * paddedRows + quad * aqlmQuadBlocks * aqlmBlockRows)
                 }
             }

@@ -30,9 +30,9 @@ public struct AQLMShapeError: Error, CustomStringConvertible {
 /// layout: `codes` [d_out, d_in/G, M] (unsigned code indices), `codebooks` [M, 2^B, G],
 /// `scales` [d_out], with Ŵ[r, j·G ..< (j+1)·G] = scales[r] · Σ_m codebooks[m][codes[r, j, m]].
 ///
-/// For B ≤ 8 the codes are re-laid out at construction into 32-row blocks ordered by lookup
-/// table (see `AQLMBlockedCodes`), which the decode kernel streams; `apply` uses the
-/// lookup-table kernel for up to `decodeTokenLimit` tokens and dequantize-tile + sgemm beyond.
+/// For B ≤ 8 the codes are re-laid out at construction in the decode kernel's read order
+/// (64-row blocks, table by table: see `AQLMBlockedCodes`); `apply` uses the lookup-table
+/// kernel for up to `decodeTokenLimit` tokens and dequantize-tile + sgemm beyond.
 /// For B > 8 (e.g. 1x16) the codes stay in the HF layout and every token count goes through
 /// dequantized tiles (a 65536-entry table per group would not fit any cache).
 public struct AQLMLinear: LinearOperator, @unchecked Sendable {
@@ -52,6 +52,8 @@ public struct AQLMLinear: LinearOperator, @unchecked Sendable {
     let wideCodes: [UInt16]
     /// B ≤ 8: codebooks transposed to [M, G, 256] (zero-padded past 2^B) for building tables.
     let transposedCodebooks: [Float]
+    /// max_{m,c} ‖codebooks[m][c]‖: with ‖x_j‖, bounds every table entry (`aqlmTableStep`).
+    let largestCodewordNorm: Float
 
     public var groupCount: Int { inputSize / scheme.groupSize }
     /// Lookup tables per token: one per (input group, codebook).
@@ -70,6 +72,9 @@ public struct AQLMLinear: LinearOperator, @unchecked Sendable {
         self.scheme = scheme
         self.codebooks = codebooks
         self.scales = scales
+        largestCodewordNorm = stride(from: 0, to: codebooks.count, by: scheme.groupSize).map { start in
+            codebooks[start ..< start + scheme.groupSize].reduce(0) { $0 + $1 * $1 }.squareRoot()
+        }.max() ?? 0
         if scheme.codeBits <= 8 {
             let narrow = codes.map { UInt8(truncatingIfNeeded: $0) }
             blockedCodes = AQLMBlockedCodes(rowMajor: narrow, rows: outputSize, tables: inputSize / scheme.groupSize * scheme.codebookCount)

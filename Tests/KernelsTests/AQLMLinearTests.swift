@@ -63,12 +63,14 @@ final class AQLMLinearTests: XCTestCase {
     }
 
     func testLookupDecodeMatchesReferenceOverAwkwardShapes() {
-        // (d_out, d_in, scheme): d_out off the 32-row block and 4-block sizes, few groups, chunks
-        // that split groups unevenly (M = 3 → 5 groups per chunk), partial last chunks, B < 8.
+        // (d_out, d_in, scheme): d_out off the 64-row block and 4-block group sizes (420 rows: a
+        // group of 4 blocks then one of 3), few groups, chunks of 5 groups (M = 3), partial last
+        // chunks, B < 8.
         let cases: [(Int, Int, AQLMScheme)] = [
             (33, 16, scheme(2, 8, 8)), (161, 576, scheme(2, 8, 8)), (257, 136, scheme(1, 8, 8)),
             (70, 40, scheme(3, 8, 8)), (129, 64, scheme(4, 8, 16)), (100, 48, scheme(3, 8, 4)),
             (5, 8, scheme(1, 8, 8)), (45, 32, scheme(2, 6, 8)), (200, 1536, scheme(2, 8, 8)),
+            (420, 64, scheme(2, 8, 8)),
         ]
         withTwoWorkersAlways {
             for (i, (dOut, dIn, s)) in cases.enumerated() {
