@@ -3,8 +3,8 @@
 /// written here holds the same bytes llama.cpp would have written.
 
 extension GGMLType {
-    /// Whether `quantize(_:as:)` can produce this type.
-    public var canQuantize: Bool {
+    /// Whether `encodeBlocks(_:as:)` can produce this type.
+    public var canEncode: Bool {
         switch self {
         case .f32, .f16, .bf16, .q8_0, .q4_0, .q4_1: return true
         default: return false
@@ -12,9 +12,9 @@ extension GGMLType {
     }
 }
 
-/// Encodes `values` as `type` (a whole number of blocks; `type.canQuantize` must be true).
-public func quantize(_ values: [Float], as type: GGMLType) -> [UInt8] {
-    precondition(type.canQuantize && values.count % type.blockSize == 0)
+/// Encodes `values` as `type` (a whole number of blocks; `type.canEncode` must be true).
+public func encodeBlocks(_ values: [Float], as type: GGMLType) -> [UInt8] {
+    precondition(type.canEncode && values.count % type.blockSize == 0)
     let nBlocks = values.count / type.blockSize
     var out = [UInt8](repeating: 0, count: nBlocks * type.typeSize)
     values.withUnsafeBufferPointer { x in
@@ -34,7 +34,7 @@ public func quantize(_ values: [Float], as type: GGMLType) -> [UInt8] {
             case .q4_1:
                 for b in 0..<nBlocks { quantizeQ4_1(src + 32 * b, dst + b * type.typeSize) }
             default:
-                preconditionFailure("quantize: \(type.name) is not supported")
+                preconditionFailure("encodeBlocks: \(type.name) is not supported")
             }
         }
     }

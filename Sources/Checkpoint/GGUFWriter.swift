@@ -43,14 +43,14 @@ public struct GGUFWriter {
     }
 
     /// Adds a tensor of row-major `shape` (outermost first, as `GGUFTensorInfo.shape`), encoding
-    /// `values` as `type` (`type.canQuantize`). Rows must be whole blocks of `type`.
+    /// `values` as `type` (`type.canEncode`). Rows must be whole blocks of `type`.
     public mutating func addTensor(_ name: String, shape: [Int], type: GGMLType, values: [Float]) throws {
-        guard type.canQuantize else { throw Self.error(name, "cannot encode \(type.name) (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)") }
+        guard type.canEncode else { throw Self.error(name, "cannot encode \(type.name) (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)") }
         _ = try validate(name, shape: shape, type: type)
         guard shape.reduce(1, *) == values.count else {
             throw Self.error(name, "shape \(shape) needs \(shape.reduce(1, *)) values, got \(values.count)")
         }
-        tensors.append(PendingTensor(name: name, dims: shape.reversed(), type: type, bytes: quantize(values, as: type)))
+        tensors.append(PendingTensor(name: name, dims: shape.reversed(), type: type, bytes: encodeBlocks(values, as: type)))
     }
 
     /// Adds a tensor whose data is already encoded as `type` (any type, e.g. K-quant blocks).

@@ -96,6 +96,21 @@ final class GGUFWriterTests: TemporaryDirectoryTestCase {
         XCTAssertEqual(Int8(bitPattern: raw[2 + 15]), 0)
     }
 
+    /// Q4_1 as quantize_row_q4_1_ref: d = (max - min) / 15, m = min, q = min(15, trunc((x - m) / d + 0.5)).
+    func testQ4_1BlockBytes() {
+        // x_j = j / 4: min 0, max 7.75, d = 7.75 / 15, so (x - m) / d = j * 15 / 31.
+        let raw = encodeBlocks((0..<32).map { Float($0) / 4 }, as: .q4_1)
+        XCTAssertEqual(raw.count, 20)
+        XCTAssertEqual(UInt16(raw[0]) | UInt16(raw[1]) << 8, Float16(Float(7.75) / 15).bitPattern)
+        XCTAssertEqual(UInt16(raw[2]) | UInt16(raw[3]) << 8, 0, "m = 0")
+        // j = 1: 0.48 + 0.5 -> 0; j = 2: 0.97 + 0.5 -> 1; j = 16: 7.74 + 0.5 -> 8; j = 17: 8.23 + 0.5 -> 8; j = 31: 15.
+        XCTAssertEqual(raw[4 + 1] & 15, 0)
+        XCTAssertEqual(raw[4 + 2] & 15, 1)
+        XCTAssertEqual(raw[4 + 0] >> 4, 8)
+        XCTAssertEqual(raw[4 + 1] >> 4, 8)
+        XCTAssertEqual(raw[4 + 15] >> 4, 15)
+    }
+
     func testRawBlocksOfAnyType() throws {
         let raw = (0..<144).map { UInt8(truncatingIfNeeded: $0 &* 37) }
         var w = GGUFWriter()
