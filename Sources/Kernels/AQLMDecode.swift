@@ -101,40 +101,10 @@ extension AQLMLinear {
                 dequantizeRows(rows, into: tile)
                 for t in 0..<tokens {
                     for (i, r) in rows.enumerated() {
-                        y[t * outputSize + r] = aqlmDot(tile + i * inputSize, x + t * inputSize, count: inputSize)
+                        y[t * outputSize + r] = dot(tile + i * inputSize, x + t * inputSize, count: inputSize)
                     }
                 }
             }
         }
     }
-}
-
-/// Σ a[i]·b[i] with four SIMD16 accumulators (latency hiding), scalar tail.
-@inline(__always)
-func aqlmDot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
-    let pa = UnsafeRawPointer(a), pb = UnsafeRawPointer(b)
-    var s0 = SIMD16<Float>(), s1 = SIMD16<Float>(), s2 = SIMD16<Float>(), s3 = SIMD16<Float>()
-    var i = 0
-    while i + 64 <= count {
-        s0.addProduct(pa.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self),
-                      pb.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self))
-        s1.addProduct(pa.loadUnaligned(fromByteOffset: i * 4 + 64, as: SIMD16<Float>.self),
-                      pb.loadUnaligned(fromByteOffset: i * 4 + 64, as: SIMD16<Float>.self))
-        s2.addProduct(pa.loadUnaligned(fromByteOffset: i * 4 + 128, as: SIMD16<Float>.self),
-                      pb.loadUnaligned(fromByteOffset: i * 4 + 128, as: SIMD16<Float>.self))
-        s3.addProduct(pa.loadUnaligned(fromByteOffset: i * 4 + 192, as: SIMD16<Float>.self),
-                      pb.loadUnaligned(fromByteOffset: i * 4 + 192, as: SIMD16<Float>.self))
-        i += 64
-    }
-    while i + 16 <= count {
-        s0.addProduct(pa.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self),
-                      pb.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self))
-        i += 16
-    }
-    var sum = ((s0 + s1) + (s2 + s3)).sum()
-    while i < count {
-        sum += a[i] * b[i]
-        i += 1
-    }
-    return sum
 }

@@ -118,12 +118,19 @@ public struct AQLMLinear: LinearOperator, @unchecked Sendable {
         guard scales.count == outputSize else {
             throw AQLMShapeError(description: "\(name): scales hold \(scales.count) floats, expected \(outputSize)")
         }
+        if let i = codebooks.firstIndex(where: { !$0.isFinite }) {
+            throw AQLMShapeError(description: "\(name): codebooks[\(i)] is \(codebooks[i])")
+        }
+        if let i = scales.firstIndex(where: { !$0.isFinite }) {
+            throw AQLMShapeError(description: "\(name): scales[\(i)] is \(scales[i])")
+        }
     }
 
-    /// Packed bytes: codes, Float32 codebooks and scales as held in memory.
+    /// Bytes held: codes (B ≤ 8 padded to 64-row blocks), Float32 codebooks (and their
+    /// transposed copy for B ≤ 8) and scales.
     public var weightBytes: Int {
-        let codeBytes = outputSize * tableCount * (scheme.codeBits <= 8 ? 1 : 2)
-        return codeBytes + codebooks.count * 4 + scales.count * 4
+        let codeBytes = blockedCodes?.bytes.count ?? wideCodes.count * 2
+        return codeBytes + (codebooks.count + transposedCodebooks.count + scales.count) * 4
     }
 
     /// Code of row `row`, input group `group`, codebook `codebook` (HF indexing).

@@ -26,14 +26,17 @@ func aqlmChunkGroups(codebookCount: Int) -> Int { max(1, 16 / codebookCount) }
 /// table dot products cannot push an entry past the int16 range.
 let aqlmTableLimit: Float = 32000
 
-/// Step of the int16 tables of groups `groups` (see above); 0 if every entry is 0.
+/// Step of the int16 tables of groups `groups` (see above); 0 if every entry is 0, NaN or
+/// infinite if x is (the kernel then multiplies its sums by it, so the outputs are NaN, as in
+/// the dense product).
 @inline(__always)
 func aqlmTableStep(x: UnsafePointer<Float>, groupSize g: Int, groups: Range<Int>, largestCodewordNorm: Float) -> Float {
     var largestSquare: Float = 0
     for j in groups {
         var square: Float = 0
         for k in 0..<g { square += x[j * g + k] * x[j * g + k] }
-        largestSquare = max(largestSquare, square)
+        // Tested with isNaN: the `!(square <= largestSquare)` form lost the NaN in this -Ounchecked build.
+        if square > largestSquare || square.isNaN { largestSquare = square }
     }
     return largestSquare.squareRoot() * largestCodewordNorm / aqlmTableLimit
 }
@@ -45,7 +48,7 @@ func aqlmTableStep(x: UnsafePointer<Float>, groupSize g: Int, groups: Range<Int>
 func buildTables(x: UnsafePointer<Float>, transposed: UnsafePointer<Float>, groupSize g: Int, codebookCount: Int,
                  groups: Range<Int>, step: Float, into tables: UnsafeMutablePointer<UInt8>) {
     let count = groups.count * codebookCount
-    guard step > 0 else {
+    guard step > 0, step.isFinite else {
         tables.update(repeating: 0, count: count * aqlmTableBytes)
         return
     }

@@ -195,12 +195,31 @@ final class AQLMLinearTests: XCTestCase {
         XCTAssertEqual(message { try AQLMLinear(codes: [UInt8](repeating: 0, count: 8), codebooks: codebooks, scales: [1, 1],
                                                 outputSize: 2, inputSize: 16, scheme: scheme(1, 16, 8), name: "blk.0.q") },
                        "blk.0.q: 16-bit codes need UInt16 storage, got UInt8")
+        var broken = codebooks
+        broken[77] = .nan
+        XCTAssertEqual(message { try AQLMLinear(codes: [UInt8](repeating: 0, count: 8), codebooks: broken, scales: [1, 1],
+                                                outputSize: 2, inputSize: 16, scheme: s, name: "blk.0.q") },
+                       "blk.0.q: codebooks[77] is nan")
     }
 
     func testPackedLayerIsSmallerThanDense() {
         let layer = AQLMLinear.random(outputSize: 1536, inputSize: 576, scheme: scheme(2, 8, 8), seed: 1)
-        // 2 bits per weight of codes + 16 KB of codebooks + scales, against 32 bits per weight.
-        XCTAssertEqual(layer.weightBytes, 1536 * 72 * 2 + 2 * 256 * 8 * 4 + 1536 * 4)
+        // 2 bits per weight of codes + 2 × 16 KB of codebooks (HF and transposed) + scales,
+        // against 32 bits per weight.
+        XCTAssertEqual(layer.weightBytes, 1536 * 72 * 2 + 2 * (2 * 256 * 8 * 4) + 1536 * 4)
         XCTAssertLessThan(layer.weightBytes * 10, 1536 * 576 * 4)
+    }
+
+    /// A NaN or infinity in an input row reaches the outputs it touches, as in the dense product,
+    /// instead of vanishing into the table scale.
+    func testNonFiniteInputsPropagate() {
+        let layer = AQLMLinear.random(outputSize: 70, inputSize: 64, scheme: scheme(2, 8, 8), seed: 2)
+        for bad in [Float.nan, .infinity] {
+            var x = gaussian(64, seed: 3)
+            x[10] = bad
+            var y = [Float](repeating: 0, count: 70)
+            layer.apply(x, &y, tokens: 1)
+            XCTAssertTrue(y.allSatisfy { $0.isNaN }, "\(bad)")
+        }
     }
 }
