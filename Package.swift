@@ -35,11 +35,15 @@ let package = Package(
         .target(name: "Quantizer", dependencies: ["Kernels", "CBLAS"], swiftSettings: native),
         // Packed AQLM checkpoint (Hugging Face layout): writer and reader.
         .target(name: "PackedFormat", dependencies: ["Checkpoint", "Quantizer", "Kernels", "Llama"]),
+        // A whole model quantized block by block against calibration activations, resumable.
+        .target(name: "QuantizePipeline",
+                dependencies: ["Checkpoint", "Tokenizer", "Llama", "Calibration", "Quantizer", "PackedFormat", "Evaluation", "Kernels"],
+                swiftSettings: native),
         // The `aqlm` command-line tool: option parsing only.
         .executableTarget(
             name: "AQLMCLI",
             dependencies: [
-                "Checkpoint", "Tokenizer", "Llama", "Evaluation", "Calibration", "Quantizer", "PackedFormat",
+                "Checkpoint", "Tokenizer", "Llama", "Evaluation", "Calibration", "Quantizer", "PackedFormat", "QuantizePipeline",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: native
@@ -51,6 +55,7 @@ let package = Package(
         .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "Llama", "Checkpoint", "Tokenizer"], swiftSettings: native),
         .testTarget(name: "QuantizerTests", dependencies: ["Quantizer", "Kernels"], swiftSettings: native),
         .testTarget(name: "PackedFormatTests", dependencies: ["PackedFormat", "Quantizer", "Checkpoint"]),
+        .testTarget(name: "QuantizePipelineTests", dependencies: ["QuantizePipeline", "PackedFormat", "Checkpoint", "Quantizer"], swiftSettings: native),
         .testTarget(name: "CLITests", dependencies: []),
     ],
     swiftLanguageModes: [.v5]

@@ -1,0 +1,102 @@
+import ArgumentParser
+import Foundation
+import Kernels
+import QuantizePipeline
+
+extension QuantizeOptions.Preset: ExpressibleByArgument {}
+
+struct Quantize: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "quantize",
+        abstract: "Quantize a model's block linears with AQLM (or a baseline) and write a packed checkpoint.",
+        discussion: """
+        Blocks are quantized in order against XᵀX of calibration activations that already passed \
+        through the earlier quantized blocks. Each finished block is saved in OUT.work/, so rerunning \
+        the same command after an interruption continues after the last finished block. The output \
+        directory (Hugging Face AQLM layout, with report.json) appears only when complete.
+        """
+    )
+
+    @Option(help: "Model to quantize: the alias smollm2-135m, a GGUF file or a Hugging Face model directory.")
+    var model = "smollm2-135m"
+
+    @Option(help: "Output directory (must not exist).")
+    var out: String
+
+    @Option(help: "Scheme: AQLM MxB or MxBgG (2x8, 1x8, 3x8, 4x8, 1x16, 2x8g16) or a baseline (rvq2x8, pq2x8, rtn2, rtn3, rtn4).")
+    var scheme = "2x8"
+
+    @Option(help: "Bundle of calibration size and search effort: fast (the demo), default, best.")
+    var preset: QuantizeOptions.Preset = .default
+
+    @Option(help: "Calibration text: a registry name from calibration/registry.tsv or a text file.")
+    var calibration: String?
+
+    @Option(help: "Calibration sequences (preset: fast 32, default 128, best 256).")
+    var samples: Int?
+
+    @Option(help: "Tokens per calibration sequence.")
+    var seqlen: Int?
+
+    @Option(help: "Beam width of the code search (1 = greedy coordinate descent).")
+    var beam: Int?
+
+    @Option(help: "Stop alternating once an iteration improves the layer objective by less than this fraction.")
+    var tol: Double?
+
+    @Option(help: "Most alternations of code search and codebook/scale updates per layer.")
+    var maxIters: Int?
+
+    @Option(help: "Lloyd iterations of the k-means initialisation.")
+    var kmeansIters: Int?
+
+    @Option(help: "Seed for calibration sampling, k-means seeding and group orders.")
+    var seed: UInt64 = 0
+
+    @Option(help: "Quantize only the first N blocks (the rest stay full precision): for experiments and tests.")
+    var blocks: Int?
+
+    @Option(help: "Cores to use (our loops and OpenBLAS).")
+    var threads: Int?
+
+    @Flag(help: "Print report.json's totals as one JSON object when done.")
+    var json = false
+
+    func options() throws -> QuantizeOptions {
+        var o = QuantizeOptions.preset(preset)
+        do {
+            o.choice = try QuantizationChoice(parsing: scheme)
+        } catch {
+            throw ValidationError("--scheme: \(error)")
+        }
+        if let calibration { o.calibration = calibration }
+        if let samples { o.samples = samples }
+        if let seqlen { o.sequenceLength = seqlen }
+        if let beam { o.aqlm.beamSize = beam }
+        if let tol { o.aqlm.tolerance = tol }
+        if let maxIters { o.aqlm.maxIterations = maxIters }
+        if let kmeansIters { o.aqlm.kmeansIterations = kmeansIters }
+        o.seed = seed
+        o.blockLimit = blocks
+        guard o.samples >= 1 else { throw ValidationError("--samples must be at least 1") }
+        guard o.sequenceLength >= 2 else { throw ValidationError("--seqlen must be at least 2") }
+        guard o.aqlm.beamSize >= 1 else { throw ValidationError("--beam must be at least 1") }
+        guard o.aqlm.maxIterations >= 0 else { throw ValidationError("--max-iters must not be negative") }
+        if let blocks, blocks < 1 { throw ValidationError("--blocks must be at least 1") }
+        return o
+    }
+
+    func run() throws {
+        if let threads { Threads.set(threads) }
+        var job = BlockwiseQuantization(modelPath: model, outputPath: out, options: try options())
+        job.log = { printError($0) }
+        let report = try job.run()
+        if json {
+            print(report.totalsJSON.serialized(indent: nil))
+        } else {
+            print(String(format: "wrote %@: %@, %.3f bits/weight on block linears (%.3f over the model), %.0f s, peak RSS %.0f MB",
+                         out, report.scheme, report.bitsPerWeight, report.modelBitsPerWeight, report.wallSeconds,
+                         Double(report.peakRSSBytes) / 1e6))
+        }
+    }
+}

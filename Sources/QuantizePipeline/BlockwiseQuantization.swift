@@ -1,0 +1,286 @@
+import Foundation
+import Calibration
+import Checkpoint
+import Evaluation
+import Kernels
+import Llama
+import PackedFormat
+import Quantizer
+import Tokenizer
+
+/// Quantizes a whole model block by block, as AQLM does (Egiazarian et al. 2024, §3.4):
+///
+///   X ← embeddings of the calibration sequences
+///   for each block b:
+///     run the full-precision block b on X, keeping its outputs as targets and accumulating
+///       H = XᵀX at each distinct linear input (q/k/v share one, gate/up share one)
+///     quantize the seven linears against their H
+///     X ← the *quantized* block b applied to X   (later blocks see the quantized prefix)
+///
+/// Only one block's activations for the N×L calibration tokens are held at a time.
+public struct BlockwiseQuantization {
+    public let modelPath: String
+    public let outputPath: String
+    public let options: QuantizeOptions
+    /// Receives one line per event (layer finished, block finished, ...).
+    public var log: (String) -> Void = { _ in }
+
+    public init(modelPath: String, outputPath: String, options: QuantizeOptions) {
+        self.modelPath = modelPath
+        self.outputPath = outputPath
+        self.options = options
+    }
+
+    public func run() throws -> QuantizeReport {
+        let clock = Date()
+        guard !FileManager.default.fileExists(atPath: outputPath) else {
+            throw PackedFormatError("output \(outputPath) already exists; choose another path or remove it")
+        }
+        let weights = try loadCheckpoint(modelPath)
+        let config = weights.config
+        for (name, t) in weights.tensors where !t.values.allSatisfy({ $0.isFinite }) {
+            throw CheckpointError.invalid(weights.source, detail: "tensor '\(name)' contains NaN or infinity")
+        }
+        let blockCount = min(options.blockLimit ?? config.numLayers, config.numLayers)
+        let sequences = try calibrationSequences(tokenizer: weights.tokenizer)
+        let work = WorkDirectory(output: outputPath, fingerprint: fingerprint(weights: weights))
+        let model = try LlamaModel(weights: weights)
+        let names = (0..<blockCount).map { LlamaConfig.linearNames(layer: $0) }
+
+        var stored: [String: StoredLinear] = [:]
+        var reports: [BlockReport] = []
+        var working = model
+        var hidden: [[Float]]
+        let resumeFrom = try work.finishedBlocks()
+        if resumeFrom > 0 {
+            for b in 0..<min(resumeFrom, blockCount) {
+                let (linears, report) = try work.loadBlock(b, names: names[b])
+                stored.merge(linears) { $1 }
+                reports.append(report)
+                working.layers[b] = quantizedBlock(model.layers[b], layer: b, linears: linears)
+            }
+            hidden = try work.loadHidden(sequences: sequences.count, width: options.sequenceLength * config.hiddenSize)
+            log("resuming after block \(resumeFrom - 1) from \(work.path)")
+        } else {
+            hidden = sequences.map { model.embed($0) }
+        }
+
+        let state = model.makeState(maxPositions: options.sequenceLength, maxBatch: options.sequenceLength, maxLogitRows: 1)
+        for b in resumeFrom..<blockCount {
+            let blockClock = Date()
+            let (targets, hessians) = runFullPrecisionBlock(model, layer: b, inputs: hidden, state: state)
+            let calibrationSeconds = Date().timeIntervalSince(blockClock)
+            var linears: [String: StoredLinear] = [:]
+            var layerReports: [LayerReport] = []
+            for linear in LlamaLinear.allCases {
+                let name = "model.layers.\(b).\(linear.rawValue)"
+                let (result, report) = try quantizeLinear(name: name, weight: weights[name + ".weight"],
+                                                          hessian: hessians[linear.input]!, layer: b, linear: linear)
+                linears[name] = result
+                layerReports.append(report)
+                log(String(format: "block %2d %-16@ [%d×%d] rel err %.4f -> %.4f  entropy %@ bits  %.1f s",
+                           b, linear.rawValue as NSString, report.shape[0], report.shape[1], report.relativeErrorBefore,
+                           report.relativeErrorAfter,
+                           report.usageEntropyBits.map { String(format: "%.2f", $0) }.joined(separator: "/") as NSString,
+                           report.seconds))
+            }
+            working.layers[b] = quantizedBlock(model.layers[b], layer: b, linears: linears)
+            let outputError = runQuantizedBlock(working, layer: b, hidden: &hidden, targets: targets, state: state)
+            let report = BlockReport(index: b, outputError: outputError, outputErrorFinetuned: nil,
+                                     seconds: Date().timeIntervalSince(blockClock), calibrationSeconds: calibrationSeconds,
+                                     layers: layerReports)
+            log(String(format: "block %2d done: output error %.5f, %.1f s (%.1f s calibration forward)",
+                       b, outputError, report.seconds, calibrationSeconds))
+            stored.merge(linears) { $1 }
+            reports.append(report)
+            try work.saveBlock(b, linears: linears, report: report, hidden: hidden)
+        }
+
+        var report = try writeOutput(weights: weights, stored: stored, blockCount: blockCount, reports: reports,
+                                     wallSeconds: Date().timeIntervalSince(clock))
+        work.remove()
+        report.fileBytes = directoryBytes(outputPath)
+        return report
+    }
+
+    // MARK: - Calibration data
+
+    func calibrationSequences(tokenizer spec: TokenizerSpec) throws -> [[Int]] {
+        let path = try CalibrationSource.resolve(options.calibration)
+        guard let data = FileManager.default.contents(atPath: path) else { throw CalibrationError.missingFile(path) }
+        let tokens = try BPETokenizer(spec: spec).encode([UInt8](data))
+        var rng = SeededRandom(seed: options.seed)
+        return try sampleCalibrationSequences(tokens: tokens, samples: options.samples, length: options.sequenceLength,
+                                              source: path, using: &rng)
+    }
+
+    /// Everything that changes the result: a work directory from other settings is refused.
+    func fingerprint(weights: ModelWeights) -> String {
+        let a = options.aqlm
+        return [options.choice.description, weights.source, String(weights.config.numLayers), options.calibration,
+                String(options.samples), String(options.sequenceLength), String(options.seed), String(a.beamSize),
+                String(a.maxIterations), String(a.tolerance), String(a.kmeansIterations), String(a.weightedInitialization),
+                String(a.restartDeadCodes), String(options.blockLimit ?? -1)].joined(separator: "|")
+    }
+
+    // MARK: - One block
+
+    /// The full-precision block on every calibration sequence: its outputs (the targets) and
+    /// H = XᵀX at each of the four linear inputs.
+    func runFullPrecisionBlock(_ model: LlamaModel, layer b: Int, inputs: [[Float]], state: LlamaState)
+        -> (targets: [[Float]], hessians: [LinearInputSite: [Double]]) {
+        let c = model.config
+        var accumulators: [LinearInputSite: HessianAccumulator] = [
+            .attention: HessianAccumulator(dim: c.hiddenSize),
+            .attentionOutput: HessianAccumulator(dim: c.numHeads * c.headDim),
+            .mlp: HessianAccumulator(dim: c.hiddenSize),
+            .mlpHidden: HessianAccumulator(dim: c.intermediateSize),
+        ]
+        var targets: [[Float]] = []
+        targets.reserveCapacity(inputs.count)
+        for x in inputs {
+            var y = x
+            model.forwardBlock(layer: b, hidden: &y, startPosition: 0, state: state) { input in
+                accumulators[input.site]!.add(input.rows.baseAddress!, rows: input.tokens)
+            }
+            targets.append(y)
+        }
+        return (targets, accumulators.mapValues { $0.hessian() })
+    }
+
+    /// Runs the quantized block in place on the hidden states and returns the reference's
+    /// block output error, mean over sequences of ‖Y_q − Y_target‖² / ‖Y_q‖².
+    func runQuantizedBlock(_ model: LlamaModel, layer b: Int, hidden: inout [[Float]], targets: [[Float]],
+                           state: LlamaState) -> Double {
+        var total = 0.0
+        for s in hidden.indices {
+            model.forwardBlock(layer: b, hidden: &hidden[s], startPosition: 0, state: state)
+            total += relativeSquaredDifference(hidden[s], targets[s])
+        }
+        return total / Double(hidden.count)
+    }
+
+    func quantizeLinear(name: String, weight: WeightTensor, hessian: [Double], layer: Int, linear: LlamaLinear) throws
+        -> (StoredLinear, LayerReport) {
+        let started = Date()
+        let (dOut, dIn) = (weight.shape[0], weight.shape[1])
+        let problem: LayerProblem
+        do {
+            problem = try LayerProblem(weight: weight.values, dOut: dOut, dIn: dIn, hessian: hessian)
+        } catch let e as QuantizerError {
+            throw QuantizerError("\(name): \(e.description)")
+        }
+        var aqlm = options.aqlm
+        // A distinct, reproducible seed per layer.
+        aqlm.seed = options.seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(layer * 8 + LlamaLinear.allCases.firstIndex(of: linear)!)
+        let result: QuantizedLinear
+        switch options.choice {
+        case .aqlm(let s): result = try Quantizer.quantizeLinear(problem, scheme: s, options: aqlm)
+        case .rvq(let s): result = try quantizeResidualVQ(problem, scheme: s, options: aqlm)
+        case .pq(let s): result = try quantizeProductVQ(problem, scheme: s, options: aqlm)
+        case .rtn(let bits): result = try quantizeRoundToNearest(problem, bits: bits, groupSize: 64)
+        }
+        let stored: StoredLinear
+        let bits: Double
+        if let code = result.additiveCode {
+            let rounded = code.roundedToFloat16()
+            stored = .additive(rounded)
+            bits = rounded.storageBits / Double(dOut * dIn)
+        } else {
+            stored = .dense(WeightTensor(shape: [dOut, dIn], values: result.dequantized()))
+            bits = result.bitsPerWeight
+        }
+        let report = LayerReport(
+            name: name, shape: [dOut, dIn], relativeErrorBefore: result.initialError.relative,
+            relativeErrorAfter: problem.relativeError(of: stored.dequantized()),
+            usageEntropyBits: result.usage.map(\.entropyBits), unusedCodes: result.usage.map(\.unusedCodes),
+            deadCodeRestarts: result.restarts.reduce(0) { $0 + $1.codes.count }, bitsPerWeight: bits,
+            seconds: Date().timeIntervalSince(started))
+        return (stored, report)
+    }
+
+    /// The block with its seven linears replaced by dense Float32 Ŵ (exactly what the packed
+    /// kernels compute, and the fastest way to run 512-token calibration sequences).
+    func quantizedBlock(_ block: LlamaBlock, layer b: Int, linears: [String: StoredLinear]) -> LlamaBlock {
+        var out = block
+        for linear in LlamaLinear.allCases {
+            let original = block[linear]
+            let values = linears["model.layers.\(b).\(linear.rawValue)"]!.dequantized()
+            out[linear] = DenseLinear(weights: values, outputSize: original.outputSize, inputSize: original.inputSize)
+        }
+        return out
+    }
+
+    // MARK: - Output
+
+    func writeOutput(weights: ModelWeights, stored: [String: StoredLinear], blockCount: Int, reports: [BlockReport],
+                     wallSeconds: Double) throws -> QuantizeReport {
+        let config = weights.config
+        var dense: [String: WeightTensor] = [:]
+        for (name, t) in weights.tensors {
+            let base = name.hasSuffix(".weight") ? String(name.dropLast(7)) : name
+            if stored[base] == nil { dense[name] = t.roundedForPacking() }
+        }
+        var quantizedBits = 0.0, quantizedParameters = 0
+        for (_, linear) in stored {
+            switch linear {
+            case .additive(let c):
+                quantizedBits += c.storageBits
+                quantizedParameters += c.dOut * c.dIn
+            case .dense(let t):
+                quantizedParameters += t.values.count
+            }
+        }
+        let layerReports = reports.flatMap(\.layers)
+        if case .rtn = options.choice {
+            quantizedBits = layerReports.reduce(0) { $0 + $1.bitsPerWeight * Double($1.shape[0] * $1.shape[1]) }
+        }
+        let otherParameters = dense.values.reduce(0) { $0 + $1.values.count }
+        let otherBytes = dense.values.reduce(0) { $0 + $1.values.count * ($1.shape.count == 1 ? 4 : 2) }
+        var report = QuantizeReport(
+            scheme: options.choice.description, model: weights.source, output: outputPath, samples: options.samples,
+            sequenceLength: options.sequenceLength, seed: options.seed, beam: options.aqlm.beamSize,
+            bitsPerWeight: quantizedParameters > 0 ? quantizedBits / Double(quantizedParameters) : 0,
+            modelBitsPerWeight: (quantizedBits + Double(otherBytes * 8)) / Double(quantizedParameters + otherParameters),
+            quantizedParameters: quantizedParameters, otherParameters: otherParameters, otherBytes: otherBytes,
+            fileBytes: 0, wallSeconds: wallSeconds, peakRSSBytes: peakResidentBytes() ?? 0, blocks: reports)
+
+        if let scheme = options.choice.additiveScheme {
+            var codes: [String: AdditiveCode] = [:]
+            for (name, linear) in stored { if case .additive(let c) = linear { codes[name] = c } }
+            let packed = PackedModel(config: config, tokenizer: weights.tokenizer, scheme: scheme, linears: codes, dense: dense)
+            try PackedCheckpoint.write(packed, to: outputPath, extraFiles: ["report.json": report.json])
+        } else {
+            var tensors = dense
+            for (name, linear) in stored { tensors[name + ".weight"] = WeightTensor(shape: weights[name + ".weight"].shape, values: linear.dequantized()) }
+            let out = ModelWeights(config: config, tokenizer: weights.tokenizer, tensors: tensors, source: outputPath)
+            let temporary = outputPath + ".partial-\(ProcessInfo.processInfo.processIdentifier)"
+            try? FileManager.default.removeItem(atPath: temporary)
+            try HuggingFaceCheckpoint.write(out, toDirectory: temporary, dtype: .f32)
+            try writeJSONFile(report.json, to: (temporary as NSString).appendingPathComponent("report.json"))
+            try FileManager.default.moveItem(atPath: temporary, toPath: outputPath)
+        }
+        report.fileBytes = directoryBytes(outputPath)
+        return report
+    }
+}
+
+/// ‖a − b‖² / ‖a‖², accumulated in Float64.
+func relativeSquaredDifference(_ a: [Float], _ b: [Float]) -> Double {
+    var num = 0.0, den = 0.0
+    for i in a.indices {
+        let d = Double(a[i] - b[i])
+        num += d * d
+        den += Double(a[i]) * Double(a[i])
+    }
+    return den > 0 ? num / den : 0
+}
+
+func directoryBytes(_ path: String) -> Int {
+    let fm = FileManager.default
+    guard let names = try? fm.contentsOfDirectory(atPath: path) else { return 0 }
+    return names.reduce(0) { sum, n in
+        let attrs = try? fm.attributesOfItem(atPath: (path as NSString).appendingPathComponent(n))
+        return sum + ((attrs?[.size] as? NSNumber)?.intValue ?? 0)
+    }
+}

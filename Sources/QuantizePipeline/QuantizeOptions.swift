@@ -1,0 +1,102 @@
+import Kernels
+import Quantizer
+
+/// What to do to each block linear: AQLM or one of the baselines the sweep compares it with.
+public enum QuantizationChoice: Hashable, Sendable, CustomStringConvertible {
+    case aqlm(AQLMScheme)
+    /// Residual VQ: AQLM's residual k-means initialisation alone.
+    case rvq(AQLMScheme)
+    /// Product quantization: M codebooks over disjoint slices of each group.
+    case pq(AQLMScheme)
+    /// Scalar round-to-nearest, per-group fp16 scale and minimum (group 64).
+    case rtn(bits: Int)
+
+    /// "2x8", "1x16", "2x8g16" (AQLM); "rvq2x8", "pq2x8"; "rtn2", "rtn3", "rtn4".
+    public init(parsing text: String) throws {
+        let t = text.lowercased()
+        if t.hasPrefix("rtn") {
+            guard let bits = Int(t.dropFirst(3)), (2...8).contains(bits) else {
+                throw QuantizerError("scheme '\(text)': rtn needs a bit width 2...8, e.g. rtn2")
+            }
+            self = .rtn(bits: bits)
+        } else if t.hasPrefix("rvq") {
+            self = .rvq(try AQLMScheme(parsing: String(t.dropFirst(3))))
+        } else if t.hasPrefix("pq") {
+            self = .pq(try AQLMScheme(parsing: String(t.dropFirst(2))))
+        } else {
+            do {
+                self = .aqlm(try AQLMScheme(parsing: t))
+            } catch {
+                throw QuantizerError("unknown scheme '\(text)' (AQLM: MxB or MxBgG such as 2x8, 1x16, 2x8g16; baselines: rvq2x8, pq2x8, rtn2, rtn3, rtn4)")
+            }
+        }
+    }
+
+    public var description: String {
+        func name(_ s: AQLMScheme) -> String {
+            "\(s.codebookCount)x\(s.codeBits)" + (s.groupSize == 8 ? "" : "g\(s.groupSize)")
+        }
+        switch self {
+        case .aqlm(let s): return name(s)
+        case .rvq(let s): return "rvq" + name(s)
+        case .pq(let s): return "pq" + name(s)
+        case .rtn(let bits): return "rtn\(bits)"
+        }
+    }
+
+    /// The additive scheme, when the result is stored as AQLM codes.
+    public var additiveScheme: AQLMScheme? {
+        switch self {
+        case .aqlm(let s), .rvq(let s), .pq(let s): return s
+        case .rtn: return nil
+        }
+    }
+
+    /// Whether codes are chosen against calibration activations (RTN needs none).
+    public var needsCalibration: Bool {
+        if case .rtn = self { return false }
+        return true
+    }
+}
+
+/// Everything `aqlm quantize` can be told. Presets bundle calibration size and search effort;
+/// explicitly given values override them.
+public struct QuantizeOptions: Sendable {
+    public var choice: QuantizationChoice = .aqlm(.preset2x8)
+    /// Calibration registry name or text file.
+    public var calibration = "wikitext2-valid"
+    public var samples = 128
+    public var sequenceLength = 512
+    public var seed: UInt64 = 0
+    public var aqlm = AQLMOptions()
+    /// Blocks to quantize (nil: all). Lets tests and experiments work on a slice of the model.
+    public var blockLimit: Int?
+
+    public init() {}
+
+    public enum Preset: String, Sendable, CaseIterable {
+        case fast, `default`, best
+    }
+
+    /// fast: a couple of minutes for the default model (the demo); default: the measured
+    /// quality/time balance; best: quality first.
+    public static func preset(_ p: Preset) -> QuantizeOptions {
+        var o = QuantizeOptions()
+        switch p {
+        case .fast:
+            o.samples = 32
+            o.aqlm.beamSize = 1
+            o.aqlm.maxIterations = 2
+            o.aqlm.kmeansIterations = 6
+        case .default:
+            break
+        case .best:
+            o.samples = 256
+            o.aqlm.beamSize = 16
+            o.aqlm.maxIterations = 20
+            o.aqlm.tolerance = 0.001
+            o.aqlm.kmeansIterations = 20
+        }
+        return o
+    }
+}

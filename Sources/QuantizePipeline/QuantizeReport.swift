@@ -1,0 +1,152 @@
+import Checkpoint
+
+/// One quantized linear's figures, as `report.json` lists them.
+public struct LayerReport: Sendable {
+    public var name: String
+    public var shape: [Int]
+    /// tr((W−Ŵ)H(W−Ŵ)ᵀ)/tr(WHWᵀ) after initialisation and of the stored (fp16) result.
+    public var relativeErrorBefore: Double
+    public var relativeErrorAfter: Double
+    public var usageEntropyBits: [Double]
+    public var unusedCodes: [Int]
+    public var deadCodeRestarts: Int
+    public var bitsPerWeight: Double
+    public var seconds: Double
+
+    var json: JSONValue {
+        .object([
+            ("name", .string(name)),
+            ("shape", .array(shape.map(JSONValue.int))),
+            ("relative_error_before", .double(relativeErrorBefore)),
+            ("relative_error_after", .double(relativeErrorAfter)),
+            ("usage_entropy_bits", .array(usageEntropyBits.map(JSONValue.double))),
+            ("unused_codes", .array(unusedCodes.map(JSONValue.int))),
+            ("dead_code_restarts", .int(deadCodeRestarts)),
+            ("bits_per_weight", .double(bitsPerWeight)),
+            ("seconds", .double(seconds)),
+        ])
+    }
+
+    init(json j: JSONValue) {
+        name = j["name"]?.string ?? ""
+        shape = j["shape"]?.array?.compactMap(\.int) ?? []
+        relativeErrorBefore = j["relative_error_before"]?.double ?? .nan
+        relativeErrorAfter = j["relative_error_after"]?.double ?? .nan
+        usageEntropyBits = j["usage_entropy_bits"]?.array?.compactMap(\.double) ?? []
+        unusedCodes = j["unused_codes"]?.array?.compactMap(\.int) ?? []
+        deadCodeRestarts = j["dead_code_restarts"]?.int ?? 0
+        bitsPerWeight = j["bits_per_weight"]?.double ?? .nan
+        seconds = j["seconds"]?.double ?? .nan
+    }
+
+    init(name: String, shape: [Int], relativeErrorBefore: Double, relativeErrorAfter: Double, usageEntropyBits: [Double],
+         unusedCodes: [Int], deadCodeRestarts: Int, bitsPerWeight: Double, seconds: Double) {
+        self.name = name
+        self.shape = shape
+        self.relativeErrorBefore = relativeErrorBefore
+        self.relativeErrorAfter = relativeErrorAfter
+        self.usageEntropyBits = usageEntropyBits
+        self.unusedCodes = unusedCodes
+        self.deadCodeRestarts = deadCodeRestarts
+        self.bitsPerWeight = bitsPerWeight
+        self.seconds = seconds
+    }
+}
+
+/// One block's figures. `outputError` is the AQLM reference's block metric: the mean over
+/// calibration sequences of ‖Y_quantized − Y_target‖² / ‖Y_quantized‖², Y_target being the
+/// full-precision block applied to the same (already quantized-prefix) inputs.
+public struct BlockReport: Sendable {
+    public var index: Int
+    public var outputError: Double
+    public var outputErrorFinetuned: Double?
+    public var seconds: Double
+    public var calibrationSeconds: Double
+    public var layers: [LayerReport]
+
+    var json: JSONValue {
+        var members: [(String, JSONValue)] = [
+            ("index", .int(index)),
+            ("output_error", .double(outputError)),
+        ]
+        if let f = outputErrorFinetuned { members.append(("output_error_finetuned", .double(f))) }
+        members += [
+            ("seconds", .double(seconds)),
+            ("calibration_seconds", .double(calibrationSeconds)),
+            ("layers", .array(layers.map(\.json))),
+        ]
+        return .object(members)
+    }
+
+    init(json j: JSONValue) {
+        index = j["index"]?.int ?? -1
+        outputError = j["output_error"]?.double ?? .nan
+        outputErrorFinetuned = j["output_error_finetuned"]?.double
+        seconds = j["seconds"]?.double ?? .nan
+        calibrationSeconds = j["calibration_seconds"]?.double ?? .nan
+        layers = j["layers"]?.array?.map(LayerReport.init(json:)) ?? []
+    }
+
+    init(index: Int, outputError: Double, outputErrorFinetuned: Double?, seconds: Double, calibrationSeconds: Double,
+         layers: [LayerReport]) {
+        self.index = index
+        self.outputError = outputError
+        self.outputErrorFinetuned = outputErrorFinetuned
+        self.seconds = seconds
+        self.calibrationSeconds = calibrationSeconds
+        self.layers = layers
+    }
+}
+
+/// `report.json` of a quantization run.
+public struct QuantizeReport: Sendable {
+    public var scheme: String
+    public var model: String
+    public var output: String
+    public var samples: Int
+    public var sequenceLength: Int
+    public var seed: UInt64
+    public var beam: Int
+    /// Over the quantized block linears: codes + fp16 codebooks + fp16 scales per parameter.
+    public var bitsPerWeight: Double
+    /// Over every weight of the model as stored (embeddings/head fp16, norms fp32).
+    public var modelBitsPerWeight: Double
+    public var quantizedParameters: Int
+    public var otherParameters: Int
+    public var otherBytes: Int
+    public var fileBytes: Int
+    public var wallSeconds: Double
+    public var peakRSSBytes: Int
+    public var blocks: [BlockReport]
+
+    /// The whole report: totals, then every block and every layer.
+    public var json: JSONValue {
+        guard case .object(let totals) = totalsJSON else { return totalsJSON }
+        return .object(totals + [
+            ("blocks", .array(blocks.map(\.json))),
+            ("layers", .array(blocks.flatMap(\.layers).map(\.json))),
+        ])
+    }
+
+    /// Totals only (what `aqlm quantize --json` prints).
+    public var totalsJSON: JSONValue {
+        .object([
+            ("scheme", .string(scheme)),
+            ("model", .string(model)),
+            ("output", .string(output)),
+            ("samples", .int(samples)),
+            ("seqlen", .int(sequenceLength)),
+            ("seed", .number(String(seed))),
+            ("beam", .int(beam)),
+            ("bits_per_weight", .double(bitsPerWeight)),
+            ("model_bits_per_weight", .double(modelBitsPerWeight)),
+            ("quantized_parameters", .int(quantizedParameters)),
+            ("other_parameters", .int(otherParameters)),
+            ("other_bytes", .int(otherBytes)),
+            ("file_bytes", .int(fileBytes)),
+            ("wall_seconds", .double(wallSeconds)),
+            ("peak_rss_bytes", .int(peakRSSBytes)),
+            ("block_output_errors", .array(blocks.map { .double($0.outputError) })),
+        ])
+    }
+}

@@ -1,0 +1,61 @@
+import Foundation
+import Checkpoint
+import PackedFormat
+
+/// `<output>.work/`: what a quantization run has finished so far. After each block it holds
+/// that block's linears (`block-N.safetensors`), its report (`block-N.json`), and the
+/// calibration hidden states entering the next block (`hidden.f32`); `progress.json` names the
+/// settings fingerprint and the number of finished blocks and is written last, by rename, so
+/// a run killed at any instant resumes from a consistent state.
+struct WorkDirectory {
+    let path: String
+    let fingerprint: String
+
+    init(output: String, fingerprint: String) {
+        path = output + ".work"
+        self.fingerprint = fingerprint
+    }
+
+    func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
+
+    /// Blocks already finished by an earlier run with the same settings (0 for a fresh start).
+    func finishedBlocks() throws -> Int {
+        let progress = file("progress.json")
+        guard FileManager.default.fileExists(atPath: progress) else {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            return 0
+        }
+        let json = try readJSONFile(progress)
+        guard json["fingerprint"]?.string == fingerprint else {
+            throw PackedFormatError("\(path) holds an unfinished run with different settings; rerun with the same options to resume it, or remove it")
+        }
+        return json["finished_blocks"]?.int ?? 0
+    }
+
+    func saveBlock(_ index: Int, linears: [String: StoredLinear], report: BlockReport, hidden: [[Float]]) throws {
+        try BlockCheckpoint.write(linears, to: file("block-\(index).safetensors"))
+        try writeJSONFile(report.json, to: file("block-\(index).json"))
+        try writeFileAtomically(file("hidden.f32")) { out in
+            for h in hidden { try h.withUnsafeBytes { try out.write($0) } }
+        }
+        try writeJSONFile(.object([("fingerprint", .string(fingerprint)), ("finished_blocks", .int(index + 1))]),
+                          to: file("progress.json"))
+    }
+
+    func loadBlock(_ index: Int, names: [String]) throws -> ([String: StoredLinear], BlockReport) {
+        let linears = try BlockCheckpoint.read(names, from: file("block-\(index).safetensors"))
+        let report = BlockReport(json: try readJSONFile(file("block-\(index).json")))
+        return (linears, report)
+    }
+
+    func loadHidden(sequences: Int, width: Int) throws -> [[Float]] {
+        let mapped = try MappedFile(path: file("hidden.f32"))
+        guard mapped.bytes.count == sequences * width * 4 else {
+            throw PackedFormatError("\(file("hidden.f32")) has \(mapped.bytes.count) bytes, expected \(sequences * width * 4)")
+        }
+        let floats = mapped.bytes.bindMemory(to: Float.self)
+        return (0..<sequences).map { Array(floats[($0 * width)..<(($0 + 1) * width)]) }
+    }
+
+    func remove() { try? FileManager.default.removeItem(atPath: path) }
+}

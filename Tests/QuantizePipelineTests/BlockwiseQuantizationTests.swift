@@ -1,0 +1,112 @@
+import XCTest
+import Foundation
+import Checkpoint
+import Kernels
+import PackedFormat
+import Quantizer
+import QuantizePipeline
+
+/// The whole-model pipeline on the tiny random Llama (2 blocks, hidden 64) with a small text.
+final class BlockwiseQuantizationTests: XCTestCase {
+    var directory = ""
+    var modelPath: String { directory + "/tiny.gguf" }
+    var textPath: String { directory + "/calibration.txt" }
+
+    override func setUpWithError() throws {
+        directory = NSTemporaryDirectory() + "pipeline-tests-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try TinyModel.writeGGUF(to: modelPath, seed: 3)
+        let sentence = "The weather in the north is cold and the rain falls on the green hills every morning. "
+        try String(repeating: sentence, count: 40).write(toFile: textPath, atomically: true, encoding: .utf8)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    func options(_ scheme: String) throws -> QuantizeOptions {
+        var o = QuantizeOptions.preset(.fast)
+        o.choice = try QuantizationChoice(parsing: scheme)
+        o.calibration = textPath
+        o.samples = 6
+        o.sequenceLength = 32
+        o.aqlm.maxIterations = 2
+        return o
+    }
+
+    func testQuantizesEveryBlockAndWritesAReadableCheckpoint() throws {
+        let out = directory + "/out"
+        let report = try BlockwiseQuantization(modelPath: modelPath, outputPath: out, options: try options("1x8")).run()
+        XCTAssertEqual(report.blocks.map(\.index), [0, 1])
+        XCTAssertEqual(report.blocks.flatMap(\.layers).count, 14)
+        for block in report.blocks {
+            XCTAssertTrue(block.outputError.isFinite && block.outputError > 0 && block.outputError < 1, "\(block.outputError)")
+        }
+        for layer in report.blocks.flatMap(\.layers) {
+            // "after" is measured on the stored fp16 codebooks and scales, so it may exceed a
+            // near-zero "before" (tiny layers with more codes than groups) by fp16 rounding only.
+            XCTAssertLessThanOrEqual(layer.relativeErrorAfter, layer.relativeErrorBefore * 1.01 + 1e-4, layer.name)
+            XCTAssertEqual(layer.usageEntropyBits.count, 1)
+        }
+        // Honest accounting from first principles: 8-bit code per group of 8 = 1 bit per weight,
+        // plus one fp16 codebook of 256×8 and one fp16 scale per row, per layer.
+        let shapes = [[64, 64], [32, 64], [32, 64], [64, 64], [128, 64], [128, 64], [64, 128]]
+        let params = 2 * shapes.reduce(0) { $0 + $1[0] * $1[1] }
+        let bits = 2 * shapes.reduce(0) { $0 + $1[0] * $1[1] * 1 + 256 * 8 * 16 + $1[0] * 16 }
+        XCTAssertEqual(report.bitsPerWeight, Double(bits) / Double(params), accuracy: 1e-12)
+        XCTAssertEqual(report.quantizedParameters, params)
+
+        let packed = try PackedCheckpoint.read(directory: out)
+        XCTAssertEqual(packed.linears.count, 14)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/report.json"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out + ".work"), "work directory left behind")
+        let json = try readJSONFile(out + "/report.json")
+        XCTAssertEqual(json["blocks"]?.array?.count, 2)
+        XCTAssertNotNil(json["blocks"]?.array?.first?["output_error"]?.double)
+    }
+
+    func testSameSeedGivesIdenticalFiles() throws {
+        let a = directory + "/a", b = directory + "/b"
+        _ = try BlockwiseQuantization(modelPath: modelPath, outputPath: a, options: try options("2x4")).run()
+        _ = try BlockwiseQuantization(modelPath: modelPath, outputPath: b, options: try options("2x4")).run()
+        XCTAssertEqual(FileManager.default.contents(atPath: a + "/model.safetensors"),
+                       FileManager.default.contents(atPath: b + "/model.safetensors"))
+    }
+
+    func testBaselinesRun() throws {
+        for scheme in ["rtn2", "rvq1x8", "pq2x4"] {
+            let out = directory + "/" + scheme
+            let report = try BlockwiseQuantization(modelPath: modelPath, outputPath: out, options: try options(scheme)).run()
+            XCTAssertEqual(report.scheme, scheme)
+            XCTAssertEqual(report.blocks.count, 2)
+            let opened = try openModel(out)
+            XCTAssertEqual(opened.packed == nil, scheme == "rtn2", "rtn is written dense, the others packed")
+        }
+    }
+
+    func testBadInputsAreOneClearError() throws {
+        let out = directory + "/exists"
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        XCTAssertThrowsError(try BlockwiseQuantization(modelPath: modelPath, outputPath: out, options: try options("1x8")).run()) {
+            XCTAssertTrue("\($0)".contains("already exists"), "\($0)")
+        }
+        XCTAssertThrowsError(try QuantizationChoice(parsing: "3x99")) { XCTAssertTrue("\($0)".contains("3x99"), "\($0)") }
+        XCTAssertThrowsError(try QuantizationChoice(parsing: "banana")) { XCTAssertTrue("\($0)".contains("banana"), "\($0)") }
+
+        let short = directory + "/short.txt"
+        try "too short".write(toFile: short, atomically: true, encoding: .utf8)
+        var o = try options("1x8")
+        o.calibration = short
+        XCTAssertThrowsError(try BlockwiseQuantization(modelPath: modelPath, outputPath: directory + "/o2", options: o).run()) {
+            XCTAssertTrue("\($0)".contains(short), "\($0)")
+        }
+
+        var weights = TinyModel.weights(seed: 3)
+        weights.tensors["model.layers.1.mlp.up_proj.weight"]!.values[5] = .nan
+        let nanModel = directory + "/nan.gguf"
+        try weights.writeGGUF(to: nanModel)
+        XCTAssertThrowsError(try BlockwiseQuantization(modelPath: nanModel, outputPath: directory + "/o3", options: try options("1x8")).run()) {
+            XCTAssertTrue("\($0)".contains("model.layers.1.mlp.up_proj.weight"), "\($0)")
+        }
+    }
+}
