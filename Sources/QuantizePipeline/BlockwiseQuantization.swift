@@ -107,8 +107,13 @@ public struct BlockwiseQuantization {
 
     func calibrationSequences(tokenizer spec: TokenizerSpec) throws -> [[Int]] {
         let path = try CalibrationSource.resolve(options.calibration)
-        guard let data = FileManager.default.contents(atPath: path) else { throw CalibrationError.missingFile(path) }
-        let tokens = try BPETokenizer(spec: spec).encode([UInt8](data))
+        let tokens: [Int]
+        if let given = options.calibrationTokens {
+            tokens = given
+        } else {
+            guard let data = FileManager.default.contents(atPath: path) else { throw CalibrationError.missingFile(path) }
+            tokens = try BPETokenizer(spec: spec).encode([UInt8](data))
+        }
         var rng = SeededRandom(seed: options.seed)
         return try sampleCalibrationSequences(tokens: tokens, samples: options.samples, length: options.sequenceLength,
                                               source: path, using: &rng)

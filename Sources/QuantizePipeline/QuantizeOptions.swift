@@ -65,6 +65,9 @@ public struct QuantizeOptions: Sendable {
     public var choice: QuantizationChoice = .aqlm(.preset2x8)
     /// Calibration registry name or text file.
     public var calibration = "wikitext2-valid"
+    /// The whole `calibration` text already tokenized (a sweep tokenizes it once for all its
+    /// schemes); nil: read and tokenize the file. Sequences are sampled from it as from the file.
+    public var calibrationTokens: [Int]?
     public var samples = 128
     public var sequenceLength = 512
     public var seed: UInt64 = 0
