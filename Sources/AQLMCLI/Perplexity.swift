@@ -1,6 +1,140 @@
 import ArgumentParser
+import Checkpoint
+import Evaluation
+import Foundation
+import Kernels
+import Llama
+import PackedFormat
+import Tokenizer
+
+extension PerplexityProtocol: ExpressibleByArgument {}
 
 struct Perplexity: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "perplexity", abstract: "(not implemented yet)")
-    func run() throws { throw ValidationError("aqlm perplexity: not implemented yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "perplexity",
+        abstract: "Perplexity of a model on a text file, optionally KL divergence against saved reference log-probs.",
+        discussion: """
+        --protocol llama (default) reproduces llama.cpp's perplexity tool: chunks of --ctx tokens, the \
+        second half of each scored. --protocol gptq scores every next token of non-overlapping windows \
+        (the GPTQ/AQLM papers' figure). Progress goes to stderr; the result to stdout.
+        """
+    )
+
+    @Option(help: "Model: the alias smollm2-135m, a GGUF file, a Hugging Face directory or a packed AQLM directory.")
+    var model = "smollm2-135m"
+
+    @Option(help: "Text file, tokenized whole as raw bytes.")
+    var text: String?
+
+    @Option(help: "Pre-tokenized ids (one per line) instead of --text.")
+    var ids: String?
+
+    @Option(help: "Tokens per chunk.")
+    var ctx = 512
+
+    @Option(help: "Evaluate at most this many chunks (default: the whole text).")
+    var chunks: Int?
+
+    @Option(name: .customLong("protocol"), help: "llama | gptq.")
+    var method: PerplexityProtocol = .llama
+
+    @Option(help: "Save this run's top-k log-probs per scored position to FILE (the KL reference).")
+    var saveLogits: String?
+
+    @Option(help: "Log-probs kept per position by --save-logits.")
+    var topK = 32
+
+    @Option(help: "Compare against a file saved with --save-logits: mean KL(base ‖ this) and top-1 agreement.")
+    var klBase: String?
+
+    @Option(help: "Cores to use (our loops and OpenBLAS).")
+    var threads: Int?
+
+    @Flag(help: "Print one JSON object instead of text.")
+    var json = false
+
+    func run() throws {
+        if let threads { Threads.set(threads) }
+        let (llama, spec) = try loadModel(model)
+        let (tokens, textName) = try loadTokens(spec: spec)
+        let options = PerplexityOptions(context: ctx, maxChunks: chunks, method: method, topK: topK,
+                                        saveLogitsPath: saveLogits, klBasePath: klBase)
+        try validatePerplexityInputs(tokenCount: tokens.count, textName: textName, options: options,
+                                     modelContext: llama.config.contextLength, vocabSize: llama.config.vocabSize)
+        let plan = ChunkPlan(tokenCount: tokens.count, context: ctx, maxChunks: chunks, method: method)
+        printError("perplexity: \(tokens.count) tokens, \(plan.chunks) chunks of \(ctx), "
+                   + "\(plan.scoredPositions.count) scored per chunk (\(method.rawValue) protocol), \(Threads.count) threads")
+        let result = try evaluatePerplexity(
+            model: llama, tokens: tokens, bos: spec.addBOS ? spec.bosId : nil, textName: textName, options: options
+        ) { p in
+            printError("[\(p.chunk)]\(String(format: "%.4f", p.runningPPL)),", terminator: p.chunk == p.chunks ? "\n" : "")
+        }
+        let peak = peakResidentBytes()
+        if json {
+            print(try jsonLine(result, extra: ["peak_rss_bytes": peak.map { .int($0) } ?? .null,
+                                               "protocol": .string(method.rawValue)]))
+        } else {
+            print(String(format: "Final estimate: PPL = %.4f +/- %.5f", result.ppl, result.pplStderr))
+            if let kl = result.kldMean, let klError = result.kldStderr, let top1 = result.top1Agreement {
+                print(String(format: "Mean KLD: %.6f ± %.6f, same top-1: %.3f %%", kl, klError, 100 * top1))
+            }
+            print(String(format: "%d chunks × %d tokens, %d scored, %.1f s, %.1f tokens/s, peak RSS %@",
+                         result.chunks, result.ctx, result.scoredTokens, result.wallSeconds, result.tokensPerSecond,
+                         peak.map { String(format: "%.0f MiB", Double($0) / 1_048_576) } ?? "n/a"))
+        }
+    }
+
+    /// The token stream: --ids as given, or --text through the model's tokenizer.
+    private func loadTokens(spec: TokenizerSpec) throws -> ([Int], String) {
+        switch (text, ids) {
+        case (let path?, nil):
+            return (try makeTokenizer(spec).encode(try readTextFile(path)), path)
+        case (nil, let path?):
+            return (try readTokenIds(path), path)
+        default:
+            throw ValidationError("give exactly one of --text FILE or --ids FILE")
+        }
+    }
+}
+
+// MARK: - Shared by the model-running commands
+
+/// A runnable model and its vocabulary from an alias, GGUF file, Hugging Face directory or
+/// packed AQLM directory (packed layers run through the AQLM kernels).
+func loadModel(_ name: String) throws -> (LlamaModel, TokenizerSpec) {
+    let opened = try openModel(name)
+    return (opened.model, opened.tokenizer)
+}
+
+func makeTokenizer(_ spec: TokenizerSpec) throws -> BPETokenizer {
+    do {
+        return try BPETokenizer(spec: spec)
+    } catch {
+        throw ValidationError("tokenizer: \(error)")
+    }
+}
+
+func printError(_ message: String, terminator: String = "\n") {
+    FileHandle.standardError.write(Data((message + terminator).utf8))
+}
+
+enum JSONField {
+    case int(Int), string(String), null
+}
+
+/// One line of JSON: an Encodable's keys plus `extra` ones.
+func jsonLine<T: Encodable>(_ value: T, extra: [String: JSONField]) throws -> String {
+    let encoded = try JSONEncoder().encode(value)
+    guard var object = try JSONSerialization.jsonObject(with: encoded) as? [String: Any] else {
+        return String(decoding: encoded, as: UTF8.self)
+    }
+    for (key, field) in extra {
+        switch field {
+        case .int(let v): object[key] = v
+        case .string(let s): object[key] = s
+        case .null: object[key] = NSNull()
+        }
+    }
+    let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+    return String(decoding: data, as: UTF8.self)
 }
