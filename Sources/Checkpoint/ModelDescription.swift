@@ -145,31 +145,26 @@ public struct ModelWeights: Sendable {
 /// together) and Hugging Face's rotate-half order (rows i, i + headDim/2). convert_hf_to_gguf
 /// applies reshape(heads, 2, hd/2, cols).swapaxes(1, 2); this is its inverse.
 public func unpermuteRopeRows(_ w: [Float], heads: Int, cols: Int) -> [Float] {
-    let rows = w.count / cols
-    let hd = rows / heads
-    var out = [Float](repeating: 0, count: w.count)
-    for h in 0..<heads {
-        for i in 0..<(hd / 2) {
-            for half in 0..<2 {
-                let src = (h * hd + 2 * i + half) * cols
-                let dst = (h * hd + half * (hd / 2) + i) * cols
-                for c in 0..<cols { out[dst + c] = w[src + c] }
-            }
-        }
-    }
-    return out
+    reorderRopeRows(w, heads: heads, cols: cols, toGGUF: false)
 }
 
 /// The forward permutation (Hugging Face order -> GGUF order), used by writers and tests.
 public func permuteRopeRows(_ w: [Float], heads: Int, cols: Int) -> [Float] {
+    reorderRopeRows(w, heads: heads, cols: cols, toGGUF: true)
+}
+
+/// Row (h, i, half) sits at h·hd + 2i + half in GGUF order and at h·hd + half·hd/2 + i in
+/// Hugging Face order; copy each row from one position to the other.
+private func reorderRopeRows(_ w: [Float], heads: Int, cols: Int, toGGUF: Bool) -> [Float] {
     let rows = w.count / cols
     let hd = rows / heads
     var out = [Float](repeating: 0, count: w.count)
     for h in 0..<heads {
         for i in 0..<(hd / 2) {
             for half in 0..<2 {
-                let dst = (h * hd + 2 * i + half) * cols
-                let src = (h * hd + half * (hd / 2) + i) * cols
+                let gguf = (h * hd + 2 * i + half) * cols
+                let hf = (h * hd + half * (hd / 2) + i) * cols
+                let (src, dst) = toGGUF ? (hf, gguf) : (gguf, hf)
                 for c in 0..<cols { out[dst + c] = w[src + c] }
             }
         }

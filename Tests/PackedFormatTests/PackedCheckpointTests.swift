@@ -106,7 +106,9 @@ final class PackedCheckpointTests: XCTestCase {
             let a = Array(s1.logits(row: 0)), b = Array(s2.logits(row: 0))
             let scale = b.map(abs).max()!
             let diff = zip(a, b).map { abs($0 - $1) }.max()!
-            XCTAssertLessThan(diff, 1e-4 * max(scale, 1), "\(count) tokens")
+            // Up to 4 tokens go through the lookup-table kernel, whose int16 tables round each
+            // entry (AQLMLinear.decodeErrorBound); 40 tokens go through dequantize + sgemm.
+            XCTAssertLessThan(diff, (count <= 4 ? 1e-3 : 1e-4) * max(scale, 1), "\(count) tokens")
         }
     }
 
