@@ -1,3 +1,5 @@
+import CBLAS
+
 /// Decode (1-4 tokens) paths of `AQLMLinear`.
 extension AQLMLinear {
     /// Lookup-table matvec (B ≤ 8). The table chunks are split between workers (split-K): each
@@ -62,6 +64,10 @@ extension AQLMLinear {
         let tables = UnsafeMutablePointer<UInt8>.allocate(capacity: tokens * tablesPerToken * aqlmTableBytes)
         let chunkSteps = UnsafeMutablePointer<Float>.allocate(capacity: tokens * chunks.count)
         defer { tables.deallocate(); chunkSteps.deallocate() }
+
+        // The first lines the lookups read, fetched while the tables build (compute only).
+        let start = codes + layout.offset(quad: 0, table: firstTable)
+        for line in stride(from: 0, to: Self.prefetchDistance, by: 64) { aqlm_prefetch(start + line) }
 
         for t in 0..<tokens {
             for (i, c) in chunks.enumerated() {

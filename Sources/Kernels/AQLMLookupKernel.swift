@@ -1,6 +1,16 @@
+import CBLAS
 #if arch(x86_64)
 import _Builtin_intrinsics.intel
 #endif
+
+extension AQLMLinear {
+    /// How far ahead of the lookups (bytes of codes) the kernel prefetches. The out-of-order
+    /// window reaches only ~2 KB ahead and the hardware prefetchers too little further. With
+    /// codes from DRAM (a whole model's layers do not stay in L3), one token through the 210
+    /// linears of SmolLM2-135M on one core took 4.4 ms without prefetching, 3.1 ms at 4 KB,
+    /// 3.0 ms at 8 KB and 2.9-3.0 ms at 16 KB; with codes in cache it changes nothing.
+    nonisolated(unsafe) public static var prefetchDistance = 8192
+}
 
 /// The decode kernel's inner loop: for `blocks` (1...4) 64-row code blocks of one group and one
 /// chunk of `tableCount` tables, out[row] += scale · Σ_t table_t[code(row, t)], the tables'
@@ -109,7 +119,11 @@ private func lookupFourBlocks(codes: UnsafePointer<UInt8>, tables: UnsafePointer
                               scale: Float, into out: UnsafeMutablePointer<Float>) {
     var b0 = BlockSums(), b1 = BlockSums(), b2 = BlockSums(), b3 = BlockSums()
     var c = codes
+    let ahead = AQLMLinear.prefetchDistance
     for t in 0..<tableCount {
+        // The codes are one sequential stream (AQLMBlockedCodes), so ahead of this table's four
+        // lines lie those of later tables, chunks and block groups.
+        aqlm_prefetch(c + ahead); aqlm_prefetch(c + ahead + 64); aqlm_prefetch(c + ahead + 128); aqlm_prefetch(c + ahead + 192)
         let table = BytePlaneTable(tables + t * aqlmTableBytes)
         b0.add(table.lookup(c))
         b1.add(table.lookup(c + aqlmBlockRows))
@@ -127,7 +141,9 @@ private func lookupFourBlocks(codes: UnsafePointer<UInt8>, tables: UnsafePointer
 private func lookupOneBlock(codes: UnsafePointer<UInt8>, tableStride: Int, tables: UnsafePointer<UInt8>, tableCount: Int,
                             scale: Float, into out: UnsafeMutablePointer<Float>) {
     var sums = BlockSums()
+    let ahead = AQLMLinear.prefetchDistance
     for t in 0..<tableCount {
+        aqlm_prefetch(codes + t * tableStride + ahead)
         sums.add(BytePlaneTable(tables + t * aqlmTableBytes).lookup(codes + t * tableStride))
     }
     sums.flush(scale: scale, into: out)
