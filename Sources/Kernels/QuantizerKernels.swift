@@ -197,12 +197,34 @@ public struct SmallestValues {
     public mutating func select(_ scores: UnsafePointer<Float>, chunkMinima: UnsafePointer<Float>, count n: Int) {
         count = 0
         let chunks = (n + 15) / 16
-        for chunk in 0..<chunks { insert(chunkMinima[chunk], index: chunk) }
+        var chunk = 0
+        while chunk + 16 <= chunks {
+            var below = bitmask(load16(chunkMinima + chunk) .< SIMD16<Float>(repeating: threshold))
+            while below != 0 {
+                let lane = below.trailingZeroBitCount
+                insert(chunkMinima[chunk + lane], index: chunk + lane)
+                below &= below - 1
+            }
+            chunk += 16
+        }
+        while chunk < chunks {
+            insert(chunkMinima[chunk], index: chunk)
+            chunk += 1
+        }
         let bound = count < capacity ? Float.infinity : valueStorage[count - 1]
         count = 0
         for chunk in 0..<chunks where chunkMinima[chunk] <= bound {
             let start = chunk * 16
-            for c in start..<min(start + 16, n) where scores[c] <= bound { insert(scores[c], index: c) }
+            if start + 16 <= n {
+                var within = bitmask(load16(scores + start) .<= SIMD16<Float>(repeating: bound))
+                while within != 0 {
+                    let c = start + within.trailingZeroBitCount
+                    insert(scores[c], index: c)
+                    within &= within - 1
+                }
+            } else {
+                for c in start..<n where scores[c] <= bound { insert(scores[c], index: c) }
+            }
         }
     }
 }
@@ -263,6 +285,13 @@ public func subtractRowCombination(
         destination[i] = acc
         i += 1
     }
+}
+
+/// Bit k set iff lane k of the mask is set.
+@inline(__always) private func bitmask(_ mask: SIMDMask<SIMD16<Int32>>) -> UInt32 {
+    let bits = SIMD16<Int32>(1 << 0, 1 << 1, 1 << 2, 1 << 3, 1 << 4, 1 << 5, 1 << 6, 1 << 7,
+                             1 << 8, 1 << 9, 1 << 10, 1 << 11, 1 << 12, 1 << 13, 1 << 14, 1 << 15)
+    return UInt32(truncatingIfNeeded: SIMD16<Int32>(repeating: 0).replacing(with: bits, where: mask).wrappedSum())
 }
 
 /// The smallest lane, by halving with compare-and-blend (the stdlib's `min()` and `pointwiseMin`

@@ -44,43 +44,17 @@ public func quantizeResidualVQ(_ problem: LayerProblem, scheme: AQLMScheme, opti
         .withMeasuredError(problem, seconds: clock.total)
 }
 
-/// Product quantization: each group of g weights (row-normalised) is split into M slices of g/M,
-/// and slice m is k-means-coded with its own 2^B-vector codebook (k-means only). Stored as
-/// additive codebooks that are zero outside their slice, so it dequantizes like AQLM; its bits
-/// count codebooks of g/M entries.
+/// Product quantization: each group of g weights (row-normalised) is split into M slices
+/// (m·g/M ..< (m+1)·g/M), and slice m is k-means-coded with its own 2^B-vector codebook (k-means
+/// only). Stored as additive codebooks that are zero outside their slice, so it dequantizes like
+/// AQLM; its bits count codebooks of slice length only.
 public func quantizeProductVQ(_ problem: LayerProblem, scheme: AQLMScheme, options: AQLMOptions = AQLMOptions()) throws -> QuantizedLinear {
-    try scheme.validate(dOut: problem.dOut, dIn: problem.dIn)
-    let g = scheme.groupSize, books = scheme.codebookCount, size = scheme.codebookSize
-    guard g % books == 0 else {
-        throw QuantizerError("product quantization \(scheme): in-group size \(g) is not a multiple of \(books) codebooks")
-    }
     let clock = Stopwatch()
-    let slice = g / books
-    let scales = initialScales(problem)
-    let points = normalisedGroups(problem, scales: scales, weighted: options.weightedInitialization)
-    let groupCount = problem.dOut * problem.dIn / g
-    var codes = [UInt16](repeating: 0, count: groupCount * books)
-    var codebooks = [Float](repeating: 0, count: books * size * g)
-    for m in 0..<books {
-        var values = [Float](repeating: 0, count: groupCount * slice)
-        var weights = values
-        for i in 0..<groupCount {
-            for a in 0..<slice {
-                values[i * slice + a] = points.values[i * g + m * slice + a]
-                weights[i * slice + a] = points.weights[i * g + m * slice + a]
-            }
-        }
-        let fit = weightedKMeans(points: values, weights: weights, dims: slice, clusters: size,
-                                 iterations: options.kmeansIterations, seed: options.seed &+ UInt64(m) &* 0x9E37_79B9,
-                                 trainingPointsPerCluster: options.kmeansPointsPerCode)
-        for c in 0..<size {
-            for a in 0..<slice { codebooks[(m * size + c) * g + m * slice + a] = fit.centroids[c * slice + a] }
-        }
-        for i in 0..<groupCount { codes[i * books + m] = UInt16(fit.assignments[i]) }
-    }
-    let code = AdditiveCode(scheme: scheme, dOut: problem.dOut, dIn: problem.dIn, codes: codes, codebooks: codebooks, scales: scales)
-    let weights = Double(problem.dOut * problem.dIn)
-    let bits = (Double(groupCount * books * scheme.codeBits) + Double(books * size * slice * 16) + Double(problem.dOut * 16)) / weights
+    let code = try productKMeansInitialization(problem: problem, scheme: scheme, options: options)
+    let groupCount = problem.dOut * problem.dIn / scheme.groupSize
+    let codeBits = Double(groupCount * scheme.codebookCount * scheme.codeBits)
+    let codebookBits = Double(scheme.codebookSize * scheme.groupSize * 16)  // the slices add up to g
+    let bits = (codeBits + codebookBits + Double(problem.dOut * 16)) / Double(problem.dOut * problem.dIn)
     return QuantizedLinear(additive: code, method: .productVQ(scheme), problem: problem, bitsPerWeight: bits)
         .withMeasuredError(problem, seconds: clock.total)
 }

@@ -36,42 +36,50 @@ public func searchCodes(_ code: AdditiveCode, problem: LayerProblem, beamSize: I
     let gradients = multiplyByHessian(residual, rows: problem.dOut, hessian: problem.hessian, dIn: problem.dIn)
 
     var codes = code.codes
-    var rowErrors = [Double](repeating: 0, count: problem.dOut)
-    var initialRowErrors = [Double](repeating: 0, count: problem.dOut)
-    var rowChanges = [Int](repeating: 0, count: problem.dOut)
+    var outcomes = [RowOutcome](repeating: RowOutcome(), count: problem.dOut)
     let groups = code.groupsPerRow, books = code.scheme.codebookCount, dIn = problem.dIn
     codes.withUnsafeMutableBufferPointer { codes in
-        rowErrors.withUnsafeMutableBufferPointer { rowErrors in
-          initialRowErrors.withUnsafeMutableBufferPointer { initialRowErrors in
-            rowChanges.withUnsafeMutableBufferPointer { rowChanges in
-                residual.withUnsafeBufferPointer { residual in
-                    gradients.withUnsafeBufferPointer { gradients in
-                        let codes = codes.baseAddress!, rowErrors = rowErrors.baseAddress!, rowChanges = rowChanges.baseAddress!
-                        let initialRowErrors = initialRowErrors.baseAddress!
+        outcomes.withUnsafeMutableBufferPointer { outcomes in
+            residual.withUnsafeBufferPointer { residual in
+                gradients.withUnsafeBufferPointer { gradients in
+                    problem.hessian.withUnsafeBufferPointer { hessian in
+                        let codes = codes.baseAddress!, outcomes = outcomes.baseAddress!
                         let residual = residual.baseAddress!, gradients = gradients.baseAddress!
-                        parallelChunks(problem.dOut) { lo, hi in
-                            let searcher = RowBeamSearch(tables: tables, problem: problem, beamSize: beamSize)
-                            for r in lo..<hi {
-                                let rowCodes = codes + r * groups * books
+                        parallelRowBlocks(problem.dOut) { rows in
+                            let searcher = RowBeamSearch(tables: tables, hessian: hessian.baseAddress!, dIn: dIn, beamSize: beamSize)
+                            for r in rows {
                                 let gradient = gradients + r * dIn
                                 let error = dot(residual + r * dIn, gradient, count: dIn)
-                                initialRowErrors[r] = Double(error)
-                                let outcome = searcher.search(codes: rowCodes, gradient: gradient, error: error,
-                                                              scale: code.scales[r], order: order)
-                                rowErrors[r] = Double(outcome.error)
-                                rowChanges[r] = outcome.changedCodes
+                                let found = searcher.search(codes: codes + r * groups * books, gradient: gradient, error: error,
+                                                            scale: code.scales[r], order: order)
+                                outcomes[r] = RowOutcome(initialError: Double(error), error: Double(found.error),
+                                                         changedCodes: found.changedCodes)
                             }
                         }
                     }
                 }
             }
-          }
         }
     }
     var result = code
     result.codes = codes
-    return CodeSearchResult(code: result, trackedObjective: rowErrors.reduce(0, +),
-                            initialObjective: initialRowErrors.reduce(0, +), changedCodes: rowChanges.reduce(0, +))
+    return CodeSearchResult(code: result, trackedObjective: outcomes.reduce(0) { $0 + $1.error },
+                            initialObjective: outcomes.reduce(0) { $0 + $1.initialError },
+                            changedCodes: outcomes.reduce(0) { $0 + $1.changedCodes })
+}
+
+private struct RowOutcome {
+    var initialError = 0.0
+    var error = 0.0
+    var changedCodes = 0
+}
+
+/// Runs `body` over 0..<n in blocks of 16 rows, handed out dynamically: rows are searched
+/// independently, and on a shared machine two static halves would wait for the slower core.
+func parallelRowBlocks(_ n: Int, _ body: (Range<Int>) -> Void) {
+    let blockSize = 16
+    let blocks = (n + blockSize - 1) / blockSize
+    parallelFor(blocks) { b in body((b * blockSize)..<min(n, (b + 1) * blockSize)) }
 }
 
 /// The order in which a pass visits input groups and, within each group, codebooks; shared by
@@ -107,6 +115,11 @@ struct BeamSearchTables: @unchecked Sendable {
     let transposedCodebooks: [Float]
     /// [groups, M, 2^B]: q_c = C_c H_jj C_cᵀ.
     let codeEnergies: [Float]
+    /// [groups, M, 2^B, g]: H_jj C_cᵀ, so a hypothesis's query and gradient update are g-vector
+    /// operations; nil when it would exceed `maximumProductTable` floats (e.g. 1x16), in which
+    /// case the g×g products are done per use.
+    let hessianTimesCodes: [Float]?
+    static let maximumProductTable = 1 << 23
 
     init(code: AdditiveCode, problem: LayerProblem) {
         let g = code.scheme.groupSize, books = code.scheme.codebookCount, size = code.scheme.codebookSize
@@ -130,30 +143,35 @@ struct BeamSearchTables: @unchecked Sendable {
             }
         }
         transposedCodebooks = transposed
-        codeEnergies = quadraticForms(codebooks: code.codebooks, vectors: books * size, g: g, blocks: blocks, groups: groups)
-    }
-}
-
-/// q[j, v] = C_v H_jj C_vᵀ for every group j and codebook vector v.
-private func quadraticForms(codebooks: [Float], vectors: Int, g: Int, blocks: [Float], groups: Int) -> [Float] {
-    var energies = [Float](repeating: 0, count: groups * vectors)
-    energies.withUnsafeMutableBufferPointer { out in
-        let out = out.baseAddress!
-        parallelChunks(groups) { lo, hi in
-            for j in lo..<hi {
-                for v in 0..<vectors {
-                    var energy: Float = 0
-                    for a in 0..<g {
-                        var row: Float = 0
-                        for b in 0..<g { row += blocks[(j * g + a) * g + b] * codebooks[v * g + b] }
-                        energy += codebooks[v * g + a] * row
+        let vectors = books * size
+        let keepProducts = groups * vectors * g <= Self.maximumProductTable
+        var energies = [Float](repeating: 0, count: groups * vectors)
+        var products = [Float](repeating: 0, count: keepProducts ? groups * vectors * g : 0)
+        let codebooks = code.codebooks
+        energies.withUnsafeMutableBufferPointer { energies in
+            products.withUnsafeMutableBufferPointer { products in
+                let energies = energies.baseAddress!, products = products.baseAddress
+                parallelChunks(groups) { lo, hi in
+                    var product = [Float](repeating: 0, count: g)
+                    for j in lo..<hi {
+                        for v in 0..<vectors {
+                            var energy: Float = 0
+                            for a in 0..<g {
+                                var row: Float = 0
+                                for b in 0..<g { row += blocks[(j * g + a) * g + b] * codebooks[v * g + b] }
+                                product[a] = row
+                                energy += codebooks[v * g + a] * row
+                            }
+                            energies[j * vectors + v] = energy
+                            if let products { for a in 0..<g { products[(j * vectors + v) * g + a] = product[a] } }
+                        }
                     }
-                    out[j * vectors + v] = energy
                 }
             }
         }
+        codeEnergies = energies
+        hessianTimesCodes = keepProducts ? products : nil
     }
-    return energies
 }
 
 /// Hypotheses alive inside one group visit: the slot (full gradient + codes) each descends from,
@@ -183,7 +201,7 @@ private struct GroupHypotheses {
 private final class RowBeamSearch {
     let beam: Int, g: Int, books: Int, size: Int, groups: Int, dIn: Int
     let tables: BeamSearchTables
-    let hessian: UnsafeMutablePointer<Float>
+    let hessian: UnsafePointer<Float>
     /// [beam, dIn]: full gradient of each slot's hypothesis.
     let slotGradients: UnsafeMutablePointer<Float>
     /// [beam, groups·M]: full codes of each slot's hypothesis.
@@ -205,16 +223,16 @@ private final class RowBeamSearch {
     var selector: SmallestValues
     var live = 1
 
-    init(tables: BeamSearchTables, problem: LayerProblem, beamSize: Int) {
+    /// `hessian` [dIn, dIn] must outlive the searcher.
+    init(tables: BeamSearchTables, hessian: UnsafePointer<Float>, dIn: Int, beamSize: Int) {
         beam = beamSize
         g = tables.groupSize
         books = tables.books
         size = tables.size
         groups = tables.groups
-        dIn = problem.dIn
+        self.dIn = dIn
         self.tables = tables
-        hessian = .allocate(capacity: dIn * dIn)
-        hessian.initialize(from: problem.hessian, count: dIn * dIn)
+        self.hessian = hessian
         slotGradients = .allocate(capacity: beam * dIn)
         slotCodes = .allocate(capacity: beam * groups * books)
         slotOfHypothesis = .allocate(capacity: beam)
@@ -225,7 +243,7 @@ private final class RowBeamSearch {
         scores = .allocate(capacity: beam * scoreStride)
         scores.initialize(repeating: .infinity, count: beam * scoreStride)
         chunkMinima = .allocate(capacity: beam * scoreStride / 16)
-        query = .allocate(capacity: 2 * g)
+        query = .allocate(capacity: 4 * g)
         deltas = .allocate(capacity: beam * g)
         changed = .allocate(capacity: beam)
         claimedBy = .allocate(capacity: beam)
@@ -234,7 +252,6 @@ private final class RowBeamSearch {
     }
 
     deinit {
-        hessian.deallocate()
         slotGradients.deallocate()
         slotCodes.deallocate()
         slotOfHypothesis.deallocate()
@@ -264,8 +281,10 @@ private final class RowBeamSearch {
             tables.transposedCodebooks.withUnsafeBufferPointer { transposed in
                 tables.codeEnergies.withUnsafeBufferPointer { energies in
                     tables.hessianBlocks.withUnsafeBufferPointer { blocks in
+                      (tables.hessianTimesCodes ?? []).withUnsafeBufferPointer { products in
                         let context = GroupContext(codebooks: codebooks.baseAddress!, transposed: transposed.baseAddress!,
-                                                   energies: energies.baseAddress!, blocks: blocks.baseAddress!, scale: scale)
+                                                   energies: energies.baseAddress!, blocks: blocks.baseAddress!,
+                                                   products: tables.hessianTimesCodes == nil ? nil : products.baseAddress!, scale: scale)
                         for (visit, j) in order.groups.enumerated() {
                             beginGroup(j)
                             for k in 0..<books {
@@ -278,6 +297,7 @@ private final class RowBeamSearch {
                             }
                             finishGroup(j, context)
                         }
+                      }
                     }
                 }
             }
@@ -296,6 +316,8 @@ private final class RowBeamSearch {
         let transposed: UnsafePointer<Float>
         let energies: UnsafePointer<Float>
         let blocks: UnsafePointer<Float>
+        /// H_jj C_cᵀ table of `BeamSearchTables`, if kept.
+        let products: UnsafePointer<Float>?
         let scale: Float
     }
 
@@ -315,17 +337,29 @@ private final class RowBeamSearch {
     private func prepareQuery(hypothesis h: Int, group j: Int, codebook m: Int, old o: Int, _ context: GroupContext) -> Float {
         let s = context.scale
         let oldVector = context.codebooks + (m * size + o) * g
-        let block = context.blocks + j * g * g
         let gradient = current.gradient + h * g
+        let hc = hessianTimesCode(group: j, codebook: m, code: o, context)
         var oldDotGradient: Float = 0
         for a in 0..<g {
-            var hc: Float = 0
-            for b in 0..<g { hc += block[a * g + b] * oldVector[b] }
-            query[a] = -2 * s * gradient[a] - 2 * s * s * hc
+            query[a] = -2 * s * gradient[a] - 2 * s * s * hc[a]
             oldDotGradient += oldVector[a] * gradient[a]
         }
-        let oldEnergy = context.energies[(j * books + m) * size + o]
-        return current.error[h] + 2 * s * oldDotGradient + s * s * oldEnergy
+        let oldEnergy = context.energies + (j * books + m) * size + o
+        return current.error[h] + 2 * s * oldDotGradient + s * s * oldEnergy.pointee
+    }
+
+    /// H_jj C_cᵀ, from the table or computed into scratch (`query[2g..<3g]` / `[3g..<4g]` by `slot`).
+    @inline(__always)
+    private func hessianTimesCode(group j: Int, codebook m: Int, code c: Int, slot: Int = 0, _ context: GroupContext) -> UnsafePointer<Float> {
+        if let products = context.products { return products + ((j * books + m) * size + c) * g }
+        let vector = context.codebooks + (m * size + c) * g, block = context.blocks + j * g * g
+        let out = query + (2 + slot) * g
+        for a in 0..<g {
+            var sum: Float = 0
+            for b in 0..<g { sum += block[a * g + b] * vector[b] }
+            out[a] = sum
+        }
+        return UnsafePointer(out)
     }
 
     /// gradient_j ← gradient_j − H_jj · s(C_new − C_old).
@@ -333,14 +367,9 @@ private final class RowBeamSearch {
     private func updateGroupGradient(_ gradient: UnsafeMutablePointer<Float>, group j: Int, codebook m: Int,
                                      old o: Int, new c: Int, _ context: GroupContext) {
         let s = context.scale
-        let oldVector = context.codebooks + (m * size + o) * g, newVector = context.codebooks + (m * size + c) * g
-        let block = context.blocks + j * g * g
-        for b in 0..<g { query[g + b] = s * (newVector[b] - oldVector[b]) }
-        for a in 0..<g {
-            var change: Float = 0
-            for b in 0..<g { change += block[a * g + b] * query[g + b] }
-            gradient[a] -= change
-        }
+        let oldProduct = hessianTimesCode(group: j, codebook: m, code: o, slot: 0, context)
+        let newProduct = hessianTimesCode(group: j, codebook: m, code: c, slot: 1, context)
+        for a in 0..<g { gradient[a] -= s * (newProduct[a] - oldProduct[a]) }
     }
 
     private func greedyStep(group j: Int, codebook m: Int, _ context: GroupContext) {
@@ -410,7 +439,7 @@ private final class RowBeamSearch {
             newSlot[h] = current.root[h]
         }
         var freeSlot = 0
-        let groupRows = UnsafePointer(hessian + j * g * dIn)
+        let groupRows = hessian + j * g * dIn
         for h in 0..<live where claimedBy[current.root[h]] != h {
             while claimedBy[freeSlot] >= 0 { freeSlot += 1 }
             claimedBy[freeSlot] = h

@@ -91,9 +91,9 @@ func assignNearest(points: [Float], weights: [Float], dims: Int, centroids: [Flo
                     result.distances.withUnsafeMutableBufferPointer { dist in
                         let table = table.baseAddress!, x = x.baseAddress!, w = w.baseAddress!
                         let out = out.baseAddress!, dist = dist.baseAddress!
-                        parallelChunks(n, minChunk: 256) { lo, hi in
+                        parallelFor((n + 4095) / 4096) { block in
                             var query = [Float](repeating: 0, count: 2 * dims)
-                            for i in lo..<hi {
+                            for i in (block * 4096)..<min(n, (block + 1) * 4096) {
                                 var pointEnergy: Float = 0
                                 for a in 0..<dims {
                                     let xa = x[i * dims + a], wa = w[i * dims + a]

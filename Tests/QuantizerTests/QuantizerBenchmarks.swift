@@ -19,6 +19,13 @@ final class QuantizerBenchmarks: XCTestCase {
         return o
     }
 
+    /// User + system CPU seconds of this process (wall time is noisy on a shared machine).
+    private func cpuSeconds() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+    }
+
     private func line(_ label: String, _ result: QuantizedLinear) -> String {
         let history = result.history.map { String(format: "%.4f", $0.afterScales.relative) }.joined(separator: " ")
         return String(format: "%-28@ rel %.4f  init %.4f  bits %.3f  %6.2f s  (init %.2f search %.2f codebooks %.2f scales %.2f)  [%@]",
@@ -57,15 +64,19 @@ final class QuantizerBenchmarks: XCTestCase {
         let beam = Int(ProcessInfo.processInfo.environment["AQLM_BEAM"] ?? "") ?? AQLMOptions().beamSize
         var hessians = [Int: [Double]]()
         for dIn in [576, 1536] { hessians[dIn] = Synthetic.activationHessian(dIn: dIn, tokens: 4096, skew: 1, seed: UInt64(dIn)) }
-        var total = 0.0
+        var total = 0.0, cpu = 0.0, weightedError = 0.0
         for (index, (name, dOut, dIn)) in shapes.enumerated() {
             let problem = try LayerProblem(weight: Synthetic.gaussianWeight(dOut: dOut, dIn: dIn, seed: UInt64(index)), dOut: dOut,
                                            dIn: dIn, hessian: hessians[dIn]!)
+            let cpuStart = cpuSeconds()
             let result = try quantizeLinear(problem, scheme: .preset2x8, options: options(beam: beam))
+            cpu += cpuSeconds() - cpuStart
             total += result.timings.total
+            weightedError += result.finalError.relative / Double(shapes.count)
             print(line("\(name) [\(dOut), \(dIn)] beam \(beam)", result))
         }
-        print(String(format: "block total %.2f s (beam %d, threads %d)", total, beam, Threads.count))
+        print(String(format: "block total %.2f s wall, %.2f s CPU (beam %d, threads %d), mean relative error %.5f",
+                     total, cpu, beam, Threads.count, weightedError))
     }
 
     /// Quality against time for the option grid the defaults were chosen from.
@@ -86,8 +97,9 @@ final class QuantizerBenchmarks: XCTestCase {
                     var o = options(beam: beam, iterations: it, kmeans: k)
                     if let tol = env["AQLM_TOL"].flatMap(Double.init) { o.tolerance = tol }
                     if let points = env["AQLM_POINTS"].flatMap(Int.init) { o.kmeansPointsPerCode = points }
+                    let cpuStart = cpuSeconds()
                     let result = try quantizeLinear(problem, scheme: .preset2x8, options: o)
-                    print(line("beam \(beam) iters \(it) kmeans \(k)", result))
+                    print(line("beam \(beam) iters \(it) kmeans \(k)", result) + String(format: "  cpu %.2f s", cpuSeconds() - cpuStart))
                 }
             }
         }

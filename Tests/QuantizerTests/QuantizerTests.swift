@@ -237,6 +237,65 @@ final class QuantizerTests: XCTestCase {
         XCTAssertLessThan(aqlm.finalError.relative, pq.finalError.relative)
     }
 
+    func testEverySchemeShapeQuantizes() throws {
+        let dOut = 32, dIn = 64
+        let hessian = Synthetic.activationHessian(dIn: dIn, tokens: 256, seed: 21)
+        let problem = try LayerProblem(weight: Synthetic.gaussianWeight(dOut: dOut, dIn: dIn, seed: 22), dOut: dOut, dIn: dIn,
+                                       hessian: hessian)
+        var options = AQLMOptions()
+        options.beamSize = 2
+        options.maxIterations = 2
+        options.kmeansIterations = 3
+        // 3x5: uneven product slices (2, 3, 3); 1x12: 32768 codebook unknowns, solved by CG.
+        for text in ["1x6", "3x5", "4x4g4", "2x5g16", "1x12"] {
+            let scheme = try AQLMScheme(parsing: text)
+            let result = try quantizeLinear(problem, scheme: scheme, options: options)
+            XCTAssertEqual(result.codes.count, dOut * dIn / scheme.groupSize * scheme.codebookCount, text)
+            XCTAssertTrue(result.codes.allSatisfy { Int($0) < scheme.codebookSize }, text)
+            XCTAssertEqual(result.codebooks.count, scheme.codebookCount * scheme.codebookSize * scheme.groupSize, text)
+            XCTAssertLessThanOrEqual(result.finalError.absolute, result.initialError.absolute, text)
+            XCTAssertLessThan(result.finalError.relative, 0.3, text)
+            XCTAssertEqual(result.finalError.absolute, hessianWeightedError(weight: problem.weight, approximation: result.dequantized(),
+                                                                            hessian: hessian, dOut: dOut, dIn: dIn),
+                           accuracy: 1e-4 * result.finalError.absolute, text)
+        }
+    }
+
+    func testOneBy16RunsOnATinyLayer() throws {
+        let problem = try LayerProblem(weight: Synthetic.gaussianWeight(dOut: 4, dIn: 32, seed: 23), dOut: 4, dIn: 32,
+                                       hessian: Synthetic.identity(32))
+        var options = AQLMOptions()
+        options.beamSize = 1
+        options.maxIterations = 1
+        options.kmeansIterations = 1
+        let result = try quantizeLinear(problem, scheme: .preset1x16, options: options)
+        // 16 groups and 65536 codes: every group gets a code of its own, so the fit is exact.
+        XCTAssertLessThan(result.finalError.relative, 1e-6)
+        let codeBits = 16.0 * 16, codebookBits = 65536.0 * 8 * 16, scaleBits = 4.0 * 16
+        XCTAssertEqual(result.bitsPerWeight, (codeBits + codebookBits + scaleBits) / 128, accuracy: 1e-9)
+    }
+
+    func testRankDeficientHessianWithDeadInputs() throws {
+        let dOut = 24, dIn = 64
+        // Fewer calibration tokens than inputs, and inputs 0..<8 never active: H is singular.
+        var hessian = Synthetic.activationHessian(dIn: dIn, tokens: 24, seed: 24)
+        for i in 0..<8 {
+            for j in 0..<dIn {
+                hessian[i * dIn + j] = 0
+                hessian[j * dIn + i] = 0
+            }
+        }
+        let problem = try LayerProblem(weight: Synthetic.gaussianWeight(dOut: dOut, dIn: dIn, seed: 25), dOut: dOut, dIn: dIn,
+                                       hessian: hessian)
+        var options = AQLMOptions()
+        options.beamSize = 2
+        options.maxIterations = 3
+        let result = try quantizeLinear(problem, scheme: smallScheme, options: options)
+        XCTAssertTrue(result.codebooks.allSatisfy(\.isFinite) && result.scales.allSatisfy(\.isFinite))
+        XCTAssertLessThan(result.finalError.absolute, result.initialError.absolute)
+        XCTAssertLessThan(result.finalError.relative, 0.05)
+    }
+
     func testBadInputsThrowOneLineErrors() {
         XCTAssertThrowsError(try LayerProblem(weight: [1, 2, 3], dOut: 2, dIn: 2, hessian: Synthetic.identity(2))) { error in
             XCTAssertTrue("\(error)".contains("expected d_out·d_in"), "\(error)")
