@@ -47,17 +47,22 @@ public let smolLM2BlockLinears: [(outputSize: Int, inputSize: Int, count: Int)] 
 
 extension AQLMLinear {
     /// A layer with seeded random codes, codebooks (N(0,1) / √(M·G), so codeword sums have unit
-    /// scale) and scales in [0.5, 1.5): for kernel tests and benchmarks, no model needed.
-    public static func random(outputSize: Int, inputSize: Int, scheme: AQLMScheme, seed: UInt64) -> AQLMLinear {
+    /// scale) and scales in [0.5, 1.5): for kernel tests and benchmarks, no model needed. Throws
+    /// `AQLMShapeError` for sizes the scheme does not fit.
+    public static func random(outputSize: Int, inputSize: Int, scheme: AQLMScheme, seed: UInt64) throws -> AQLMLinear {
+        let name = "random [\(outputSize),\(inputSize)] \(scheme)"
+        guard (1...16).contains(scheme.codeBits), scheme.groupSize > 0, scheme.codebookCount > 0, outputSize > 0,
+              inputSize > 0, inputSize % scheme.groupSize == 0 else {
+            throw AQLMShapeError(description: "\(name): d_in must be a positive multiple of the group size, B in 1...16")
+        }
         var random = SeededRandom(seed: seed)
         let tables = inputSize / scheme.groupSize * scheme.codebookCount
         let codes = (0..<(outputSize * tables)).map { _ in UInt16(truncatingIfNeeded: random.next() >> 48) & UInt16(scheme.codebookSize - 1) }
         let spread = 1 / Float(scheme.codebookCount * scheme.groupSize).squareRoot()
         let codebooks = (0..<(scheme.codebookCount * scheme.codebookSize * scheme.groupSize)).map { _ in random.nextGaussian() * spread }
         let scales = (0..<outputSize).map { _ in 0.5 + random.nextFloat() }
-        // The arrays are consistent by construction, so construction cannot fail.
-        return try! AQLMLinear(codes: codes, codebooks: codebooks, scales: scales, outputSize: outputSize,
-                               inputSize: inputSize, scheme: scheme, name: "random \(outputSize)x\(inputSize)")
+        return try AQLMLinear(codes: codes, codebooks: codebooks, scales: scales, outputSize: outputSize,
+                              inputSize: inputSize, scheme: scheme, name: name)
     }
 }
 
@@ -68,11 +73,11 @@ extension AQLMLinear {
 public func benchmarkAQLMKernels(scheme: AQLMScheme = AQLMScheme(codebookCount: 2, codeBits: 8, groupSize: 8),
                                  shapes: [(outputSize: Int, inputSize: Int, count: Int)] = smolLM2BlockLinears,
                                  prefillTokens: Int = 128, blocks: Int = 30, minSeconds: Double = 0.3,
-                                 seed: UInt64 = 1) -> [KernelFigure] {
+                                 seed: UInt64 = 1) throws -> [KernelFigure] {
     var figures: [KernelFigure] = []
     let name = "aqlm \(scheme)"
     for (i, shape) in shapes.enumerated() {
-        let aqlm = AQLMLinear.random(outputSize: shape.outputSize, inputSize: shape.inputSize, scheme: scheme, seed: seed &+ UInt64(i))
+        let aqlm = try AQLMLinear.random(outputSize: shape.outputSize, inputSize: shape.inputSize, scheme: scheme, seed: seed &+ UInt64(i))
         let dense = DenseLinear(weights: aqlm.dequantize(), outputSize: shape.outputSize, inputSize: shape.inputSize)
         let label = "[\(shape.outputSize),\(shape.inputSize)]"
         for tokens in [1, prefillTokens] {
@@ -88,7 +93,7 @@ public func benchmarkAQLMKernels(scheme: AQLMScheme = AQLMScheme(codebookCount: 
         }
     }
     if blocks > 0 {
-        figures += benchmarkDecodeSweep(scheme: scheme, shapes: shapes, blocks: blocks, minSeconds: minSeconds, seed: seed)
+        figures += try benchmarkDecodeSweep(scheme: scheme, shapes: shapes, blocks: blocks, minSeconds: minSeconds, seed: seed)
     }
     return figures
 }
@@ -113,12 +118,12 @@ public func projectedBlockMicroseconds(_ figures: [KernelFigure], kernel: String
 /// per-token cost of the model's linears (attention and head excluded).
 public func benchmarkDecodeSweep(scheme: AQLMScheme = AQLMScheme(codebookCount: 2, codeBits: 8, groupSize: 8),
                                  shapes: [(outputSize: Int, inputSize: Int, count: Int)] = smolLM2BlockLinears,
-                                 blocks: Int = 30, minSeconds: Double = 0.3, seed: UInt64 = 1) -> [KernelFigure] {
+                                 blocks: Int = 30, minSeconds: Double = 0.3, seed: UInt64 = 1) throws -> [KernelFigure] {
     var layers: [AQLMLinear] = []
     for b in 0..<blocks {
         for (i, shape) in shapes.enumerated() {
             for c in 0..<shape.count {
-                layers.append(.random(outputSize: shape.outputSize, inputSize: shape.inputSize, scheme: scheme,
+                layers.append(try .random(outputSize: shape.outputSize, inputSize: shape.inputSize, scheme: scheme,
                                       seed: seed &+ UInt64((b * shapes.count + i) * 4 + c)))
             }
         }

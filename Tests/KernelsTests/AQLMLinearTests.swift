@@ -54,15 +54,15 @@ final class AQLMLinearTests: XCTestCase {
 
     /// Runs `body` with two workers splitting every layer's tables (however small), restoring
     /// the defaults after.
-    private func withTwoWorkersAlways(_ body: () -> Void) {
+    private func withTwoWorkersAlways(_ body: () throws -> Void) rethrows {
         let (threads, work) = (Threads.count, AQLMLinear.parallelDecodeWork)
         defer { Threads.set(threads); AQLMLinear.parallelDecodeWork = work }
         Threads.set(2)
         AQLMLinear.parallelDecodeWork = 0
-        body()
+        try body()
     }
 
-    func testLookupDecodeMatchesReferenceOverAwkwardShapes() {
+    func testLookupDecodeMatchesReferenceOverAwkwardShapes() throws {
         // (d_out, d_in, scheme): d_out off the 64-row block and 4-block group sizes (420 rows: a
         // group of 4 blocks then one of 3), few groups, chunks of 5 groups (M = 3), partial last
         // chunks, B < 8.
@@ -72,9 +72,9 @@ final class AQLMLinearTests: XCTestCase {
             (5, 8, scheme(1, 8, 8)), (45, 32, scheme(2, 6, 8)), (200, 1536, scheme(2, 8, 8)),
             (420, 64, scheme(2, 8, 8)),
         ]
-        withTwoWorkersAlways {
+        try withTwoWorkersAlways {
             for (i, (dOut, dIn, s)) in cases.enumerated() {
-                let layer = AQLMLinear.random(outputSize: dOut, inputSize: dIn, scheme: s, seed: UInt64(10 + i))
+                let layer = try AQLMLinear.random(outputSize: dOut, inputSize: dIn, scheme: s, seed: UInt64(10 + i))
                 for tokens in 1...5 {
                     assertDecodeMatchesReference(layer, tokens: tokens, seed: UInt64(100 * i + tokens))
                 }
@@ -82,11 +82,11 @@ final class AQLMLinearTests: XCTestCase {
         }
     }
 
-    func testLookupDecodeIsTheSameWithOneOrTwoWorkers() {
-        let layer = AQLMLinear.random(outputSize: 300, inputSize: 576, scheme: scheme(2, 8, 8), seed: 3)
+    func testLookupDecodeIsTheSameWithOneOrTwoWorkers() throws {
+        let layer = try AQLMLinear.random(outputSize: 300, inputSize: 576, scheme: scheme(2, 8, 8), seed: 3)
         let x = inputs(tokens: 2, size: 576, groupSize: 8, seed: 4)
         var outputs: [[Float]] = []
-        withTwoWorkersAlways {
+        try withTwoWorkersAlways {
             for workers in [1, 2] {
                 Threads.set(workers)
                 var y = [Float](repeating: 0, count: 600)
@@ -100,9 +100,9 @@ final class AQLMLinearTests: XCTestCase {
         }
     }
 
-    func testWideCodeDecodeMatchesReference() {
+    func testWideCodeDecodeMatchesReference() throws {
         for (i, (dOut, dIn, s)) in [(40, 16, scheme(1, 16, 8)), (37, 24, scheme(2, 10, 8)), (65, 64, scheme(1, 12, 16))].enumerated() {
-            let layer = AQLMLinear.random(outputSize: dOut, inputSize: dIn, scheme: s, seed: UInt64(50 + i))
+            let layer = try AQLMLinear.random(outputSize: dOut, inputSize: dIn, scheme: s, seed: UInt64(50 + i))
             for tokens in [1, 3] {
                 assertDecodeMatchesReference(layer, tokens: tokens, seed: UInt64(7 * i + tokens))
             }
@@ -111,12 +111,12 @@ final class AQLMLinearTests: XCTestCase {
 
     /// apply() (lookup tables up to 4 tokens, dequantized tiles + sgemm beyond) equals the
     /// dense product with the dequantized weight.
-    func testApplyMatchesDequantizedDenseProduct() {
+    func testApplyMatchesDequantizedDenseProduct() throws {
         let saved = AQLMLinear.prefillTileRows
         defer { AQLMLinear.prefillTileRows = saved }
         AQLMLinear.prefillTileRows = 64  // several tiles, the last one partial
         for (i, (dOut, dIn, s)) in [(200, 96, scheme(2, 8, 8)), (150, 64, scheme(1, 16, 8))].enumerated() {
-            let layer = AQLMLinear.random(outputSize: dOut, inputSize: dIn, scheme: s, seed: UInt64(20 + i))
+            let layer = try AQLMLinear.random(outputSize: dOut, inputSize: dIn, scheme: s, seed: UInt64(20 + i))
             let weight = layer.dequantize()
             let dense = DenseLinear(weights: weight, outputSize: dOut, inputSize: dIn)
             for tokens in [1, 3, 17, 128] {
@@ -164,9 +164,9 @@ final class AQLMLinearTests: XCTestCase {
         XCTAssertEqual(y[1], -33 - 22, accuracy: 0.01)
     }
 
-    func testDequantizeRowsMatchesWholeDequantize() {
+    func testDequantizeRowsMatchesWholeDequantize() throws {
         for s in [scheme(2, 8, 8), scheme(1, 16, 8), scheme(3, 8, 4)] {
-            let layer = AQLMLinear.random(outputSize: 70, inputSize: 48, scheme: s, seed: 9)
+            let layer = try AQLMLinear.random(outputSize: 70, inputSize: 48, scheme: s, seed: 9)
             let whole = layer.dequantize()
             var part = [Float](repeating: 0, count: 9 * 48)
             layer.dequantizeRows(31..<40, into: &part)
@@ -200,10 +200,12 @@ final class AQLMLinearTests: XCTestCase {
         XCTAssertEqual(message { try AQLMLinear(codes: [UInt8](repeating: 0, count: 8), codebooks: broken, scales: [1, 1],
                                                 outputSize: 2, inputSize: 16, scheme: s, name: "blk.0.q") },
                        "blk.0.q: codebooks[77] is nan")
+        XCTAssertEqual(message { try AQLMLinear.random(outputSize: 4, inputSize: 12, scheme: s, seed: 1) },
+                       "random [4,12] 2x8 g8: d_in must be a positive multiple of the group size, B in 1...16")
     }
 
-    func testPackedLayerIsSmallerThanDense() {
-        let layer = AQLMLinear.random(outputSize: 1536, inputSize: 576, scheme: scheme(2, 8, 8), seed: 1)
+    func testPackedLayerIsSmallerThanDense() throws {
+        let layer = try AQLMLinear.random(outputSize: 1536, inputSize: 576, scheme: scheme(2, 8, 8), seed: 1)
         // 2 bits per weight of codes + 2 × 16 KB of codebooks (HF and transposed) + scales,
         // against 32 bits per weight.
         XCTAssertEqual(layer.weightBytes, 1536 * 72 * 2 + 2 * (2 * 256 * 8 * 4) + 1536 * 4)
@@ -212,8 +214,8 @@ final class AQLMLinearTests: XCTestCase {
 
     /// A NaN or infinity in an input row reaches the outputs it touches, as in the dense product,
     /// instead of vanishing into the table scale.
-    func testNonFiniteInputsPropagate() {
-        let layer = AQLMLinear.random(outputSize: 70, inputSize: 64, scheme: scheme(2, 8, 8), seed: 2)
+    func testNonFiniteInputsPropagate() throws {
+        let layer = try AQLMLinear.random(outputSize: 70, inputSize: 64, scheme: scheme(2, 8, 8), seed: 2)
         for bad in [Float.nan, .infinity] {
             var x = gaussian(64, seed: 3)
             x[10] = bad
