@@ -39,11 +39,15 @@ let package = Package(
         .target(name: "QuantizePipeline",
                 dependencies: ["Checkpoint", "Tokenizer", "Llama", "Calibration", "Quantizer", "PackedFormat", "Evaluation", "Kernels"],
                 swiftSettings: native),
+        // `aqlm sweep`: every scheme quantized and evaluated against the original; table and plot.
+        .target(name: "Sweep",
+                dependencies: ["QuantizePipeline", "PackedFormat", "Evaluation", "Tokenizer", "Checkpoint", "Llama", "Kernels", "Calibration"],
+                swiftSettings: native),
         // The `aqlm` command-line tool: option parsing only.
         .executableTarget(
             name: "AQLMCLI",
             dependencies: [
-                "Checkpoint", "Tokenizer", "Llama", "Evaluation", "Calibration", "Quantizer", "PackedFormat", "QuantizePipeline",
+                "Checkpoint", "Tokenizer", "Llama", "Evaluation", "Calibration", "Quantizer", "PackedFormat", "QuantizePipeline", "Sweep",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: native
@@ -56,6 +60,7 @@ let package = Package(
         .testTarget(name: "QuantizerTests", dependencies: ["Quantizer", "Kernels"], swiftSettings: native),
         .testTarget(name: "PackedFormatTests", dependencies: ["PackedFormat", "Quantizer", "Checkpoint"]),
         .testTarget(name: "QuantizePipelineTests", dependencies: ["QuantizePipeline", "PackedFormat", "Checkpoint", "Quantizer"], swiftSettings: native),
+        .testTarget(name: "SweepTests", dependencies: ["Sweep", "QuantizePipeline", "Checkpoint", "Evaluation", "PackedFormat", "Tokenizer"], swiftSettings: native),
         .testTarget(name: "CLITests", dependencies: []),
     ],
     swiftLanguageModes: [.v5]
