@@ -148,13 +148,15 @@ struct NormalEquations {
     func scatter(_ rows: [Float]) -> [Double] {
         let g = code.scheme.groupSize, books = code.scheme.codebookCount, groups = code.groupsPerRow
         let size = code.scheme.codebookSize, dIn = problem.dIn, dOut = problem.dOut
-        let workers = max(1, min(Threads.count, dOut / 64))
-        var partials = [[Double]](repeating: [], count: workers)
+        // A fixed split (not one per worker) keeps the summation order, hence the result, the
+        // same on any thread count.
+        let parts = max(1, min(8, dOut / 64))
+        var partials = [[Double]](repeating: [], count: parts)
         partials.withUnsafeMutableBufferPointer { partials in
             let partials = partials.baseAddress!
-            parallelFor(workers) { worker in
+            parallelFor(parts) { part in
                 var sums = [Double](repeating: 0, count: books * size * g)
-                let lo = dOut * worker / workers, hi = dOut * (worker + 1) / workers
+                let lo = dOut * part / parts, hi = dOut * (part + 1) / parts
                 for r in lo..<hi {
                     let s = Double(code.scales[r])
                     for j in 0..<groups {
@@ -164,11 +166,11 @@ struct NormalEquations {
                         }
                     }
                 }
-                partials[worker] = sums
+                partials[part] = sums
             }
         }
         var total = partials[0]
-        for w in 1..<workers {
+        for w in 1..<parts {
             for i in total.indices { total[i] += partials[w][i] }
         }
         return total

@@ -176,19 +176,20 @@ func plusPlusSeeds(points: [Float], weights: [Float], dims: Int, clusters: Int, 
     return centroids
 }
 
-/// nearest[i] = min(nearest[i], weighted distance of point i to `centroid`), in parallel; returns Σ nearest.
+/// nearest[i] = min(nearest[i], weighted distance of point i to `centroid`), in parallel; returns
+/// Σ nearest, summed over fixed 4096-point chunks in order so it does not depend on the thread count.
 private func lowerNearestDistances(_ nearest: inout [Float], points: [Float], weights: [Float], dims: Int, centroid: [Float]) -> Double {
-    let n = nearest.count
-    let workers = max(1, min(Threads.count, n / 4096))
-    var partial = [Double](repeating: 0, count: workers)
+    let n = nearest.count, chunk = 4096
+    let chunks = (n + chunk - 1) / chunk
+    var partial = [Double](repeating: 0, count: chunks)
     nearest.withUnsafeMutableBufferPointer { near in
         points.withUnsafeBufferPointer { x in
             weights.withUnsafeBufferPointer { w in
                 partial.withUnsafeMutableBufferPointer { partial in
                     let near = near.baseAddress!, x = x.baseAddress!, w = w.baseAddress!, partial = partial.baseAddress!
-                    parallelFor(workers) { worker in
-                        let lo = n * worker / workers, hi = n * (worker + 1) / workers
-                        partial[worker] = lowerNearestWeightedDistances(
+                    parallelFor(chunks) { k in
+                        let lo = k * chunk, hi = min(n, lo + chunk)
+                        partial[k] = lowerNearestWeightedDistances(
                             near + lo, points: x + lo * dims, weights: w + lo * dims, dims: dims, count: hi - lo, centroid: centroid)
                     }
                 }

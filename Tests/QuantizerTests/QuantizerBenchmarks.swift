@@ -61,7 +61,13 @@ final class QuantizerBenchmarks: XCTestCase {
     func testBlockTiming() throws {
         let shapes: [(String, Int, Int)] = [("q", 576, 576), ("k", 192, 576), ("v", 192, 576), ("o", 576, 576),
                                             ("gate", 1536, 576), ("up", 1536, 576), ("down", 576, 1536)]
-        let beam = Int(ProcessInfo.processInfo.environment["AQLM_BEAM"] ?? "") ?? AQLMOptions().beamSize
+        let env = ProcessInfo.processInfo.environment
+        let beam = Int(env["AQLM_BEAM"] ?? "") ?? AQLMOptions().beamSize
+        var blockOptions = options(beam: beam)
+        if let k = env["AQLM_KMEANS"].flatMap(Int.init) { blockOptions.kmeansIterations = k }
+        if let tol = env["AQLM_TOL"].flatMap(Double.init) { blockOptions.tolerance = tol }
+        if let iterations = env["AQLM_ITERS"].flatMap(Int.init) { blockOptions.maxIterations = iterations }
+        if let initialization = env["AQLM_INIT"].flatMap(AQLMInitialization.init(rawValue:)) { blockOptions.initialization = initialization }
         var hessians = [Int: [Double]]()
         for dIn in [576, 1536] { hessians[dIn] = Synthetic.activationHessian(dIn: dIn, tokens: 4096, skew: 1, seed: UInt64(dIn)) }
         var total = 0.0, cpu = 0.0, weightedError = 0.0
@@ -69,14 +75,15 @@ final class QuantizerBenchmarks: XCTestCase {
             let problem = try LayerProblem(weight: Synthetic.gaussianWeight(dOut: dOut, dIn: dIn, seed: UInt64(index)), dOut: dOut,
                                            dIn: dIn, hessian: hessians[dIn]!)
             let cpuStart = cpuSeconds()
-            let result = try quantizeLinear(problem, scheme: .preset2x8, options: options(beam: beam))
+            let result = try quantizeLinear(problem, scheme: .preset2x8, options: blockOptions)
             cpu += cpuSeconds() - cpuStart
             total += result.timings.total
             weightedError += result.finalError.relative / Double(shapes.count)
             print(line("\(name) [\(dOut), \(dIn)] beam \(beam)", result))
         }
-        print(String(format: "block total %.2f s wall, %.2f s CPU (beam %d, threads %d), mean relative error %.5f",
-                     total, cpu, beam, Threads.count, weightedError))
+        print(String(format: "block total %.2f s wall, %.2f s CPU (beam %d, kmeans %d, tol %g, max iterations %d, %@ init, threads %d), mean relative error %.5f",
+                     total, cpu, beam, blockOptions.kmeansIterations, blockOptions.tolerance, blockOptions.maxIterations,
+                     blockOptions.initialization.rawValue as NSString, Threads.count, weightedError))
     }
 
     /// Quality against time for the option grid the defaults were chosen from.

@@ -124,25 +124,29 @@ final class QuantizerTests: XCTestCase {
     }
 
     func testSameSeedGivesSameResultOnAnyThreadCount() throws {
-        let (problem, _) = try smallProblem(seed: 7)
+        // Large enough that k-means, the search and the codebook solve all split their work.
+        let dOut = 256, dIn = 256
+        let problem = try LayerProblem(weight: Synthetic.gaussianWeight(dOut: dOut, dIn: dIn, seed: 8), dOut: dOut, dIn: dIn,
+                                       hessian: Synthetic.activationHessian(dIn: dIn, tokens: 512, seed: 9))
         var options = AQLMOptions()
-        options.beamSize = 3
+        options.beamSize = 2
         options.maxIterations = 2
         options.kmeansIterations = 3
         let saved = Threads.count
         defer { Threads.count = saved }
         Threads.count = 2
-        let first = try quantizeLinear(problem, scheme: smallScheme, options: options)
-        let second = try quantizeLinear(problem, scheme: smallScheme, options: options)
+        let first = try quantizeLinear(problem, scheme: .preset2x8, options: options)
+        let second = try quantizeLinear(problem, scheme: .preset2x8, options: options)
         Threads.count = 1
-        let serial = try quantizeLinear(problem, scheme: smallScheme, options: options)
+        let serial = try quantizeLinear(problem, scheme: .preset2x8, options: options)
         for other in [second, serial] {
             XCTAssertEqual(first.codes, other.codes)
             XCTAssertEqual(first.codebooks, other.codebooks)
             XCTAssertEqual(first.scales, other.scales)
         }
+        Threads.count = saved
         options.seed = 1
-        let reseeded = try quantizeLinear(problem, scheme: smallScheme, options: options)
+        let reseeded = try quantizeLinear(problem, scheme: .preset2x8, options: options)
         XCTAssertNotEqual(first.codes, reseeded.codes)
     }
 
