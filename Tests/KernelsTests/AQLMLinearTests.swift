@@ -114,7 +114,11 @@ final class AQLMLinearTests: XCTestCase {
     func testApplyMatchesDequantizedDenseProduct() throws {
         let saved = AQLMLinear.prefillTileRows
         defer { AQLMLinear.prefillTileRows = saved }
-        AQLMLinear.prefillTileRows = 64  // several tiles, the last one partial
+        AQLMLinear.prefillTileRows = 64  // two workers, each with several tiles, the last partial
+        try withTwoWorkersAlways { try checkApplyMatchesDequantizedDenseProduct() }
+    }
+
+    private func checkApplyMatchesDequantizedDenseProduct() throws {
         for (i, (dOut, dIn, s)) in [(200, 96, scheme(2, 8, 8)), (150, 64, scheme(1, 16, 8))].enumerated() {
             let layer = try AQLMLinear.random(outputSize: dOut, inputSize: dIn, scheme: s, seed: UInt64(20 + i))
             let weight = layer.dequantize()
