@@ -35,9 +35,13 @@ let package = Package(
         .target(name: "Quantizer", dependencies: ["Kernels", "CBLAS"], swiftSettings: native),
         // Packed AQLM checkpoint (Hugging Face layout): writer and reader.
         .target(name: "PackedFormat", dependencies: ["Checkpoint", "Quantizer", "Kernels", "Llama"]),
+        // Training of codebooks, scales and norms (codes frozen): backward pass, Adam, block-wise and end-to-end.
+        .target(name: "Finetune",
+                dependencies: ["Checkpoint", "Kernels", "Llama", "Quantizer", "PackedFormat", "CBLAS", "Evaluation", "Tokenizer", "Calibration"],
+                swiftSettings: native),
         // A whole model quantized block by block against calibration activations, resumable.
         .target(name: "QuantizePipeline",
-                dependencies: ["Checkpoint", "Tokenizer", "Llama", "Calibration", "Quantizer", "PackedFormat", "Evaluation", "Kernels"],
+                dependencies: ["Checkpoint", "Tokenizer", "Llama", "Calibration", "Quantizer", "PackedFormat", "Evaluation", "Kernels", "Finetune"],
                 swiftSettings: native),
         // `aqlm sweep`: every scheme quantized and evaluated against the original; table and plot.
         .target(name: "Sweep",
@@ -47,7 +51,7 @@ let package = Package(
         .executableTarget(
             name: "AQLMCLI",
             dependencies: [
-                "Checkpoint", "Tokenizer", "Llama", "Evaluation", "Calibration", "Quantizer", "PackedFormat", "QuantizePipeline", "Sweep",
+                "Checkpoint", "Tokenizer", "Llama", "Evaluation", "Calibration", "Quantizer", "PackedFormat", "QuantizePipeline", "Sweep", "Finetune",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: native
@@ -61,6 +65,7 @@ let package = Package(
         .testTarget(name: "PackedFormatTests", dependencies: ["PackedFormat", "Quantizer", "Checkpoint"]),
         .testTarget(name: "QuantizePipelineTests", dependencies: ["QuantizePipeline", "PackedFormat", "Checkpoint", "Quantizer"], swiftSettings: native),
         .testTarget(name: "SweepTests", dependencies: ["Sweep", "QuantizePipeline", "Checkpoint", "Evaluation", "PackedFormat", "Tokenizer"], swiftSettings: native),
+        .testTarget(name: "FinetuneTests", dependencies: ["Finetune", "Llama", "Checkpoint", "Kernels", "Quantizer", "PackedFormat"], swiftSettings: native),
         .testTarget(name: "CLITests", dependencies: []),
     ],
     swiftLanguageModes: [.v5]

@@ -1,0 +1,167 @@
+import Foundation
+import Checkpoint
+import Kernels
+import Llama
+
+/// Settings of block-wise fine-tuning (AQLM §3.4, "fine-tuning for intra-layer cohesion").
+public struct BlockFinetuneOptions: Sendable, Equatable {
+    /// Passes over the training sequences (0: no training).
+    public var epochs = 2
+    public var adam = AdamOptions(learningRate: 1e-4)
+    /// Sequences whose gradients are averaged into one Adam step.
+    public var sequencesPerStep = 4
+    /// Sequences held out (the last ones given) to pick the best epoch; 0 keeps the last epoch.
+    public var validationSamples = 8
+    /// Seeds the order of the training sequences in each epoch.
+    public var seed: UInt64 = 0
+    public var trained: TrainedParameters = .all
+    public var codebookTransform: CodebookTransform = .none
+
+    public init() {}
+}
+
+/// What block-wise fine-tuning did.
+public struct BlockFinetuneResult: Sendable {
+    /// The best epoch's block (or the input block, when no epoch beat it), codewords and
+    /// scales rounded to fp16 as the packed file stores them.
+    public var block: TrainableBlock
+    /// Mean training loss of each epoch (measured while training, before each step's update).
+    public var trainingLoss: [Double]
+    /// Validation loss before training (index 0) and after each epoch.
+    public var validationLoss: [Double]
+    /// The epoch kept (0: the input block).
+    public var bestEpoch: Int
+    public var steps: Int
+    public var seconds: Double
+}
+
+public struct FinetuneError: Error, CustomStringConvertible, Equatable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Trains a quantized block's codewords, scales and norm gains so that it maps the calibration
+/// inputs to the full-precision block's outputs: the loss of a sequence is ‖Y − Y*‖²/‖Y*‖²,
+/// averaged over the sequences of a step; Adam with one step per `sequencesPerStep` sequences.
+/// The last `validationSamples` sequences are held out, and the epoch with the lowest
+/// validation loss is kept (training stops at the first epoch that does not improve on it).
+///
+/// - Parameters:
+///   - inputs: the block's input for each calibration sequence, [tokens × hiddenSize] each.
+///   - targets: the full-precision block's output for the same inputs.
+public func finetuneBlock(_ block: TrainableBlock, config: LlamaConfig, inputs: [[Float]], targets: [[Float]],
+                          options: BlockFinetuneOptions, log: (String) -> Void = { _ in }) throws -> BlockFinetuneResult {
+    let started = Date()
+    let d = config.hiddenSize
+    guard !inputs.isEmpty, inputs.count == targets.count else {
+        throw FinetuneError("block fine-tuning: \(inputs.count) input sequences but \(targets.count) targets")
+    }
+    let width = inputs[0].count, tokens = width / d
+    guard tokens > 0, tokens * d == width, inputs.allSatisfy({ $0.count == width }), targets.allSatisfy({ $0.count == width }) else {
+        throw FinetuneError("block fine-tuning: every input and target must be [tokens × \(d)] of one length")
+    }
+    guard options.validationSamples >= 0, options.validationSamples < inputs.count else {
+        throw FinetuneError("--val-samples \(options.validationSamples) leaves no training sequence out of \(inputs.count)")
+    }
+    guard options.sequencesPerStep >= 1, options.epochs >= 0 else {
+        throw FinetuneError("block fine-tuning: sequences per step must be ≥ 1 and epochs ≥ 0")
+    }
+
+    let trainCount = inputs.count - options.validationSamples
+    let validation = Array(trainCount..<inputs.count)
+    let activations = BlockActivations(config: config, capacity: tokens)
+    let workspace = BackwardWorkspace(config: config, capacity: tokens)
+    var hidden = [Float](repeating: 0, count: width)
+    var gradient = [Float](repeating: 0, count: width)
+
+    func loss(of prepared: PreparedBlock, on sequences: [Int]) -> Double {
+        var total = 0.0
+        for s in sequences {
+            hidden = inputs[s]
+            hidden.withUnsafeMutableBufferPointer { prepared.forward($0.baseAddress!, tokens: tokens, saving: activations) }
+            total += relativeError(hidden, target: targets[s], gradient: &gradient, gradientScale: 0)
+        }
+        return sequences.isEmpty ? 0 : total / Double(sequences.count)
+    }
+
+    var current = block.withCodebookTransform(options.codebookTransform)
+    var best = current
+    var bestLoss = validation.isEmpty ? Double.infinity : loss(of: PreparedBlock(current), on: validation)
+    var bestEpoch = 0
+    var validationLoss = validation.isEmpty ? [] : [bestLoss]
+    var trainingLoss: [Double] = []
+    var optimizer = Adam(options: options.adam)
+    var rng = SeededRandom(seed: options.seed)
+    var gradients = BlockGradients(current)
+
+    for epoch in 0..<options.epochs {
+        var order = Array(0..<trainCount)
+        order.shuffle(using: &rng)
+        var prepared = PreparedBlock(current)
+        var epochLoss = 0.0
+        for stepStart in stride(from: 0, to: order.count, by: options.sequencesPerStep) {
+            let step = order[stepStart..<min(stepStart + options.sequencesPerStep, order.count)]
+            gradients.zero()
+            for s in step {
+                hidden = inputs[s]
+                hidden.withUnsafeMutableBufferPointer { prepared.forward($0.baseAddress!, tokens: tokens, saving: activations) }
+                epochLoss += relativeError(hidden, target: targets[s], gradient: &gradient, gradientScale: 1 / Float(step.count))
+                gradient.withUnsafeMutableBufferPointer {
+                    prepared.backward($0.baseAddress!, activations: activations, gradients: &gradients, workspace: workspace)
+                }
+            }
+            optimizer.beginStep()
+            current.update(with: gradients, trained: options.trained, prefix: "", optimizer: &optimizer)
+            prepared = PreparedBlock(current)
+        }
+        trainingLoss.append(epochLoss / Double(order.count))
+        guard !validation.isEmpty else {
+            best = current
+            bestEpoch = epoch + 1
+            log(String(format: "  epoch %d: train loss %.5f", epoch + 1, trainingLoss.last!))
+            continue
+        }
+        let v = loss(of: prepared, on: validation)
+        validationLoss.append(v)
+        log(String(format: "  epoch %d: train loss %.5f, validation loss %.5f", epoch + 1, trainingLoss.last!, v))
+        if v < bestLoss {
+            (best, bestLoss, bestEpoch) = (current, v, epoch + 1)
+        } else {
+            break
+        }
+    }
+    return BlockFinetuneResult(block: best.roundedToFloat16(), trainingLoss: trainingLoss, validationLoss: validationLoss,
+                               bestEpoch: bestEpoch, steps: optimizer.step, seconds: Date().timeIntervalSince(started))
+}
+
+/// ‖y − y*‖²/‖y*‖² in Float64; writes ∂/∂y of it times `gradientScale` into `gradient`.
+func relativeError(_ y: [Float], target: [Float], gradient: inout [Float], gradientScale: Float) -> Double {
+    var difference = 0.0, reference = 0.0
+    y.withUnsafeBufferPointer { y in
+        target.withUnsafeBufferPointer { t in
+            gradient.withUnsafeMutableBufferPointer { g in
+                for i in 0..<y.count { g[i] = y[i] - t[i] }
+                difference = Double(dot(g.baseAddress!, g.baseAddress!, count: g.count))
+                reference = Double(dot(t.baseAddress!, t.baseAddress!, count: t.count))
+                let factor = reference > 0 ? Float(2 / reference) * gradientScale : 0
+                scale(g.baseAddress!, by: factor, count: g.count)
+            }
+        }
+    }
+    return reference > 0 ? difference / reference : 0
+}
+
+extension TrainableBlock {
+    /// The same block with every quantized linear reparameterised by `transform` (identity
+    /// transforms, so the block computes the same function).
+    public func withCodebookTransform(_ transform: CodebookTransform) -> TrainableBlock {
+        var out = self
+        out.quantized = quantized.mapValues { layer in
+            var l = layer
+            l.codebooks = layer.effectiveCodebooks
+            l.transform = transform == .linear ? TrainableLinear.identityTransforms(layer.scheme) : nil
+            return l
+        }
+        return out
+    }
+}
