@@ -46,6 +46,7 @@ struct Generate: ParsableCommand {
     }
 
     func run() throws {
+        BLASCore.preferAVX512()
         if let threads { Threads.set(threads) }
         let (llama, spec) = try loadModel(model)
         if bench {

@@ -1,3 +1,5 @@
+import CBLAS
+
 /// Causal grouped-query attention (Vaswani et al. 2017; GQA: Ainslie et al. 2023) for a batch
 /// of query rows against a key/value cache:
 ///   out[t, h] = Σ_{j ≤ p_t} softmax_j(q[t, h]·k[j, g(h)] / √d) · v[j, g(h)]
@@ -38,5 +40,48 @@ func attendOneQuery(_ q: UnsafePointer<Float>, keys: UnsafePointer<Float>, value
         for j in 0..<n {
             addScaled(values + j * kvStride, scores[j], into: out, count: d)
         }
+    }
+}
+
+/// Query rows per block of `causalAttentionGEMM`.
+public let attentionRowBlock = 128
+
+/// The same causal GQA attention for a batch of rows (prefill), as two sgemm calls per head
+/// and block of `attentionRowBlock` query rows, the way llama.cpp's graph does it:
+///   S = Q_h · K_gᵀ / √d over the positions the block's last row sees, softmax of each row
+///   over its own visible prefix (the rest set to 0), then O_h = S · V_g.
+/// Blocking keeps the wasted (masked) part of S to the blocks' diagonal squares: 62 % of the
+/// full square's work at 512 rows instead of 100 %. `scores` needs
+/// min(tokens, attentionRowBlock) · (startPosition + tokens) floats. Layouts as in
+/// `causalAttention`. Calls BLAS, so do not call it from inside a parallel loop.
+public func causalAttentionGEMM(queries: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
+                                into out: UnsafeMutablePointer<Float>, tokens: Int, startPosition: Int,
+                                heads: Int, kvHeads: Int, headDim d: Int, scores: UnsafeMutablePointer<Float>) {
+    precondition(heads % kvHeads == 0, "query heads must be a multiple of key/value heads")
+    let groupSize = heads / kvHeads
+    let qStride = heads * d, kvStride = kvHeads * d
+    let scale = 1 / Float(d).squareRoot()
+    var blockStart = 0
+    while blockStart < tokens {
+        let rows = min(attentionRowBlock, tokens - blockStart)
+        let visible = startPosition + blockStart + rows
+        for h in 0..<heads {
+            let g = h / groupSize
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(visible), Int32(d),
+                        scale, queries + blockStart * qStride + h * d, Int32(qStride),
+                        keys + g * d, Int32(kvStride), 0, scores, Int32(visible))
+            parallelChunks(rows, minChunk: 32) { lo, hi in
+                for r in lo..<hi {
+                    let row = scores + r * visible
+                    let seen = startPosition + blockStart + r + 1
+                    softmax(row, count: seen)
+                    (row + seen).update(repeating: 0, count: visible - seen)
+                }
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(d), Int32(visible),
+                        1, scores, Int32(visible), values + g * d, Int32(kvStride),
+                        0, out + blockStart * qStride + h * d, Int32(qStride))
+        }
+        blockStart += rows
     }
 }

@@ -132,6 +132,10 @@ extension LlamaModel {
 
     // MARK: - The block, step by step
 
+    /// From this many rows on, attention runs as sgemm per head (prefill); below, one query
+    /// row at a time against the cache (decoding), where BLAS call overhead would dominate.
+    static let gemmAttentionRows = 16
+
     func embed(_ tokens: ArraySlice<Int>, into x: UnsafeMutablePointer<Float>) {
         let d = config.hiddenSize
         embedding.withUnsafeBufferPointer { table in
@@ -167,9 +171,15 @@ extension LlamaModel {
         addBias(block.vBias, to: values, tokens: t)
         s.rope.apply(s.query, rowStride: qDim, heads: c.numHeads, tokens: t, startPosition: startPosition)
         s.rope.apply(keys, rowStride: kvDim, heads: c.numKVHeads, tokens: t, startPosition: startPosition)
-        causalAttention(queries: s.query, keys: s.keys[l], values: s.values[l], into: s.attention,
-                        tokens: t, startPosition: startPosition,
-                        heads: c.numHeads, kvHeads: c.numKVHeads, headDim: c.headDim)
+        if t >= Self.gemmAttentionRows {
+            causalAttentionGEMM(queries: s.query, keys: s.keys[l], values: s.values[l], into: s.attention,
+                                tokens: t, startPosition: startPosition,
+                                heads: c.numHeads, kvHeads: c.numKVHeads, headDim: c.headDim, scores: s.scores)
+        } else {
+            causalAttention(queries: s.query, keys: s.keys[l], values: s.values[l], into: s.attention,
+                            tokens: t, startPosition: startPosition,
+                            heads: c.numHeads, kvHeads: c.numKVHeads, headDim: c.headDim)
+        }
         observe(.attentionOutput, s.attention, width: qDim)
         block.o.apply(s.attention, s.projected, tokens: t)
         addResidual(s.projected, into: x, count: t * d)

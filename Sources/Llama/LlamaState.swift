@@ -26,6 +26,8 @@ public final class LlamaState {
     let gate: UnsafeMutablePointer<Float>        // intermediateSize
     let up: UnsafeMutablePointer<Float>          // intermediateSize
     let mlpHidden: UnsafeMutablePointer<Float>   // silu(gate)·up, intermediateSize
+    /// Attention scores of one head and row block, [min(maxBatch, attentionRowBlock) × maxPositions].
+    let scores: UnsafeMutablePointer<Float>
     /// [maxLogitRows × vocabSize]
     let logitBuffer: UnsafeMutablePointer<Float>
     private var allocations: [UnsafeMutablePointer<Float>] = []
@@ -61,6 +63,7 @@ public final class LlamaState {
         gate = allocate(b * config.intermediateSize)
         up = allocate(b * config.intermediateSize)
         mlpHidden = allocate(b * config.intermediateSize)
+        scores = allocate(min(b, attentionRowBlock) * maxPositions)
         logitBuffer = allocate(self.maxLogitRows * config.vocabSize)
         self.allocations = allocations
     }
@@ -84,7 +87,8 @@ public final class LlamaState {
         let kvDim = config.numKVHeads * config.headDim, qDim = config.numHeads * config.headDim
         let cache = 2 * config.numLayers * maxPositions * kvDim
         let activations = maxBatch * (3 * config.hiddenSize + 2 * qDim + 3 * config.intermediateSize)
-        return 4 * (cache + activations + maxLogitRows * config.vocabSize)
+        let scores = min(maxBatch, attentionRowBlock) * maxPositions
+        return 4 * (cache + activations + scores + maxLogitRows * config.vocabSize)
     }
 }
 

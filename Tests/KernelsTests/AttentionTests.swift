@@ -45,3 +45,30 @@ final class AttentionTests: XCTestCase {
         XCTAssertEqual(out, v)
     }
 }
+
+final class AttentionGEMMTests: XCTestCase {
+    /// The sgemm formulation equals the row-at-a-time kernel, across several row blocks and
+    /// after a cached prefix.
+    func testMatchesRowKernel() {
+        let heads = 4, kvHeads = 2, d = 16, start = 5, tokens = attentionRowBlock + 37, positions = start + tokens
+        var random = SeededRandom(seed: 22)
+        let q = (0..<(tokens * heads * d)).map { _ in random.nextGaussian() }
+        let k = (0..<(positions * kvHeads * d)).map { _ in random.nextGaussian() }
+        let v = (0..<(positions * kvHeads * d)).map { _ in random.nextGaussian() }
+        var rowwise = [Float](repeating: .nan, count: tokens * heads * d)
+        var blocked = rowwise
+        var scores = [Float](repeating: .nan, count: attentionRowBlock * positions)
+        rowwise.withUnsafeMutableBufferPointer {
+            causalAttention(queries: q, keys: k, values: v, into: $0.baseAddress!, tokens: tokens,
+                            startPosition: start, heads: heads, kvHeads: kvHeads, headDim: d)
+        }
+        blocked.withUnsafeMutableBufferPointer { out in
+            scores.withUnsafeMutableBufferPointer {
+                causalAttentionGEMM(queries: q, keys: k, values: v, into: out.baseAddress!, tokens: tokens,
+                                    startPosition: start, heads: heads, kvHeads: kvHeads, headDim: d,
+                                    scores: $0.baseAddress!)
+            }
+        }
+        for (a, b) in zip(rowwise, blocked) { XCTAssertEqual(a, b, accuracy: 1e-5) }
+    }
+}
