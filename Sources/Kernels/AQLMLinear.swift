@@ -29,6 +29,9 @@ public struct AQLMShapeError: Error, CustomStringConvertible {
 /// A linear layer whose weight is stored as AQLM codes, constructed from the Hugging Face AQLM
 /// layout: `codes` [d_out, d_in/G, M] (unsigned code indices), `codebooks` [M, 2^B, G],
 /// `scales` [d_out], with Ŵ[r, j·G ..< (j+1)·G] = scales[r] · Σ_m codebooks[m][codes[r, j, m]].
+/// HF checkpoints store codes as signed int8 (B ≤ 8) or int16 (B ≤ 16), codes ≥ 2^(B-1) minus
+/// 2^B (aqlm's `pack_int_data`); the index is the stored value mod 2^B, i.e. its low B bits
+/// (`unpack_int_data`), which for B = 8 or 16 is the bit pattern as UInt8 / UInt16.
 ///
 /// For B ≤ 8 the codes are re-laid out at construction in the decode kernel's read order
 /// (64-row blocks, table by table: see `AQLMBlockedCodes`); `apply` uses the lookup-table
