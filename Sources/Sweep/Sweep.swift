@@ -76,6 +76,8 @@ public struct Sweep {
             try directory.writeRow(row, as: scheme)
             outcome.evaluated.append(scheme)
             rows.append(row)
+            // The table so far, so a long sweep can be looked at before it ends.
+            _ = try writeOutputs(rows + external, directory: directory)
         }
         outcome.rows = rows + external
         outcome.outputFiles = try writeOutputs(outcome.rows, directory: directory)
