@@ -16,9 +16,12 @@ public enum CodebookSolver: String, Sendable, CaseIterable {
 ///
 /// With ŵ_r = s_r L_r c (L_r the one-hot map from codebook entries to row r), the normal
 /// equations are A c = b, A = Σ_r s_r² L_rᵀ H L_r, b = Σ_r s_r L_rᵀ H w_r. Assembling A touches
-/// (d_in/g·M)² blocks of g×g per row (rows·d_in²·M² scattered adds: seconds for a 1536×576 layer),
-/// while A·x costs one sgemm (Ŵ(x)·H) plus a gather and a scatter, so large layers use PCG with the
-/// block-Jacobi preconditioner (the g×g diagonal block of each code), and small ones use Cholesky.
+/// (d_in/g·M)² blocks of g×g per row: rows·(d_in·M)² scattered adds (2·10⁹ for a [1536, 576]
+/// layer in 2x8), and factoring the 4096² system costs 23 GFLOP per update. A·x instead costs one
+/// sgemm (Ŵ(x)·H) plus a gather and a scatter, and PCG warm-started from the current codebooks
+/// with the block-Jacobi preconditioner (each code's g×g diagonal block) reaches the same
+/// objective in about 3 iterations at real shapes; so layers use PCG unless the explicit system
+/// is small (`NormalEquations.choleskyIsCheap`), where LAPACK's Cholesky solves it exactly.
 /// Codes no group uses have zero rows in A and keep their values.
 ///
 /// Conjugate gradient stops after `maxIterations` or once an iteration lowers the objective by

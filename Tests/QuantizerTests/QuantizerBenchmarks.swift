@@ -41,8 +41,16 @@ final class QuantizerBenchmarks: XCTestCase {
                                        hessian: Synthetic.identity(dIn))
         print("Gaussian [1536, 576], H = I, 2x8 g8, threads \(Threads.count)")
         var results = [String: QuantizedLinear]()
-        for (label, beam, iterations) in [("aqlm beam 1", 1, nil), ("aqlm beam 8", 8, nil), ("aqlm default", AQLMOptions().beamSize, nil)] as [(String, Int, Int?)] {
-            let result = try quantizeLinear(problem, scheme: .preset2x8, options: options(beam: beam, iterations: iterations))
+        let runs: [(String, Int, AQLMInitialization, Bool)] = [
+            ("aqlm beam 1", 1, .product, false), ("aqlm beam 8 (default)", 8, .product, false),
+            ("aqlm beam 1, 8 iters", 1, .product, true), ("aqlm beam 8, 8 iters", 8, .product, true),
+            ("aqlm rvq-init beam 1, 8 it", 1, .residual, true), ("aqlm rvq-init beam 8, 8 it", 8, .residual, true),
+        ]
+        for (label, beam, initialization, fixedIterations) in runs {
+            var o = options(beam: beam)
+            o.initialization = initialization
+            if fixedIterations { o.tolerance = 0 }
+            let result = try quantizeLinear(problem, scheme: .preset2x8, options: o)
             print(line(label, result))
             results[label] = result
         }
@@ -53,8 +61,8 @@ final class QuantizerBenchmarks: XCTestCase {
         for (bits, group) in [(2, 64), (2, 16), (3, 64), (4, 64)] {
             print(line("rtn\(bits) g\(group) (min/max)", try quantizeRoundToNearest(problem, bits: bits, groupSize: group)))
         }
-        XCTAssertLessThan(results["aqlm beam 8"]!.finalError.relative, 0.100)
-        XCTAssertLessThan(results["aqlm default"]!.finalError.relative, 0.100)
+        XCTAssertLessThan(results["aqlm beam 8 (default)"]!.finalError.relative, 0.100)
+        XCTAssertLessThan(results["aqlm beam 8, 8 iters"]!.finalError.relative, results["aqlm beam 1, 8 iters"]!.finalError.relative)
     }
 
     /// One SmolLM2-135M block's seven linears with synthetic activation Hessians, at the defaults.
