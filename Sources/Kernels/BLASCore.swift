@@ -3,31 +3,40 @@ import Foundation
 
 /// Which of OpenBLAS's per-CPU kernel sets the process uses.
 ///
-/// Debian's OpenBLAS 0.3.21 (DYNAMIC_ARCH) predates AMD Zen 5 and falls back to its Haswell
-/// (AVX2) kernels on this machine, although the CPU has full-width AVX-512; its SkylakeX
-/// kernels run sgemm about 1.7x faster here (measured side by side: 318 vs 116 GFLOP/s
-/// at 512x1536x576, two threads). OpenBLAS picks the kernel set in a library constructor,
-/// before `main`, from `OPENBLAS_CORETYPE`; `gotoblas_dynamic_quit` / `gotoblas_dynamic_init`
-/// (exported by every DYNAMIC_ARCH build) redo that choice, so it can still be corrected at
-/// startup, before the first BLAS call.
+/// This machine's environment sets OPENBLAS_CORETYPE=Haswell (OpenBLAS 0.3.21 itself would
+/// detect "Cooperlake" on this Zen 5 CPU), which pins sgemm to the AVX2 kernels although
+/// the CPU has full-width AVX-512: the SkylakeX kernels run sgemm about 1.7x faster here
+/// (side by side, 2 threads, 512x1536x576: 318 vs 116 GFLOP/s) and give the same perplexity.
+/// OpenBLAS picks its kernel set in a library constructor, before `main`;
+/// `gotoblas_dynamic_quit` / `gotoblas_dynamic_init` (exported by every DYNAMIC_ARCH build)
+/// redo that choice, so it can still be changed at startup, before the first BLAS call.
 public enum BLASCore {
     /// The kernel set in use ("Haswell", "SkylakeX", ...).
     public static var name: String { String(cString: openblas_get_corename()) }
 
-    /// Switches OpenBLAS to its SkylakeX (AVX-512) kernels when it fell back to Haswell on a
-    /// CPU with AVX-512 F/BW/DQ/VL, unless the user chose a core with OPENBLAS_CORETYPE.
-    /// Call once at startup, before any BLAS call; returns the kernel set in use afterwards.
+    /// Moves OpenBLAS from its Haswell (AVX2) kernels to SkylakeX (AVX-512) on a CPU with
+    /// AVX-512 F/BW/DQ/VL. `AQLM_BLAS_CORE=<name>` picks a kernel set instead (e.g.
+    /// `haswell` to keep the environment's choice). Call once at startup, before any BLAS
+    /// call; returns the kernel set in use afterwards.
     @discardableResult
     public static func preferAVX512() -> String {
         choice
     }
 
     private static let choice: String = {
-        guard ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] == nil,
-              name.lowercased() == "haswell", cpuHasAVX512(),
+        let requested = ProcessInfo.processInfo.environment["AQLM_BLAS_CORE"]
+        let target: String
+        if let requested, !requested.isEmpty {
+            target = requested
+        } else if name.lowercased() == "haswell" && cpuHasAVX512() {
+            target = "SkylakeX"
+        } else {
+            return name
+        }
+        guard target.lowercased() != name.lowercased(),
               let quit = symbol("gotoblas_dynamic_quit"), let initialize = symbol("gotoblas_dynamic_init")
         else { return name }
-        setenv("OPENBLAS_CORETYPE", "SKYLAKEX", 1)
+        setenv("OPENBLAS_CORETYPE", target, 1)
         quit()
         initialize()
         return name
