@@ -53,7 +53,8 @@ public func benchmarkForward(model: LlamaModel, prefillTokens: Int = 128, decode
     // Causal attention: row t scores and mixes t + 1 positions, 2·headDim FLOPs each, per head.
     let attentionFLOPs = c.numLayers * c.numHeads * 4 * c.headDim * (prefillTokens * (prefillTokens + 1) / 2)
     let prefillFLOPs = Double(blockFLOPs * prefillTokens + headFLOPs + attentionFLOPs)
-    let weightBytes = model.weightBytes - 4 * c.vocabSize * c.hiddenSize + model.head.weightBytes
+    // A decoding step streams every block weight and the head, but one row of the embedding.
+    let weightBytes = model.weightBytes - 4 * model.embedding.count + (c.tiedEmbeddings ? model.head.weightBytes : 0)
     return ForwardBenchmark(
         threads: Threads.count, prefillTokens: prefillTokens,
         prefillTokensPerSecond: Double(prefillTokens) / bestPrefill, prefillGFLOPS: prefillFLOPs / bestPrefill / 1e9,

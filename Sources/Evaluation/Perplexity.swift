@@ -113,15 +113,15 @@ public func evaluatePerplexity(model: LlamaModel, tokens: [Int], bos: Int?, text
         let targets = Array(tokens[(range.lowerBound + scored.lowerBound + 1)..<(range.lowerBound + scored.upperBound + 1)])
         let basePosition = chunk * scored.count
         scorer.score(state: state, targets: targets, base: base, basePosition: basePosition)
-        for r in 0..<scored.count {
-            sumNLL += scorer.nll[r]
-            sumNLL2 += scorer.nll[r] * scorer.nll[r]
+        for position in scorer.scores {
+            sumNLL += position.nll
+            sumNLL2 += position.nll * position.nll
             if base != nil {
-                sumKL += scorer.kl[r]
-                sumKL2 += scorer.kl[r] * scorer.kl[r]
-                sameTop += scorer.sameTop[r] ? 1 : 0
+                sumKL += position.kl
+                sumKL2 += position.kl * position.kl
+                sameTop += position.sameTop ? 1 : 0
             }
-            if saved != nil { saved!.append(top: scorer.top[r], tailLogMass: scorer.tail[r]) }
+            saved?.append(top: position.top, tailLogMass: position.tail)
         }
         count += scored.count
         progress?(PerplexityProgress(chunk: chunk + 1, chunks: plan.chunks, runningPPL: Foundation.exp(sumNLL / Double(count)),
@@ -157,57 +157,56 @@ func seconds(_ d: Duration) -> Double {
     Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
 }
 
-/// Per-row results of one chunk, computed in parallel over the scored rows (each row's
-/// values land in its own slot, so sums taken afterwards in row order are deterministic).
+/// What one scored position contributes.
+struct PositionScore {
+    var nll = 0.0
+    /// KL(base ‖ model) and whether both pick the same most likely token (with a base).
+    var kl = 0.0
+    var sameTop = false
+    /// This model's top k (id, log-prob) and the log of the remaining mass (when saving).
+    var top: [(index: Int, value: Float)] = []
+    var tail: Float = 0
+}
+
+/// Scores the rows of one chunk in parallel; each row's result lands in its own slot, so the
+/// sums taken afterwards in row order are the same whatever the thread count.
 struct ChunkScorer {
-    let rows: Int
     let vocabSize: Int
+    /// Entries to keep per row for a saved reference (0: not saving).
     let topK: Int
-    var nll: [Double]
-    var kl: [Double]
-    var sameTop: [Bool]
-    var top: [[(index: Int, value: Float)]]
-    var tail: [Float]
+    private(set) var scores: [PositionScore]
 
     init(rows: Int, vocabSize: Int, topK: Int) {
-        self.rows = rows
         self.vocabSize = vocabSize
         self.topK = topK
-        nll = Array(repeating: 0, count: rows)
-        kl = Array(repeating: 0, count: rows)
-        sameTop = Array(repeating: false, count: rows)
-        top = Array(repeating: [], count: rows)
-        tail = Array(repeating: 0, count: rows)
+        scores = Array(repeating: PositionScore(), count: rows)
     }
 
     /// Row r of the state's logits predicts targets[r]; `base` rows start at basePosition.
     mutating func score(state: LlamaState, targets: [Int], base: TopKLogProbs?, basePosition: Int) {
         let vocab = vocabSize, k = topK
-        nll.withUnsafeMutableBufferPointer { nll in
-        kl.withUnsafeMutableBufferPointer { kl in
-        sameTop.withUnsafeMutableBufferPointer { sameTop in
-        top.withUnsafeMutableBufferPointer { top in
-        tail.withUnsafeMutableBufferPointer { tail in
-            parallelChunks(rows) { lo, hi in
+        scores.withUnsafeMutableBufferPointer { scores in
+            parallelChunks(scores.count) { lo, hi in
                 let scratch = UnsafeMutablePointer<Float>.allocate(capacity: vocab)
                 defer { scratch.deallocate() }
                 for r in lo..<hi {
                     let logits = state.logits(row: r)
                     let normaliser = logSumExp(logits.baseAddress!, count: vocab)
-                    nll[r] = Double(normaliser - logits[targets[r]])
+                    var score = PositionScore(nll: Double(normaliser - logits[targets[r]]))
                     if k > 0 {
                         let best = topKEntries(logits, k: k)
-                        top[r] = best.map { ($0.index, $0.value - normaliser) }
-                        tail[r] = tailLogMass(logits, excluding: best.map(\.index), logSumExp: normaliser, scratch: scratch)
+                        score.top = best.map { ($0.index, $0.value - normaliser) }
+                        score.tail = tailLogMass(logits, excluding: best.map(\.index), logSumExp: normaliser, scratch: scratch)
                     }
                     if let base {
-                        kl[r] = klDivergence(base: base, position: basePosition + r, logits: logits,
-                                             logSumExp: normaliser, scratch: scratch)
-                        sameTop[r] = argmax(logits.baseAddress!, count: vocab) == Int(base.ids[(basePosition + r) * base.k])
+                        score.kl = klDivergence(base: base, position: basePosition + r, logits: logits,
+                                                logSumExp: normaliser, scratch: scratch)
+                        score.sameTop = argmax(logits.baseAddress!, count: vocab) == Int(base.ids[(basePosition + r) * base.k])
                     }
+                    scores[r] = score
                 }
             }
-        }}}}}
+        }
     }
 }
 
