@@ -1,0 +1,89 @@
+import Finetune
+import Foundation
+import Kernels
+import XCTest
+
+final class AdamTests: XCTestCase {
+    /// Adam written out in Float64, straight from Kingma & Ba's Algorithm 1.
+    struct ReferenceAdam {
+        let lr: Double, beta1: Double, beta2: Double, epsilon: Double
+        var m: [Double], v: [Double], t = 0
+
+        mutating func step(_ theta: inout [Double], _ g: [Double]) {
+            t += 1
+            for i in theta.indices {
+                m[i] = beta1 * m[i] + (1 - beta1) * g[i]
+                v[i] = beta2 * v[i] + (1 - beta2) * g[i] * g[i]
+                let mHat = m[i] / (1 - pow(beta1, Double(t))), vHat = v[i] / (1 - pow(beta2, Double(t)))
+                theta[i] -= lr * mHat / (vHat.squareRoot() + epsilon)
+            }
+        }
+    }
+
+    /// f(x) = Σ a_i (x_i − c_i)², ∇f = 2a(x − c).
+    let a: [Float] = (0..<37).map { 0.1 + Float($0 % 7) }
+    let c: [Float] = (0..<37).map { Float($0) / 10 - 1.5 }
+    func gradient(_ x: [Float]) -> [Float] { x.indices.map { 2 * a[$0] * (x[$0] - c[$0]) } }
+
+    func testFirstStepMovesEveryCoordinateByTheLearningRate() {
+        // With bias correction, m̂ = g and v̂ = g² at t = 1: the step is lr·sign(g) (ε aside).
+        var adam = Adam(options: AdamOptions(learningRate: 0.01, beta1: 0.9, beta2: 0.999, epsilon: 1e-8))
+        let initial = c.indices.map { c[$0] + ($0 % 2 == 0 ? 1 : -0.5) }
+        var x = initial
+        adam.beginStep()
+        adam.update(&x, gradient: gradient(x), name: "x")
+        for i in x.indices {
+            XCTAssertEqual(x[i], initial[i] - 0.01 * (i % 2 == 0 ? 1 : -1), accuracy: 1e-6, "coordinate \(i)")
+        }
+    }
+
+    func testMatchesFloat64ReferenceOverManySteps() {
+        let options = AdamOptions(learningRate: 0.03, beta1: 0.8, beta2: 0.95, epsilon: 1e-6)
+        var adam = Adam(options: options)
+        var reference = ReferenceAdam(lr: 0.03, beta1: 0.8, beta2: 0.95, epsilon: 1e-6,
+                                      m: [Double](repeating: 0, count: a.count), v: [Double](repeating: 0, count: a.count))
+        var x = [Float](repeating: 0.5, count: a.count)
+        var y = x.map(Double.init)
+        for _ in 0..<50 {
+            let g = gradient(x)
+            adam.beginStep()
+            adam.update(&x, gradient: g, name: "x")
+            reference.step(&y, g.map(Double.init))
+        }
+        XCTAssertEqual(adam.step, 50)
+        for i in x.indices { XCTAssertEqual(Double(x[i]), y[i], accuracy: 1e-4, "coordinate \(i)") }
+    }
+
+    func testConvergesOnAQuadratic() {
+        var adam = Adam(options: AdamOptions(learningRate: 0.05))
+        var x = [Float](repeating: 2, count: a.count)
+        let start = zip(x, c).map { abs($0 - $1) }.max()!
+        for _ in 0..<600 {
+            adam.beginStep()
+            adam.update(&x, gradient: gradient(x), name: "x")
+        }
+        let end = zip(x, c).map { abs($0 - $1) }.max()!
+        XCTAssertGreaterThan(start, 1)
+        XCTAssertLessThan(end, 0.02)
+    }
+
+    func testParametersKeepTheirOwnMoments() {
+        // Two names updated in one step behave exactly like two separate optimizers.
+        var shared = Adam(options: AdamOptions(learningRate: 0.1))
+        var first = Adam(options: AdamOptions(learningRate: 0.1)), second = first
+        var p: [Float] = [1, -2, 3], q: [Float] = [0.5, 0.25]
+        var p1 = p, q2 = q
+        for step in 0..<5 {
+            let gp = p.map { $0 * Float(step + 1) }, gq = q.map { -$0 }
+            shared.beginStep()
+            shared.update(&p, gradient: gp, name: "p")
+            shared.update(&q, gradient: gq, name: "q")
+            first.beginStep()
+            first.update(&p1, gradient: p1.map { $0 * Float(step + 1) }, name: "p")
+            second.beginStep()
+            second.update(&q2, gradient: q2.map { -$0 }, name: "q")
+        }
+        XCTAssertEqual(p, p1)
+        XCTAssertEqual(q, q2)
+    }
+}
