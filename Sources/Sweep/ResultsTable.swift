@@ -46,7 +46,7 @@ public struct ResultsTable {
         }
         var notes: [(String, [String])] = []
         for r in rows {
-            guard let note = r.note else { continue }
+            guard let note = r.note ?? r.family.note else { continue }
             if let i = notes.firstIndex(where: { $0.0 == note }) { notes[i].1.append(r.scheme) } else { notes.append((note, [r.scheme])) }
         }
         if !notes.isEmpty {

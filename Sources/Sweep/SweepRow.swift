@@ -16,6 +16,17 @@ public enum MethodFamily: String, Sendable, CaseIterable {
     /// A point measured by another tool (`--reference CSV`).
     case external
 
+    /// What a reader of the table must know about every row of the family.
+    public var note: String? {
+        switch self {
+        case .rtn:
+            return "written dequantized (a dense Float32 model directory), so its file size and decode speed are those "
+                + "of the dense model; bits/weight counts the packed codes plus the fp16 scale and minimum of each group of 64"
+        default:
+            return nil
+        }
+    }
+
     public init(_ choice: QuantizationChoice) {
         switch choice {
         case .aqlm: self = .aqlm
