@@ -35,7 +35,7 @@ public struct ResultsTable {
             "|---|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in rows {
-            let ppl = formatPPL(r.ppl) + (r.pplStderr.map { " ± " + formatPPL($0) } ?? "")
+            let ppl = formatPPL(r.ppl) + (r.pplStderr.map { " ± " + formatPPL($0, like: r.ppl) } ?? "")
             let name = r.external ? "\(r.scheme) *(external)*" : r.scheme
             let cells: [String] = [
                 name, r.family.rawValue, String(format: "%.3f", r.bitsPerWeight), r.fileBytes.map(formatBytes) ?? "–", ppl,
@@ -74,10 +74,13 @@ func csvField(_ s: String) -> String {
     return "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\""
 }
 
-func formatPPL(_ v: Double) -> String {
+/// Two decimals, none from 1000, three significant digits from 10⁵; `like` formats an
+/// uncertainty the way its value is formatted.
+func formatPPL(_ v: Double, like reference: Double? = nil) -> String {
     guard v.isFinite else { return v.description }
-    if v >= 1e5 { return String(format: "%.3g", v) }
-    return String(format: v >= 1000 ? "%.0f" : "%.2f", v)
+    let scale = reference ?? v
+    if scale >= 1e5 { return String(format: "%.3g", v) }
+    return String(format: scale >= 1000 ? "%.0f" : "%.2f", v)
 }
 
 /// Decimal units (MB = 10⁶ bytes), as file sizes are usually quoted.

@@ -3,7 +3,9 @@ import Foundation
 /// Perplexity against bits per weight as a self-contained SVG: both axes logarithmic (the
 /// points run from ~2 to 16 bits and from near-original perplexity to orders of magnitude
 /// above it), one colour and marker per method family, each point labelled with its scheme,
-/// the original's perplexity as a dashed reference line, ticks, grid and a legend.
+/// the original's perplexity as a dashed reference line, ticks, grid and a legend. The PPL
+/// axis stops `offScaleFactor` times above the best point so the useful region is not
+/// squashed by a collapsed scheme; points beyond sit on the top edge, their PPL in the label.
 public struct TradeoffPlot {
     public let rows: [SweepRow]
     public let title: String
@@ -15,10 +17,11 @@ public struct TradeoffPlot {
     }
 
     // Canvas: plot area inside fixed margins, legend to the right.
-    static let width = 980.0, height = 620.0
-    static let left = 80.0, right = 190.0, top = 56.0, bottom = 70.0
+    static let width = 1000.0, height = 620.0
+    static let left = 80.0, right = 210.0, top = 56.0, bottom = 70.0
     static let plotWidth = width - left - right, plotHeight = height - top - bottom
     static let labelFontSize = 11.0
+    static let offScaleFactor = 100.0
     /// Average advance of the label font per character, for collision estimates.
     static let characterWidth = 6.3
 
@@ -37,16 +40,21 @@ public struct TradeoffPlot {
             return out.joined(separator: "\n") + "\n"
         }
         let x = LogAxis(values: points.map(\.bitsPerWeight), from: Self.left, to: Self.left + Self.plotWidth)
-        let y = LogAxis(values: points.map(\.ppl), from: Self.top + Self.plotHeight, to: Self.top)
+        let ceiling = Self.offScaleFactor * points.map(\.ppl).min()!
+        let y = LogAxis(values: points.map { min($0.ppl, ceiling) }, from: Self.top + Self.plotHeight, to: Self.top)
+        let place = Placement(x: x, y: y, ceiling: ceiling)
         out += axes(x: x, y: y)
         if let original = points.first(where: { $0.family == .original }) {
             let py = y.position(original.ppl)
             out.append(##"<line class="original-ppl" x1="\##(f(Self.left))" y1="\##(f(py))" x2="\##(f(Self.left + Self.plotWidth))" y2="\##(f(py))" stroke="#555" stroke-width="1" stroke-dasharray="5,4"/>"##)
         }
-        out += seriesLines(points, x: x, y: y)
-        out += labelledPoints(points, x: x, y: y)
+        out += seriesLines(points, place)
+        out += labelledPoints(points, place)
         out += legend(points)
         var footer = caption
+        if points.contains(where: { $0.ppl > ceiling }) {
+            footer += (footer.isEmpty ? "" : "; ") + "points above PPL \(formatPPL(ceiling)) sit on the top edge"
+        }
         let skipped = rows.filter { !($0.ppl.isFinite && $0.ppl > 0 && $0.bitsPerWeight > 0) }
         if !skipped.isEmpty {
             footer += (footer.isEmpty ? "" : "; ") + "not plotted: " + skipped.map { "\($0.scheme) (PPL \($0.ppl))" }.joined(separator: ", ")
@@ -84,26 +92,27 @@ public struct TradeoffPlot {
 
     /// Points of one family joined in order of bits per weight (external and original points
     /// are separate methods, so they stay unjoined).
-    func seriesLines(_ points: [SweepRow], x: LogAxis, y: LogAxis) -> [String] {
+    func seriesLines(_ points: [SweepRow], _ place: Placement) -> [String] {
         var out: [String] = []
         for family in MethodFamily.allCases where family != .external && family != .original {
             let series = points.filter { $0.family == family }.sorted { $0.bitsPerWeight < $1.bitsPerWeight }
             guard series.count > 1 else { continue }
-            let path = series.map { "\(f(x.position($0.bitsPerWeight))),\(f(y.position($0.ppl)))" }.joined(separator: " ")
+            let path = series.map { place.centre($0) }.map { "\(f($0.0)),\(f($0.1))" }.joined(separator: " ")
             out.append(##"<polyline class="series" data-family="\##(family.rawValue)" points="\##(path)" fill="none" stroke="\##(Self.style(family).color)" stroke-width="1.5" stroke-opacity="0.6"/>"##)
         }
         return out
     }
 
-    func labelledPoints(_ points: [SweepRow], x: LogAxis, y: LogAxis) -> [String] {
-        let centres = points.map { (x.position($0.bitsPerWeight), y.position($0.ppl)) }
+    func labelledPoints(_ points: [SweepRow], _ place: Placement) -> [String] {
+        let centres = points.map(place.centre)
         let markers = centres.map { Box(x: $0.0 - 6, y: $0.1 - 6, width: 12, height: 12) }
         var placed: [Box] = []
         var out: [String] = []
         for (i, row) in points.enumerated() {
             let (px, py) = centres[i]
             let style = Self.style(row.family)
-            let label = placeLabel(row.scheme, at: (px, py), avoiding: placed + markers.enumerated().filter { $0.offset != i }.map(\.element))
+            let text = row.ppl > place.ceiling ? "\(row.scheme) (PPL \(formatPPL(row.ppl)))" : row.scheme
+            let label = placeLabel(text, at: (px, py), below: row.ppl > place.ceiling, avoiding: placed + markers.enumerated().filter { $0.offset != i }.map(\.element))
             placed.append(label.box)
             var tooltip = "\(row.scheme) (\(row.family.rawValue)): \(String(format: "%.3f", row.bitsPerWeight)) bits/weight, PPL \(formatPPL(row.ppl))"
             if let e = row.pplStderr { tooltip += " ± \(formatPPL(e))" }
@@ -111,7 +120,7 @@ public struct TradeoffPlot {
             out.append(##"<g class="point" data-family="\##(row.family.rawValue)" data-scheme="\##(escapeXML(row.scheme))">"##)
             out.append("<title>\(escapeXML(tooltip))</title>")
             out.append(marker(style, at: (px, py)))
-            out.append(##"<text class="label" x="\##(f(label.x))" y="\##(f(label.y))" text-anchor="\##(label.anchor)" font-size="\##(Self.labelFontSize)" fill="#222">\##(escapeXML(row.scheme))</text>"##)
+            out.append(##"<text class="label" x="\##(f(label.x))" y="\##(f(label.y))" text-anchor="\##(label.anchor)" font-size="\##(Self.labelFontSize)" fill="#222" stroke="white" stroke-width="3" paint-order="stroke">\##(escapeXML(text))</text>"##)
             out.append("</g>")
         }
         return out
@@ -119,9 +128,10 @@ public struct TradeoffPlot {
 
     func legend(_ points: [SweepRow]) -> [String] {
         let families = MethodFamily.allCases.filter { f in points.contains { $0.family == f } }
-        let x0 = Self.left + Self.plotWidth + 24, y0 = Self.top + 10
+        let x0 = Self.left + Self.plotWidth + 20, y0 = Self.top + 10
+        let width = 40 + 6.5 * Double(families.map { Self.style($0).legend.count }.max() ?? 10)
         var out = [##"<g class="legend" font-size="12">"##]
-        out.append(##"<rect x="\##(f(x0 - 10))" y="\##(f(y0 - 14))" width="150" height="\##(f(Double(families.count) * 22 + 34))" fill="white" stroke="#999"/>"##)
+        out.append(##"<rect x="\##(f(x0 - 10))" y="\##(f(y0 - 14))" width="\##(f(width))" height="\##(f(Double(families.count) * 22 + 34))" fill="white" stroke="#999"/>"##)
         out.append(##"<text x="\##(f(x0))" y="\##(f(y0 + 2))" font-weight="bold">method family</text>"##)
         for (i, family) in families.enumerated() {
             let cy = y0 + 24 + Double(i) * 22
@@ -174,6 +184,17 @@ public struct TradeoffPlot {
         }
     }
 
+    /// Where a row's marker goes: log-log, with off-scale PPL pinned to the top edge.
+    struct Placement {
+        let x: LogAxis
+        let y: LogAxis
+        let ceiling: Double
+
+        func centre(_ row: SweepRow) -> (Double, Double) {
+            (x.position(row.bitsPerWeight), row.ppl > ceiling ? TradeoffPlot.top : y.position(row.ppl))
+        }
+    }
+
     struct Box {
         var x, y, width, height: Double
         func intersects(_ o: Box) -> Bool {
@@ -188,10 +209,11 @@ public struct TradeoffPlot {
     }
 
     /// The first of a few positions around the point (right, left, above, below, then further
-    /// out) whose text box overlaps no placed label or other marker and stays on the canvas.
-    func placeLabel(_ text: String, at p: (Double, Double), avoiding obstacles: [Box]) -> Label {
+    /// out; below first for a point pinned to the top edge) whose text box overlaps no placed
+    /// label or other marker and stays near the plot area.
+    func placeLabel(_ text: String, at p: (Double, Double), below: Bool, avoiding obstacles: [Box]) -> Label {
         let width = Double(text.count) * Self.characterWidth, height = Self.labelFontSize + 2
-        let offsets: [(Double, Double, String)] = [
+        let offsets: [(Double, Double, String)] = (below ? [(7, 17, "start"), (-7, 17, "end")] : []) + [
             (9, 4, "start"), (-9, 4, "end"), (7, -9, "start"), (7, 17, "start"), (-7, -9, "end"), (-7, 17, "end"),
             (9, -20, "start"), (9, 28, "start"), (-9, -20, "end"), (-9, 28, "end"), (0, -12, "middle"), (0, 20, "middle"),
         ]
@@ -203,7 +225,7 @@ public struct TradeoffPlot {
         for o in offsets {
             let candidate = label(o)
             let b = candidate.box
-            let inside = b.x >= 2 && b.x + b.width <= Self.left + Self.plotWidth + Self.right - 160 && b.y >= Self.top - 16
+            let inside = b.x >= 2 && b.x + b.width <= Self.left + Self.plotWidth + 8 && b.y >= Self.top - 16
                 && b.y + b.height <= Self.top + Self.plotHeight + 16
             if inside && !obstacles.contains(where: { $0.intersects(b) }) { return candidate }
         }

@@ -255,10 +255,14 @@ final class SweepTests: XCTestCase {
         let text = plot.svg()
         let svg = SVGInspector(svg: text)
         XCTAssertTrue(svg.wellFormed, svg.error)
-        XCTAssertEqual(svg.points.map(\.label), rows.dropLast().map(\.scheme))
+        XCTAssertEqual(svg.points.map(\.scheme), rows.dropLast().map(\.scheme))
+        // rtn2 is more than 100x the best PPL: pinned to the top edge with its value in the label.
+        XCTAssertEqual(svg.points.map(\.label), rows.dropLast().map { $0.scheme == "rtn2" ? "rtn2 (PPL 48000)" : $0.scheme })
+        XCTAssertTrue(text.contains("points above PPL 2240 sit on the top edge"), text)
         XCTAssertTrue(text.contains("not plotted: broken (PPL inf)"))
         // Log axes: decades on the PPL axis, several bit-width ticks.
-        for tick in ["100", "1000", "10000"] { XCTAssertTrue(svg.axisTexts.contains(tick), "\(svg.axisTexts)") }
+        for tick in ["100", "1000"] { XCTAssertTrue(svg.axisTexts.contains(tick), "\(svg.axisTexts)") }
+        XCTAssertFalse(svg.axisTexts.contains("10000"), "the PPL axis stops at 100x the best point")
         for tick in ["2", "3", "4", "5"] { XCTAssertTrue(svg.axisTexts.contains(tick), "\(svg.axisTexts)") }
 
         // A narrow range still gets several labelled ticks.
