@@ -110,7 +110,7 @@ public func evaluatePerplexity(model: LlamaModel, tokens: [Int], bos: Int?, text
         let range = plan.tokenRange(chunk: chunk)
         model.forward(plan.input(chunk: chunk, of: tokens, bos: bos), startPosition: 0, state: state,
                       logits: .range(scored))
-        let targets = Array(tokens[(range.lowerBound + scored.lowerBound + 1)..<(range.lowerBound + scored.upperBound + 1)])
+        let targets = scored.map { tokens[range.lowerBound + $0 + 1] }   // position r predicts token r + 1
         let basePosition = chunk * scored.count
         scorer.score(state: state, targets: targets, base: base, basePosition: basePosition)
         for position in scorer.scores {

@@ -15,13 +15,19 @@ public func causalAttention(queries: UnsafePointer<Float>, keys: UnsafePointer<F
     precondition(heads % kvHeads == 0, "query heads must be a multiple of key/value heads")
     let groupSize = heads / kvHeads
     let qStride = heads * headDim, kvStride = kvHeads * headDim
-    parallelFor(tokens * heads) { item in
+    func attend(_ item: Int) {
         let t = tokens - 1 - item / heads, h = item % heads
         let kvOffset = (h / groupSize) * headDim
         attendOneQuery(queries + t * qStride + h * headDim,
                        keys: keys + kvOffset, values: values + kvOffset, kvStride: kvStride,
                        positions: startPosition + t + 1, headDim: headDim,
                        into: out + t * qStride + h * headDim)
+    }
+    // Decoding a short sequence is a few microseconds of work: not worth waking workers.
+    if tokens * heads * (startPosition + tokens) * headDim < 1 << 16 {
+        for item in 0..<(tokens * heads) { attend(item) }
+    } else {
+        parallelFor(tokens * heads, attend)
     }
 }
 
