@@ -44,44 +44,55 @@ public struct Sweep {
         var original = LazyOriginal(path: options.model)
         var outcome = SweepOutcome(rows: [], quantized: [], evaluated: [], outputFiles: [])
         let tokens = try cachedTokens(directory.evalTokens, text: textBytes, original: &original)
-
-        let originalRow: SweepRow
-        if let row = try directory.readRow("original"), FileManager.default.fileExists(atPath: directory.referenceLogProbs) {
-            originalRow = row
-        } else {
-            originalRow = try evaluateOriginal(try original.get(), tokens: tokens, directory: directory)
-            try directory.writeRow(originalRow, as: "original")
-            outcome.evaluated.append("original")
-        }
-        var calibration = options.quantize
-        var rows = [originalRow]
+        var rows = [try originalRow(tokens: tokens, directory: directory, original: &original, outcome: &outcome)]
+        var quantizeOptions = options.quantize
         for choice in options.schemes {
-            let scheme = choice.description
-            if let row = try directory.readRow(scheme) {
-                log("\(scheme): finished earlier (\(directory.result(scheme)))")
-                rows.append(row)
-                continue
-            }
-            let modelPath = directory.model(scheme)
-            if !FileManager.default.fileExists(atPath: modelPath) {
-                if choice.needsCalibration && calibration.calibrationTokens == nil {
-                    calibration.calibrationTokens = try calibrationTokens(directory: directory, original: &original)
-                }
-                original.release()
-                try quantize(choice, to: modelPath, base: calibration)
-                outcome.quantized.append(scheme)
-            }
-            original.release()
-            let row = try evaluateQuantized(choice, modelPath: modelPath, tokens: tokens, directory: directory)
-            try directory.writeRow(row, as: scheme)
-            outcome.evaluated.append(scheme)
-            rows.append(row)
+            rows.append(try schemeRow(choice, tokens: tokens, directory: directory, quantizeOptions: &quantizeOptions,
+                                      original: &original, outcome: &outcome))
             // The table so far, so a long sweep can be looked at before it ends.
             _ = try writeOutputs(rows + external, directory: directory)
         }
         outcome.rows = rows + external
         outcome.outputFiles = try writeOutputs(outcome.rows, directory: directory)
         return outcome
+    }
+
+    /// The original's row and reference log-probs: from an earlier run, or evaluated now.
+    func originalRow(tokens: [Int], directory: SweepDirectory, original: inout LazyOriginal,
+                     outcome: inout SweepOutcome) throws -> SweepRow {
+        if let row = try directory.readRow("original"), FileManager.default.fileExists(atPath: directory.referenceLogProbs) {
+            return row
+        }
+        let row = try evaluateOriginal(try original.get(), tokens: tokens, directory: directory)
+        try directory.writeRow(row, as: "original")
+        outcome.evaluated.append("original")
+        return row
+    }
+
+    /// One scheme's row: from an earlier run; or its existing model evaluated; or quantized
+    /// (with the calibration tokens cached on first need) and then evaluated.
+    func schemeRow(_ choice: QuantizationChoice, tokens: [Int], directory: SweepDirectory,
+                   quantizeOptions: inout QuantizeOptions, original: inout LazyOriginal,
+                   outcome: inout SweepOutcome) throws -> SweepRow {
+        let scheme = choice.description
+        if let row = try directory.readRow(scheme) {
+            log("\(scheme): finished earlier (\(directory.result(scheme)))")
+            return row
+        }
+        let modelPath = directory.model(scheme)
+        if !FileManager.default.fileExists(atPath: modelPath) {
+            if choice.needsCalibration && quantizeOptions.calibrationTokens == nil {
+                quantizeOptions.calibrationTokens = try calibrationTokens(directory: directory, original: &original)
+            }
+            original.release()
+            try quantize(choice, to: modelPath, base: quantizeOptions)
+            outcome.quantized.append(scheme)
+        }
+        original.release()
+        let row = try evaluateQuantized(choice, modelPath: modelPath, tokens: tokens, directory: directory)
+        try directory.writeRow(row, as: scheme)
+        outcome.evaluated.append(scheme)
+        return row
     }
 
     // MARK: - Scheme-independent work, cached
