@@ -1,21 +1,32 @@
 import ArgumentParser
 import Checkpoint
+import PackedFormat
 
 /// `aqlm inspect PATH`: what a checkpoint holds (hyper-parameters, metadata, tensors, parameter
-/// counts, bits per weight), as text or as one JSON object.
+/// counts, bits per weight), as text or as one JSON object, for every format the tool reads.
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "inspect",
-        abstract: "Describe a GGUF checkpoint: hyper-parameters, metadata, tensors, bits per weight.")
+        abstract: "Describe a checkpoint: hyper-parameters, metadata, tensors, parameter counts, bits per weight.",
+        discussion: """
+        Reads headers only. For a packed AQLM directory, each linear's codes, codebooks and scales \
+        count toward that linear: codes at B bits each (whatever their int8/int16 container), codebooks \
+        and scales at 16 bits, so bits per weight over block linears is the scheme's honest figure; \
+        the scheme comes from quantization_config and the run's totals from report.json, if present.
+        """)
 
-    @Argument(help: "A GGUF file, or a model alias (smollm2-135m).")
+    @Argument(help: "A GGUF file, a Hugging Face model directory, a packed AQLM directory, or the alias smollm2-135m.")
     var model: String = "smollm2-135m"
 
-    @Flag(name: .long, help: "Print one JSON object (snake_case keys) instead of the text report.")
+    @Flag(name: .long, help: """
+        Print one JSON object instead of the text report, with the same keys for every format: path, format, \
+        architecture, config, metadata, tensors (name, shape, type, bytes, bits, parameters, role), parameters, \
+        total_bytes, bits_per_weight, block_linear_bits_per_weight, quantization, report (null when absent).
+        """)
     var json = false
 
     func run() throws {
-        let summary = try GGUFFile(path: ModelPaths.resolve(model)).summary()
+        let summary = try summarizeCheckpoint(model)
         print(json ? try summary.json() : summary.text())
     }
 }

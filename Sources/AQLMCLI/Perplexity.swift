@@ -50,7 +50,10 @@ struct Perplexity: ParsableCommand {
     @Option(help: "Cores to use (our loops and OpenBLAS).")
     var threads: Int?
 
-    @Flag(help: "Print one JSON object instead of text.")
+    @Flag(help: """
+        Print one JSON object instead of text: ppl, ppl_stderr, mean_nll, chunks, ctx, scored_tokens, wall_seconds, \
+        tokens_per_second, peak_rss_bytes, protocol (and kld_mean, kld_stderr, top1_agreement with --kl-base).
+        """)
     var json = false
 
     func run() throws {
@@ -96,46 +99,4 @@ struct Perplexity: ParsableCommand {
             throw ValidationError("give exactly one of --text FILE or --ids FILE")
         }
     }
-}
-
-// MARK: - Shared by the model-running commands
-
-/// A runnable model and its vocabulary from an alias, GGUF file, Hugging Face directory or
-/// packed AQLM directory (packed layers run through the AQLM kernels).
-func loadModel(_ name: String) throws -> (LlamaModel, TokenizerSpec) {
-    let opened = try openModel(name)
-    return (opened.model, opened.tokenizer)
-}
-
-func makeTokenizer(_ spec: TokenizerSpec) throws -> BPETokenizer {
-    do {
-        return try BPETokenizer(spec: spec)
-    } catch {
-        throw ValidationError("tokenizer: \(error)")
-    }
-}
-
-func printError(_ message: String, terminator: String = "\n") {
-    FileHandle.standardError.write(Data((message + terminator).utf8))
-}
-
-enum JSONField {
-    case int(Int), string(String), null
-}
-
-/// One line of JSON: an Encodable's keys plus `extra` ones.
-func jsonLine<T: Encodable>(_ value: T, extra: [String: JSONField]) throws -> String {
-    let encoded = try JSONEncoder().encode(value)
-    guard var object = try JSONSerialization.jsonObject(with: encoded) as? [String: Any] else {
-        return String(decoding: encoded, as: UTF8.self)
-    }
-    for (key, field) in extra {
-        switch field {
-        case .int(let v): object[key] = v
-        case .string(let s): object[key] = s
-        case .null: object[key] = NSNull()
-        }
-    }
-    let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-    return String(decoding: data, as: UTF8.self)
 }

@@ -59,7 +59,11 @@ struct Quantize: ParsableCommand {
     @Option(help: "Cores to use (our loops and OpenBLAS).")
     var threads: Int?
 
-    @Flag(help: "Print report.json's totals as one JSON object when done.")
+    @Flag(help: """
+        Print report.json's totals as one JSON object when done: scheme, model, output, samples, seqlen, seed, beam, \
+        bits_per_weight, model_bits_per_weight, quantized_parameters, other_parameters, other_bytes, file_bytes, \
+        wall_seconds, peak_rss_bytes, block_output_errors (and block_output_errors_finetuned when blocks are fine-tuned).
+        """)
     var json = false
 
     func options() throws -> QuantizeOptions {

@@ -10,7 +10,7 @@ struct Tokenize: ParsableCommand {
         discussion: "The file is read as raw bytes (CRLF kept); no BOS is added unless the model asks for it."
     )
 
-    @Option(help: "GGUF model file, or the alias smollm2-135m.")
+    @Option(help: "Model: the alias smollm2-135m, a GGUF file, a Hugging Face directory or a packed AQLM directory.")
     var model = "smollm2-135m"
 
     @Option(help: "Text file to tokenize.")
@@ -26,7 +26,7 @@ struct Tokenize: ParsableCommand {
     var parseSpecial = false
 
     func run() throws {
-        let tokenizer = try loadTokenizer(ModelPaths.resolve(model))
+        let tokenizer = try loadTokenizer(model)
         let bytes = try readText(text)
         let clock = ContinuousClock()
         let started = clock.now
@@ -48,13 +48,13 @@ struct Tokenize: ParsableCommand {
     }
 }
 
-/// The tokenizer stored in a GGUF model; errors name the file.
-private func loadTokenizer(_ path: String) throws -> BPETokenizer {
-    let spec = try GGUFFile(path: path).tokenizerSpec()
+/// The tokenizer stored with a model (any format `openModel` reads); errors name the path.
+private func loadTokenizer(_ name: String) throws -> BPETokenizer {
+    let spec = try openTokenizer(name)
     do {
         return try BPETokenizer(spec: spec)
     } catch let error as TokenizerError {
-        throw TokenizeError("\(path): \(error)")
+        throw TokenizeError("\(ModelPaths.resolve(name)): \(error)")
     }
 }
 

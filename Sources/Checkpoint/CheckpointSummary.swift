@@ -47,14 +47,19 @@ public struct TensorSummary: Sendable, Equatable, Codable {
     /// format counts the weights a code tensor encodes and 0 for codebooks and scales.
     public var parameters: Int
     public var role: TensorRole
+    /// Information the tensor holds, in bits: 8 · bytes, except where a format stores narrower
+    /// values in wider cells (B-bit AQLM codes in int8/int16 count B bits each), so bits per
+    /// weight measure the scheme rather than its container.
+    public var bits: Int
 
-    public init(name: String, shape: [Int], type: String, bytes: Int, parameters: Int, role: TensorRole) {
+    public init(name: String, shape: [Int], type: String, bytes: Int, parameters: Int, role: TensorRole, bits: Int? = nil) {
         self.name = name
         self.shape = shape
         self.type = type
         self.bytes = bytes
         self.parameters = parameters
         self.role = role
+        self.bits = bits ?? 8 * bytes
     }
 }
 
@@ -95,6 +100,27 @@ public struct ParameterCounts: Sendable, Equatable, Codable {
     }
 }
 
+/// How a quantized checkpoint's linears are coded (Hugging Face `quantization_config`).
+public struct QuantizationSummary: Sendable, Equatable, Codable {
+    /// `quant_method` ("aqlm").
+    public var method: String
+    /// "MxB", with "gG" appended when the in-group size G is not 8 (as `aqlm quantize --scheme`).
+    public var scheme: String
+    public var numCodebooks: Int
+    public var nbitsPerCodebook: Int
+    public var inGroupSize: Int
+    public var outGroupSize: Int
+
+    public init(method: String, numCodebooks: Int, nbitsPerCodebook: Int, inGroupSize: Int, outGroupSize: Int) {
+        self.method = method
+        self.numCodebooks = numCodebooks
+        self.nbitsPerCodebook = nbitsPerCodebook
+        self.inGroupSize = inGroupSize
+        self.outGroupSize = outGroupSize
+        scheme = "\(numCodebooks)x\(nbitsPerCodebook)" + (inGroupSize == 8 ? "" : "g\(inGroupSize)")
+    }
+}
+
 public struct CheckpointSummary: Sendable, Codable {
     public var path: String
     /// "GGUF v3", "safetensors", "AQLM packed", ...
@@ -105,29 +131,55 @@ public struct CheckpointSummary: Sendable, Codable {
     public var metadata: [MetadataSummary]
     public var tensors: [TensorSummary]
     public var parameters: ParameterCounts
+    /// Bytes of tensor data as stored.
     public var totalBytes: Int
-    /// 8 · bytes / parameters over all tensors.
+    /// Σ bits / parameters over all tensors (`TensorSummary.bits`: 8 · bytes unless a format
+    /// packs narrower values).
     public var bitsPerWeight: Double
     /// The same over the block linears only (the tensors a weight quantizer compresses).
     public var blockLinearBitsPerWeight: Double
+    /// The coding of a quantized checkpoint; nil for plain weights.
+    public var quantization: QuantizationSummary?
+    /// Totals of the quantization run that wrote the checkpoint (its `report.json`), if present.
+    public var report: JSONValue?
 
     public init(path: String, format: String, architecture: String?, config: LlamaConfig?,
-                metadata: [MetadataSummary], tensors: [TensorSummary]) {
+                metadata: [MetadataSummary], tensors: [TensorSummary],
+                quantization: QuantizationSummary? = nil, report: JSONValue? = nil) {
         self.path = path
         self.format = format
         self.architecture = architecture
         self.config = config
         self.metadata = metadata
         self.tensors = tensors
+        self.quantization = quantization
+        self.report = report
         parameters = ParameterCounts(tensors)
         totalBytes = tensors.reduce(0) { $0 + $1.bytes }
-        bitsPerWeight = Self.bits(totalBytes, parameters.total)
-        let linearBytes = tensors.filter { $0.role == .blockLinear }.reduce(0) { $0 + $1.bytes }
-        blockLinearBitsPerWeight = Self.bits(linearBytes, parameters.blockLinears)
+        bitsPerWeight = Self.bitsPerWeight(tensors)
+        blockLinearBitsPerWeight = Self.bitsPerWeight(tensors.filter { $0.role == .blockLinear })
     }
 
-    private static func bits(_ bytes: Int, _ parameters: Int) -> Double {
-        parameters > 0 ? 8 * Double(bytes) / Double(parameters) : 0
+    private static func bitsPerWeight(_ tensors: [TensorSummary]) -> Double {
+        let bits = tensors.reduce(0) { $0 + $1.bits }, parameters = tensors.reduce(0) { $0 + $1.parameters }
+        return parameters > 0 ? Double(bits) / Double(parameters) : 0
+    }
+
+    /// Every key is written, absent values as null, so all formats give the same JSON shape.
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(path, forKey: .path)
+        try c.encode(format, forKey: .format)
+        try c.encode(architecture, forKey: .architecture)
+        try c.encode(config, forKey: .config)
+        try c.encode(metadata, forKey: .metadata)
+        try c.encode(tensors, forKey: .tensors)
+        try c.encode(parameters, forKey: .parameters)
+        try c.encode(totalBytes, forKey: .totalBytes)
+        try c.encode(bitsPerWeight, forKey: .bitsPerWeight)
+        try c.encode(blockLinearBitsPerWeight, forKey: .blockLinearBitsPerWeight)
+        try c.encode(quantization, forKey: .quantization)
+        try c.encode(report, forKey: .report)
     }
 
     /// One JSON object with snake_case keys, keys sorted (stable across runs).
@@ -164,6 +216,15 @@ public struct CheckpointSummary: Sendable, Codable {
             + "block linears \(p.blockLinears), norms \(p.norms), biases \(p.biases), other \(p.other)")
         lines.append(String(format: "bits per weight: %.4f overall (%d bytes), %.4f over block linears",
                             bitsPerWeight, totalBytes, blockLinearBitsPerWeight))
+        if let q = quantization {
+            lines.append("quantization: \(q.method) \(q.scheme): \(q.numCodebooks) codebook(s) of 2^\(q.nbitsPerCodebook) "
+                + "codewords over groups of \(q.inGroupSize) input weights, one fp16 scale per output row")
+        }
+        if let members = report?.members {
+            lines.append("report.json:")
+            let keyWidth = members.map(\.0.count).max() ?? 0
+            for (key, value) in members { lines.append("  \(pad(key, keyWidth))  \(value.serialized(indent: nil))") }
+        }
         return lines.joined(separator: "\n")
     }
 
@@ -222,5 +283,119 @@ extension GGUFFile {
         }
         return CheckpointSummary(path: path, format: "GGUF v\(version)", architecture: metadata["general.architecture"]?.string,
                                  config: try? llamaConfig(), metadata: meta, tensors: rows)
+    }
+}
+
+extension HuggingFaceCheckpoint {
+    /// The inspect summary of a model directory from config.json and the safetensors headers
+    /// alone (no tensor data is read): tensors as stored, config.json's top-level keys and each
+    /// shard's `__metadata__` as metadata. A config this project cannot run still gets a
+    /// summary, with `config` nil.
+    public static func summary(directory: String) throws -> CheckpointSummary {
+        let configPath = joinPath(directory, HuggingFaceConfig.fileName)
+        guard fileExists(configPath) else { throw CheckpointError.missingFile(configPath) }
+        let json = try readJSONFile(configPath)
+        let checkpoint = try SafeTensorsCheckpoint(directory: directory)
+        var rows: [TensorSummary] = []
+        for name in checkpoint.tensorNames {
+            guard let info = checkpoint.info(name) else { continue }
+            rows.append(TensorSummary(name: printable(name), shape: info.shape, type: info.dtype.rawValue,
+                                      bytes: info.dataOffsets.count, parameters: info.elementCount,
+                                      role: TensorRole(huggingFaceName: name)))
+        }
+        var metadata = (json.members ?? []).map { key, value in
+            MetadataSummary(key: printable(key), type: value.kindName, value: printable(value.shortRendering))
+        }
+        for shard in checkpoint.shards {
+            for key in shard.metadata.keys.sorted() {
+                metadata.append(MetadataSummary(key: "safetensors.\(printable(key))", type: "string",
+                                                value: printable(String(shard.metadata[key]!.prefix(80)))))
+            }
+        }
+        let shards = checkpoint.shards.count
+        let architecture = json["model_type"]?.string
+            ?? json["architectures"]?.array?.first?.string.flatMap { HuggingFaceConfig.architectureClasses[$0] ?? $0 }
+        return CheckpointSummary(path: directory, format: shards == 1 ? "safetensors" : "safetensors (\(shards) shards)",
+                                 architecture: architecture.map(printable),
+                                 config: (try? HuggingFaceConfig(json: json, path: configPath))?.llama,
+                                 metadata: metadata, tensors: rows)
+    }
+}
+
+extension JSONValue {
+    /// The JSON kind ("string", "number", "bool", "null", "array", "object").
+    var kindName: String {
+        switch self {
+        case .null: return "null"
+        case .bool: return "bool"
+        case .number: return "number"
+        case .string: return "string"
+        case .array: return "array"
+        case .object: return "object"
+        }
+    }
+
+    /// Short rendering for `inspect`: strings cut at 80 characters, containers by size.
+    var shortRendering: String {
+        switch self {
+        case .string(let s): return s.count > 80 ? s.prefix(77) + "..." : s
+        case .array(let items): return "[\(items.count) items]"
+        case .object(let members): return "{\(members.count) keys}"
+        default: return serialized(indent: nil)
+        }
+    }
+}
+
+/// JSONValue through Codable (for summaries that embed a JSON document): numbers are written
+/// as integers when they are integral, else as Double.
+extension JSONValue: Codable {
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() {
+            self = .null
+        } else if let b = try? c.decode(Bool.self) {
+            self = .bool(b)
+        } else if let i = try? c.decode(Int.self) {
+            self = .int(i)
+        } else if let d = try? c.decode(Double.self) {
+            self = .double(d)
+        } else if let s = try? c.decode(String.self) {
+            self = .string(s)
+        } else if let a = try? c.decode([JSONValue].self) {
+            self = .array(a)
+        } else {
+            let object = try decoder.container(keyedBy: AnyKey.self)
+            self = .object(try object.allKeys.map { ($0.stringValue, try object.decode(JSONValue.self, forKey: $0)) })
+        }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        switch self {
+        case .null:
+            var c = encoder.singleValueContainer()
+            try c.encodeNil()
+        case .bool(let b):
+            var c = encoder.singleValueContainer()
+            try c.encode(b)
+        case .number:
+            var c = encoder.singleValueContainer()
+            if let i = int { try c.encode(i) } else { try c.encode(double ?? .nan) }
+        case .string(let s):
+            var c = encoder.singleValueContainer()
+            try c.encode(s)
+        case .array(let items):
+            var c = encoder.unkeyedContainer()
+            for item in items { try c.encode(item) }
+        case .object(let members):
+            var c = encoder.container(keyedBy: AnyKey.self)
+            for (key, value) in members { try c.encode(value, forKey: AnyKey(stringValue: key)) }
+        }
+    }
+
+    private struct AnyKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
     }
 }

@@ -1,0 +1,141 @@
+import ArgumentParser
+import Checkpoint
+import Foundation
+import Kernels
+import Llama
+import PackedFormat
+import Tokenizer
+
+// MARK: - One-line errors
+
+extension AQLM {
+    /// Replaces ArgumentParser's `main()`, which follows a parse or validation error with the
+    /// usage text (several lines): every failure, whether a bad option, a failed `validate()`
+    /// or an error thrown by `run()`, is one line `Error: <description>` on stderr and a
+    /// non-zero exit (64 for usage errors, 1 otherwise). Help requests still print to stdout
+    /// and exit 0.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success { Self.exit(withError: error) }
+            let message = oneLine(Self.message(for: error))
+            if !message.isEmpty { printError("Error: " + message) }
+            Foundation.exit(code.rawValue)
+        }
+    }
+}
+
+/// Line breaks inside a message (a multi-line library error) folded into one line.
+func oneLine(_ message: String) -> String {
+    message.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+        .filter { !$0.isEmpty }.joined(separator: " ")
+}
+
+/// A bad argument or input, described in one line that names it.
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+func printError(_ message: String, terminator: String = "\n") {
+    FileHandle.standardError.write(Data((message + terminator).utf8))
+}
+
+// MARK: - JSON output
+
+enum JSONField {
+    case int(Int), string(String), null
+}
+
+/// One line of JSON: an Encodable's keys plus `extra` ones.
+func jsonLine<T: Encodable>(_ value: T, extra: [String: JSONField]) throws -> String {
+    let encoded = try JSONEncoder().encode(value)
+    guard var object = try JSONSerialization.jsonObject(with: encoded) as? [String: Any] else {
+        return String(decoding: encoded, as: UTF8.self)
+    }
+    for (key, field) in extra {
+        switch field {
+        case .int(let v): object[key] = v
+        case .string(let s): object[key] = s
+        case .null: object[key] = NSNull()
+        }
+    }
+    let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+    return String(decoding: data, as: UTF8.self)
+}
+
+// MARK: - Models and tokenizers
+
+/// A runnable model and its vocabulary from an alias, GGUF file, Hugging Face directory or
+/// packed AQLM directory (packed layers run through the AQLM kernels). A NaN or infinite
+/// weight is refused here, naming the tensor, rather than surfacing as a NaN perplexity.
+func loadModel(_ name: String) throws -> (LlamaModel, TokenizerSpec) {
+    let opened = try openModel(name)
+    if let tensor = firstNonFiniteTensor(opened.model) {
+        throw CLIError("\(opened.path): tensor '\(tensor)' contains NaN or infinity")
+    }
+    return (opened.model, opened.tokenizer)
+}
+
+/// The vocabulary alone, for commands that run no model: the same tokenizer `openModel` would
+/// give (padded to the model's vocabulary for directories), without reading any weights.
+func openTokenizer(_ name: String) throws -> TokenizerSpec {
+    let path = ModelPaths.resolve(name)
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+        throw CheckpointError.missingFile(path)
+    }
+    guard isDirectory.boolValue else { return try GGUFFile(path: path).tokenizerSpec() }
+    let config = try HuggingFaceConfig(path: (path as NSString).appendingPathComponent(HuggingFaceConfig.fileName))
+    return try HuggingFaceTokenizer.read(directory: path).padded(toVocabSize: config.llama.vocabSize)
+}
+
+func makeTokenizer(_ spec: TokenizerSpec) throws -> BPETokenizer {
+    do {
+        return try BPETokenizer(spec: spec)
+    } catch {
+        throw ValidationError("tokenizer: \(error)")
+    }
+}
+
+/// The Hugging Face name of the first float tensor of `model` holding a NaN or infinity.
+/// Quantized layers are not scanned: AQLMLinear already refuses non-finite codebooks and scales.
+func firstNonFiniteTensor(_ model: LlamaModel) -> String? {
+    var tensors: [(String, [Float])] = [("model.embed_tokens.weight", model.embedding), ("model.norm.weight", model.finalNorm)]
+    for (b, block) in model.layers.enumerated() {
+        let prefix = "model.layers.\(b)."
+        tensors.append((prefix + "input_layernorm.weight", block.inputNorm))
+        tensors.append((prefix + "post_attention_layernorm.weight", block.postAttentionNorm))
+        for linear in LlamaLinear.allCases {
+            if let dense = block[linear] as? DenseLinear { tensors.append((linear.weightName(layer: b), dense.weights)) }
+        }
+        for (name, bias) in [("q", block.qBias), ("k", block.kBias), ("v", block.vBias)] {
+            if let bias { tensors.append((prefix + "self_attn.\(name)_proj.bias", bias)) }
+        }
+    }
+    if let head = model.head as? DenseLinear { tensors.append(("lm_head.weight", head.weights)) }
+    return tensors.first { !allFinite($0.1) }?.0
+}
+
+/// Whether every value is finite: x − x is 0 for finite x and NaN for ±inf or NaN, and a NaN
+/// survives every later addition, so one SIMD sum answers for the whole array.
+func allFinite(_ values: [Float]) -> Bool {
+    values.withUnsafeBufferPointer { p in
+        guard let base = p.baseAddress else { return true }
+        let raw = UnsafeRawPointer(base)
+        let wide = p.count / 16 * 16
+        var acc = SIMD16<Float>()
+        var i = 0
+        while i < wide {
+            let v = raw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self)
+            acc += v - v
+            i += 16
+        }
+        var tail: Float = 0
+        for j in wide..<p.count { tail += p[j] - p[j] }
+        return acc.sum() + tail == 0
+    }
+}
