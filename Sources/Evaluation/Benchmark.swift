@@ -1,3 +1,4 @@
+import Foundation
 import Kernels
 import Llama
 
@@ -12,6 +13,12 @@ public struct ForwardBenchmark: Codable, Sendable {
     public var decodeTokensPerSecond: Double
     /// Weight bytes streamed per decoded token times the decode rate.
     public var decodeWeightGBPerSecond: Double
+    /// Tokens per second of CPU time the process used (all threads, BLAS spin-waits included).
+    /// On a machine shared with other work the wall-clock rates fall with the share of the
+    /// cores this process gets; these much less. On an idle machine the wall rate approaches
+    /// threads × this (less, where a thread waits).
+    public var prefillTokensPerCPUSecond: Double
+    public var decodeTokensPerCPUSecond: Double
     /// cblas_sgemm at m × n × k = sgemmShape, measured in the same run.
     public var sgemmShape: [Int]
     public var sgemmGFLOPS: Double
@@ -20,6 +27,8 @@ public struct ForwardBenchmark: Codable, Sendable {
         case threads, prefillTokens = "prefill_tokens", prefillTokensPerSecond = "prefill_tokens_per_second"
         case prefillGFLOPS = "prefill_gflops", decodeTokens = "decode_tokens"
         case decodeTokensPerSecond = "decode_tokens_per_second", decodeWeightGBPerSecond = "decode_weight_gb_per_second"
+        case prefillTokensPerCPUSecond = "prefill_tokens_per_cpu_second"
+        case decodeTokensPerCPUSecond = "decode_tokens_per_cpu_second"
         case sgemmShape = "sgemm_shape", sgemmGFLOPS = "sgemm_gflops"
     }
 }
@@ -36,30 +45,38 @@ public func benchmarkForward(model: LlamaModel, prefillTokens: Int = 128, decode
     let clock = ContinuousClock()
 
     var bestPrefill = Double.infinity, bestDecode = Double.infinity
+    var prefillCPU = Double.infinity, decodeCPU = Double.infinity
     for _ in 0..<max(1, repetitions) {
-        var started = clock.now
+        var started = clock.now, cpuStarted = processCPUSeconds()
         model.forward(prompt, startPosition: 0, state: state, logits: .last)
         bestPrefill = min(bestPrefill, seconds(clock.now - started))
+        prefillCPU = min(prefillCPU, processCPUSeconds() - cpuStarted)
         var token = argmax(state.logits(row: 0).baseAddress!, count: c.vocabSize)
         started = clock.now
+        cpuStarted = processCPUSeconds()
         for _ in 0..<decodeTokens {
             model.forward([token], state: state, logits: .last)
             token = argmax(state.logits(row: 0).baseAddress!, count: c.vocabSize)
         }
         bestDecode = min(bestDecode, seconds(clock.now - started))
+        decodeCPU = min(decodeCPU, processCPUSeconds() - cpuStarted)
     }
     let headFLOPs = 2 * model.head.inputSize * model.head.outputSize
     let blockFLOPs = model.linearFLOPsPerToken - headFLOPs
     // Causal attention: row t scores and mixes t + 1 positions, 2·headDim FLOPs each, per head.
     let attentionFLOPs = c.numLayers * c.numHeads * 4 * c.headDim * (prefillTokens * (prefillTokens + 1) / 2)
     let prefillFLOPs = Double(blockFLOPs * prefillTokens + headFLOPs + attentionFLOPs)
-    // A decoding step streams every block weight and the head, but one row of the embedding.
-    let weightBytes = model.weightBytes - 4 * model.embedding.count + (c.tiedEmbeddings ? model.head.weightBytes : 0)
+    // A decoding step streams every block linear and the head (and one embedding row).
+    let weightBytes = model.head.weightBytes + model.layers.reduce(0) { sum, block in
+        sum + LlamaLinear.allCases.reduce(0) { $0 + block[$1].weightBytes }
+    }
     return ForwardBenchmark(
         threads: Threads.count, prefillTokens: prefillTokens,
         prefillTokensPerSecond: Double(prefillTokens) / bestPrefill, prefillGFLOPS: prefillFLOPs / bestPrefill / 1e9,
         decodeTokens: decodeTokens, decodeTokensPerSecond: Double(decodeTokens) / bestDecode,
         decodeWeightGBPerSecond: Double(weightBytes) * Double(decodeTokens) / bestDecode / 1e9,
+        prefillTokensPerCPUSecond: Double(prefillTokens) / prefillCPU,
+        decodeTokensPerCPUSecond: Double(decodeTokens) / decodeCPU,
         sgemmShape: [sgemmShape.m, sgemmShape.n, sgemmShape.k],
         sgemmGFLOPS: sgemmGFLOPS(m: sgemmShape.m, n: sgemmShape.n, k: sgemmShape.k, repetitions: max(3, repetitions)))
 }
@@ -81,4 +98,12 @@ public func sgemmGFLOPS(m: Int, n: Int, k: Int, repetitions: Int = 5) -> Double 
         best = min(best, seconds(clock.now - started))
     }
     return 2 * Double(m) * Double(n) * Double(k) / best / 1e9
+}
+
+/// User plus system CPU time of the whole process so far.
+func processCPUSeconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) * 1e-6 }
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
