@@ -46,7 +46,7 @@ struct Generate: ParsableCommand {
     }
 
     func run() throws {
-        BLASCore.preferAVX512()
+        BLASCore.applyRequestedCore()
         if let threads { Threads.set(threads) }
         let (llama, spec) = try loadModel(model)
         if bench {

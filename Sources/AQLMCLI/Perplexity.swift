@@ -57,7 +57,7 @@ struct Perplexity: ParsableCommand {
     var json = false
 
     func run() throws {
-        BLASCore.preferAVX512()
+        BLASCore.applyRequestedCore()
         if let threads { Threads.set(threads) }
         let (llama, spec) = try loadModel(model)
         let (tokens, textName) = try loadTokens(spec: spec)

@@ -3,36 +3,32 @@ import Foundation
 
 /// Which of OpenBLAS's per-CPU kernel sets the process uses.
 ///
-/// This machine's environment sets OPENBLAS_CORETYPE=Haswell (OpenBLAS 0.3.21 itself would
-/// detect "Cooperlake" on this Zen 5 CPU), which pins sgemm to the AVX2 kernels although
-/// the CPU has full-width AVX-512: the SkylakeX kernels run sgemm about 1.7x faster here
-/// (side by side, 2 threads, 512x1536x576: 318 vs 116 GFLOP/s) and give the same perplexity.
-/// OpenBLAS picks its kernel set in a library constructor, before `main`;
-/// `gotoblas_dynamic_quit` / `gotoblas_dynamic_init` (exported by every DYNAMIC_ARCH build)
-/// redo that choice, so it can still be changed at startup, before the first BLAS call.
+/// This machine's environment sets OPENBLAS_CORETYPE=Haswell because older OpenBLAS builds
+/// compute wrong results or crash with their own choice on these CPUs, so by default we keep
+/// the environment's kernels (every figure in BENCHMARKS.md is measured with them).
+/// `AQLM_BLAS_CORE=SkylakeX` opts into the AVX-512 kernels, which ran sgemm about 1.7x faster
+/// here (512x1536x576) and gave the same perplexity on the default model; it is an opt-in
+/// because the environment's warning is about exactly such a switch. OpenBLAS picks its
+/// kernel set in a library constructor, before `main`; `gotoblas_dynamic_quit` /
+/// `gotoblas_dynamic_init` (exported by every DYNAMIC_ARCH build) redo that choice.
 public enum BLASCore {
     /// The kernel set in use ("Haswell", "SkylakeX", ...).
     public static var name: String { String(cString: openblas_get_corename()) }
 
-    /// Moves OpenBLAS from its Haswell (AVX2) kernels to SkylakeX (AVX-512) on a CPU with
-    /// AVX-512 F/BW/DQ/VL. `AQLM_BLAS_CORE=<name>` picks a kernel set instead (e.g.
-    /// `haswell` to keep the environment's choice). Call once at startup, before any BLAS
+    /// Applies `AQLM_BLAS_CORE=<name>` (e.g. `SkylakeX`) when set and the CPU supports it;
+    /// otherwise leaves OpenBLAS's kernel set alone. Call once at startup, before any BLAS
     /// call; returns the kernel set in use afterwards.
     @discardableResult
-    public static func preferAVX512() -> String {
+    public static func applyRequestedCore() -> String {
         choice
     }
 
     private static let choice: String = {
         let requested = ProcessInfo.processInfo.environment["AQLM_BLAS_CORE"]
         let target: String
-        if let requested, !requested.isEmpty {
-            target = requested
-        } else if name.lowercased() == "haswell" && cpuHasAVX512() {
-            target = "SkylakeX"
-        } else {
-            return name
-        }
+        guard let requested, !requested.isEmpty else { return name }
+        if requested.lowercased() == "skylakex" && !cpuHasAVX512() { return name }
+        target = requested
         guard target.lowercased() != name.lowercased(),
               let quit = symbol("gotoblas_dynamic_quit"), let initialize = symbol("gotoblas_dynamic_init")
         else { return name }

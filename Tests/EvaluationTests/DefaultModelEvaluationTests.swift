@@ -14,7 +14,7 @@ final class DefaultModelEvaluationTests: XCTestCase {
     func defaultModel() throws -> LlamaModel {
         try XCTSkipUnless(FileManager.default.fileExists(atPath: ModelPaths.defaultModel), "run tools/setup.sh first")
         if let model = Self.loaded { return model }
-        BLASCore.preferAVX512()
+        BLASCore.applyRequestedCore()
         let model = try LlamaModel(weights: GGUFFile(path: ModelPaths.defaultModel).modelWeights())
         Self.loaded = model
         return model
