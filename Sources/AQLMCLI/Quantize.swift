@@ -1,9 +1,11 @@
 import ArgumentParser
 import Foundation
+import Finetune
 import Kernels
 import QuantizePipeline
 
 extension QuantizeOptions.Preset: ExpressibleByArgument {}
+extension CodebookTransform: ExpressibleByArgument {}
 
 struct Quantize: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -56,6 +58,21 @@ struct Quantize: ParsableCommand {
     @Option(help: "Quantize only the first N blocks (the rest stay full precision): for experiments and tests.")
     var blocks: Int?
 
+    @Option(help: "Block-wise fine-tuning epochs over the calibration set after each block is quantized (0: off).")
+    var finetuneEpochs: Int?
+
+    @Option(help: "Adam learning rate of block-wise fine-tuning.")
+    var finetuneLr: Float?
+
+    @Option(help: "Calibration sequences per Adam step of block-wise fine-tuning.")
+    var finetuneBatch: Int?
+
+    @Option(help: "Calibration sequences held out to pick the best fine-tuning epoch (0: keep the last).")
+    var valSamples: Int?
+
+    @Option(help: "Codebook parameterisation while fine-tuning: none, or linear (SimVQ: each codebook times a learned g×g matrix).")
+    var codebookTransform: CodebookTransform?
+
     @Option(help: "Cores to use (our loops and OpenBLAS).")
     var threads: Int?
 
@@ -82,6 +99,18 @@ struct Quantize: ParsableCommand {
         if let kmeansIters { o.aqlm.kmeansIterations = kmeansIters }
         o.seed = seed
         o.blockLimit = blocks
+        if let finetuneEpochs { o.finetune.epochs = finetuneEpochs }
+        if let finetuneLr { o.finetune.adam.learningRate = finetuneLr }
+        if let finetuneBatch { o.finetune.sequencesPerStep = finetuneBatch }
+        if let valSamples { o.finetune.validationSamples = valSamples }
+        if let codebookTransform { o.finetune.codebookTransform = codebookTransform }
+        guard o.finetune.epochs >= 0 else { throw ValidationError("--finetune-epochs must not be negative") }
+        guard o.finetune.adam.learningRate > 0 else { throw ValidationError("--finetune-lr must be positive") }
+        guard o.finetune.sequencesPerStep >= 1 else { throw ValidationError("--finetune-batch must be at least 1") }
+        guard o.finetune.validationSamples >= 0 else { throw ValidationError("--val-samples must not be negative") }
+        if o.finetune.epochs > 0, o.finetune.validationSamples >= o.samples {
+            throw ValidationError("--val-samples \(o.finetune.validationSamples) leaves none of the \(o.samples) calibration sequences to fine-tune on")
+        }
         guard o.samples >= 1 else { throw ValidationError("--samples must be at least 1") }
         guard o.sequenceLength >= 2 else { throw ValidationError("--seqlen must be at least 2") }
         guard o.aqlm.beamSize >= 1 else { throw ValidationError("--beam must be at least 1") }

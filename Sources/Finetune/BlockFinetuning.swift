@@ -5,12 +5,16 @@ import Llama
 
 /// Settings of block-wise fine-tuning (AQLM §3.4, "fine-tuning for intra-layer cohesion").
 public struct BlockFinetuneOptions: Sendable, Equatable {
-    /// Passes over the training sequences (0: no training).
-    public var epochs = 2
-    public var adam = AdamOptions(learningRate: 1e-4)
+    /// Passes over the training sequences (0: no training). Defaults measured on SmolLM2-135M
+    /// block 0 (2x8, 128 × 512 calibration, output error 0.0397 before): one epoch at lr 1e-3 with
+    /// 2 sequences per step gives 0.0291; a second epoch 0.0292 (lr 1e-3, 4 per step); lr 1e-4
+    /// gives 0.0310, lr 3e-3 0.0292; 8 sequences per step 0.0311.
+    public var epochs = 1
+    public var adam = AdamOptions(learningRate: 1e-3)
     /// Sequences whose gradients are averaged into one Adam step.
-    public var sequencesPerStep = 4
+    public var sequencesPerStep = 2
     /// Sequences held out (the last ones given) to pick the best epoch; 0 keeps the last epoch.
+    /// At most a quarter of the sequences are held out, whatever this says (small calibration sets).
     public var validationSamples = 8
     /// Seeds the order of the training sequences in each epoch.
     public var seed: UInt64 = 0
@@ -60,14 +64,12 @@ public func finetuneBlock(_ block: TrainableBlock, config: LlamaConfig, inputs: 
     guard tokens > 0, tokens * d == width, inputs.allSatisfy({ $0.count == width }), targets.allSatisfy({ $0.count == width }) else {
         throw FinetuneError("block fine-tuning: every input and target must be [tokens × \(d)] of one length")
     }
-    guard options.validationSamples >= 0, options.validationSamples < inputs.count else {
-        throw FinetuneError("--val-samples \(options.validationSamples) leaves no training sequence out of \(inputs.count)")
-    }
+    guard options.validationSamples >= 0 else { throw FinetuneError("--val-samples must not be negative") }
     guard options.sequencesPerStep >= 1, options.epochs >= 0 else {
         throw FinetuneError("block fine-tuning: sequences per step must be ≥ 1 and epochs ≥ 0")
     }
 
-    let trainCount = inputs.count - options.validationSamples
+    let trainCount = inputs.count - min(options.validationSamples, inputs.count / 4)
     let validation = Array(trainCount..<inputs.count)
     let activations = BlockActivations(config: config, capacity: tokens)
     let workspace = BackwardWorkspace(config: config, capacity: tokens)

@@ -134,10 +134,7 @@ extension PreparedBlock {
         // MLP: x₂ = x₁ + down(silu(gate(n₂))·up(n₂)), n₂ = RMSNorm(x₁).
         linearBackward(.down, gradOutput: gradient, input: a.mlpHidden, tokens: t, gradInput: w.gradHidden,
                        accumulate: false, gradients: &gradients, workspace: w)
-        parallelChunks(t * m, minChunk: 16_384) { lo, hi in
-            swiGLUBackward(gate: a.gate + lo, up: a.up + lo, gradOutput: w.gradHidden + lo,
-                           gradGate: w.gradGate + lo, gradUp: w.gradUp + lo, count: hi - lo)
-        }
+        swiGLUBackward(gate: a.gate, up: a.up, gradOutput: w.gradHidden, gradGate: w.gradGate, gradUp: w.gradUp, count: t * m)
         linearBackward(.gate, gradOutput: w.gradGate, input: a.normedResidual, tokens: t, gradInput: w.gradNormed,
                        accumulate: false, gradients: &gradients, workspace: w)
         linearBackward(.up, gradOutput: w.gradUp, input: a.normedResidual, tokens: t, gradInput: w.gradNormed,

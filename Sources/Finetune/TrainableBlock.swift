@@ -117,3 +117,37 @@ public struct BlockGradients: Sendable {
         }
     }
 }
+
+extension TrainableBlock {
+    /// Every trainable tensor under its stable name (`prefix` + "input_layernorm",
+    /// + "self_attn.q_proj.codebooks", ".scales", ".codebook_transform"): the names Adam's
+    /// moments and the resume checkpoint use.
+    public func parameters(prefix: String) -> [String: [Float]] {
+        var out = [prefix + "input_layernorm": inputNorm, prefix + "post_attention_layernorm": postAttentionNorm]
+        for (linear, layer) in quantized {
+            out[prefix + linear.rawValue + ".codebooks"] = layer.codebooks
+            out[prefix + linear.rawValue + ".scales"] = layer.scales
+            if let t = layer.transform { out[prefix + linear.rawValue + ".codebook_transform"] = t }
+        }
+        return out
+    }
+
+    /// Restores tensors saved by `parameters(prefix:)`; every one must be present with its size.
+    public mutating func setParameters(_ values: [String: [Float]], prefix: String) throws {
+        func take(_ name: String, count: Int) throws -> [Float] {
+            guard let v = values[prefix + name], v.count == count else {
+                throw FinetuneError("checkpoint lacks '\(prefix + name)' of \(count) floats")
+            }
+            return v
+        }
+        inputNorm = try take("input_layernorm", count: inputNorm.count)
+        postAttentionNorm = try take("post_attention_layernorm", count: postAttentionNorm.count)
+        for linear in Array(quantized.keys) {
+            var layer = quantized[linear]!
+            layer.codebooks = try take(linear.rawValue + ".codebooks", count: layer.codebooks.count)
+            layer.scales = try take(linear.rawValue + ".scales", count: layer.scales.count)
+            if let t = layer.transform { layer.transform = try take(linear.rawValue + ".codebook_transform", count: t.count) }
+            quantized[linear] = layer
+        }
+    }
+}

@@ -94,7 +94,7 @@ public struct TrainableLinear: Sendable {
     /// Adds ∂L/∂C (with respect to the effective codewords) and ∂L/∂s for a weight gradient
     /// ∂L/∂Ŵ [dOut, dIn]; `codewords` is `effectiveCodebooks`, passed in so a caller routing
     /// several gradients through the same parameters computes it once.
-    func accumulateGradient(weightGrad: UnsafePointer<Float>, codewords: [Float], into gradient: inout LinearGradient) {
+    public func accumulateGradient(weightGrad: UnsafePointer<Float>, codewords: [Float], into gradient: inout LinearGradient) {
         let s = scheme
         codes.withUnsafeBufferPointer { c in
             codewords.withUnsafeBufferPointer { books in
@@ -147,7 +147,7 @@ public struct LinearGradient: Sendable {
     public var codewords: [Float]
     public var scales: [Float]
 
-    init(_ linear: TrainableLinear) {
+    public init(_ linear: TrainableLinear) {
         codewords = [Float](repeating: 0, count: linear.codebooks.count)
         scales = [Float](repeating: 0, count: linear.dOut)
     }

@@ -30,19 +30,18 @@ public func swiGLUBackward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>,
 extension RotaryEmbedding {
     /// The transpose (= inverse, the rotation being orthogonal) of `apply`: rotates each pair by
     /// −p·θ_i. This maps the gradient with respect to rotated rows to the gradient with respect
-    /// to the rows before rotation.
+    /// to the rows before rotation. On the calling thread (a few µs per row; see
+    /// `causalAttentionBackward` on mixing Dispatch workers with OpenBLAS).
     public func applyInverse(_ rows: UnsafeMutablePointer<Float>, rowStride: Int, heads: Int, tokens: Int, startPosition: Int) {
         precondition(startPosition + tokens <= maxPositions, "position beyond the RoPE table")
         let half = headDim / 2
         cosines.withUnsafeBufferPointer { cosTable in
             sines.withUnsafeBufferPointer { sinTable in
-                parallelChunks(tokens, minChunk: 32) { lo, hi in
-                    for t in lo..<hi {
-                        let p = startPosition + t
-                        let c = cosTable.baseAddress! + p * half, s = sinTable.baseAddress! + p * half
-                        for h in 0..<heads {
-                            rotateHalfInverse(rows + t * rowStride + h * headDim, cos: c, sin: s, half: half)
-                        }
+                for t in 0..<tokens {
+                    let p = startPosition + t
+                    let c = cosTable.baseAddress! + p * half, s = sinTable.baseAddress! + p * half
+                    for h in 0..<heads {
+                        rotateHalfInverse(rows + t * rowStride + h * headDim, cos: c, sin: s, half: half)
                     }
                 }
             }

@@ -7,7 +7,10 @@ import CBLAS
 ///   dP = dO_h V_gᵀ,  dS = P ⊙ (dP − rowsum(P ⊙ dP))
 ///   dQ_h = s·dS K_g,  dK_g += s·dSᵀ Q_h,  dV_g += Pᵀ dO_h
 /// Each product is one sgemm over the full square (half of it masked), which on this size
-/// (512 tokens, head 64) is still several times faster than row-by-row dot products.
+/// (512 tokens, head 64) is still several times faster than row-by-row dot products. The row
+/// passes between the products stay on the calling thread: they take ~0.2 ms per head, and a
+/// second Dispatch worker would compete with OpenBLAS's threads, which keep spinning on the
+/// other core for a while after each call (measured: occasional 4-10x slowdowns under load).
 ///
 /// Layouts as in `causalAttention`: queries, gradOutput, gradQueries [tokens × heads·headDim];
 /// keys, values, gradKeys, gradValues [tokens × kvHeads·headDim]. All three gradients are
@@ -44,25 +47,21 @@ public func causalAttentionBackward(queries: UnsafePointer<Float>, keys: UnsafeP
 
 /// Row t of the [tokens × tokens] scores: softmax over columns 0...t, zero beyond.
 func causalSoftmaxRows(_ scores: UnsafeMutablePointer<Float>, tokens t: Int) {
-    parallelChunks(t, minChunk: 128) { lo, hi in
-        for row in lo..<hi {
-            let r = scores + row * t
-            softmax(r, count: row + 1)
-            (r + row + 1).update(repeating: 0, count: t - row - 1)
-        }
+    for row in 0..<t {
+        let r = scores + row * t
+        softmax(r, count: row + 1)
+        (r + row + 1).update(repeating: 0, count: t - row - 1)
     }
 }
 
 /// In place on `gradients` (dP): dS[t, j] = P[t, j]·(dP[t, j] − Σ_i P[t, i]·dP[t, i]) for
 /// j ≤ t, zero beyond (so the masked half adds nothing to the following products).
 func softmaxBackwardRows(probabilities p: UnsafePointer<Float>, gradients dp: UnsafeMutablePointer<Float>, tokens t: Int) {
-    parallelChunks(t, minChunk: 128) { lo, hi in
-        for row in lo..<hi {
-            let pr = p + row * t, dr = dp + row * t, n = row + 1
-            let mean = dot(pr, dr, count: n)
-            subtractThenMultiply(dr, shift: mean, by: pr, count: n)
-            (dr + n).update(repeating: 0, count: t - n)
-        }
+    for row in 0..<t {
+        let pr = p + row * t, dr = dp + row * t, n = row + 1
+        let mean = dot(pr, dr, count: n)
+        subtractThenMultiply(dr, shift: mean, by: pr, count: n)
+        (dr + n).update(repeating: 0, count: t - n)
     }
 }
 

@@ -5,32 +5,14 @@
 ///
 /// Layouts (row-major, the Hugging Face AQLM layout): `weightGrad` [rows × groups·g], `codes`
 /// [rows, groups, M], `codebooks` and `codebookGrad` [M, K, g], `scales` and `scaleGrad` [rows].
-/// Both gradients are accumulated (+=). Rows are split across workers, each with its own
-/// partial codebook gradient (codewords are shared by every row), summed at the end.
+/// Both gradients are accumulated (+=). On the calling thread: ~1 ms for a 1536×576 layer,
+/// next to ~20 ms for the sgemm that produced ∂L/∂Ŵ.
 public func accumulateAdditiveCodeGradient(weightGrad: UnsafePointer<Float>, codes: UnsafePointer<UInt16>,
                                            codebooks: UnsafePointer<Float>, scales: UnsafePointer<Float>,
                                            rows: Int, groups: Int, codebookCount m: Int, codebookSize k: Int, groupSize g: Int,
                                            codebookGrad: UnsafeMutablePointer<Float>, scaleGrad: UnsafeMutablePointer<Float>) {
-    let bookFloats = m * k * g
-    let parts = max(1, min(Threads.count, rows / 64))
-    if parts == 1 {
-        routeRows(0..<rows, weightGrad: weightGrad, codes: codes, codebooks: codebooks, scales: scales, groups: groups,
-                  codebookCount: m, codebookSize: k, groupSize: g, codebookGrad: codebookGrad, scaleGrad: scaleGrad)
-        return
-    }
-    let partials = UnsafeMutablePointer<Float>.allocate(capacity: parts * bookFloats)
-    defer { partials.deallocate() }
-    partials.initialize(repeating: 0, count: parts * bookFloats)
-    parallelChunks(parts) { lo, hi in
-        for part in lo..<hi {
-            routeRows((rows * part / parts)..<(rows * (part + 1) / parts), weightGrad: weightGrad, codes: codes,
-                      codebooks: codebooks, scales: scales, groups: groups, codebookCount: m, codebookSize: k, groupSize: g,
-                      codebookGrad: partials + part * bookFloats, scaleGrad: scaleGrad)
-        }
-    }
-    for part in 0..<parts {
-        add(partials + part * bookFloats, into: codebookGrad, count: bookFloats)
-    }
+    routeRows(0..<rows, weightGrad: weightGrad, codes: codes, codebooks: codebooks, scales: scales, groups: groups,
+              codebookCount: m, codebookSize: k, groupSize: g, codebookGrad: codebookGrad, scaleGrad: scaleGrad)
 }
 
 @inline(__always)

@@ -7,22 +7,16 @@
 public func rmsNormBackwardRows(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, gradOutput dy: UnsafePointer<Float>,
                                 gradInput dx: UnsafeMutablePointer<Float>, weightGrad: UnsafeMutablePointer<Float>?,
                                 inverseRMS: UnsafeMutablePointer<Float>, rows: Int, count n: Int, epsilon: Float) {
-    parallelChunks(rows, minChunk: 64) { lo, hi in
-        for row in lo..<hi {
-            let xr = x + row * n, dyr = dy + row * n
-            let r = 1 / (dot(xr, xr, count: n) / Float(n) + epsilon).squareRoot()
-            inverseRMS[row] = r
-            let projection = weightedDot(dyr, weight, xr, count: n)
-            rmsNormInputGradient(xr, weight: weight, gradOutput: dyr, into: dx + row * n, count: n,
-                                 gradScale: r, inputScale: -r * r * r / Float(n) * projection)
-        }
-    }
-    guard let weightGrad else { return }
-    // Columns split across workers, so each worker owns its slice of the weight gradient.
-    parallelChunks(n, minChunk: 128) { lo, hi in
-        for row in 0..<rows {
-            accumulateProduct(dy + row * n + lo, x + row * n + lo, scale: inverseRMS[row], into: weightGrad + lo, count: hi - lo)
-        }
+    // On the calling thread: ~0.3 ms for 512 rows of 576, less than a Dispatch hand-off costs
+    // while OpenBLAS's threads still spin after the preceding sgemm.
+    for row in 0..<rows {
+        let xr = x + row * n, dyr = dy + row * n
+        let r = 1 / (dot(xr, xr, count: n) / Float(n) + epsilon).squareRoot()
+        inverseRMS[row] = r
+        let projection = weightedDot(dyr, weight, xr, count: n)
+        rmsNormInputGradient(xr, weight: weight, gradOutput: dyr, into: dx + row * n, count: n,
+                             gradScale: r, inputScale: -r * r * r / Float(n) * projection)
+        if let weightGrad { accumulateProduct(dyr, xr, scale: r, into: weightGrad, count: n) }
     }
 }
 

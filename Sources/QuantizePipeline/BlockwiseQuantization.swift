@@ -2,6 +2,7 @@ import Foundation
 import Calibration
 import Checkpoint
 import Evaluation
+import Finetune
 import Kernels
 import Llama
 import PackedFormat
@@ -48,6 +49,8 @@ public struct BlockwiseQuantization {
         let names = (0..<blockCount).map { LlamaConfig.linearNames(layer: $0) }
 
         var stored: [String: StoredLinear] = [:]
+        /// RMSNorm gains changed by block-wise fine-tuning, by tensor name.
+        var finetunedNorms: [String: WeightTensor] = [:]
         var reports: [BlockReport] = []
         var working = model
         var hidden: [[Float]]
@@ -58,6 +61,9 @@ public struct BlockwiseQuantization {
                 stored.merge(linears) { $1 }
                 reports.append(report)
                 working.layers[b] = quantizedBlock(model.layers[b], layer: b, linears: linears)
+                let norms = try loadFinetunedNorms(b, work: work)
+                applyNorms(norms, to: &working.layers[b], layer: b)
+                finetunedNorms.merge(norms) { $1 }
             }
             hidden = try work.loadHidden(sequences: sequences.count, width: options.sequenceLength * config.hiddenSize)
             log("resuming after block \(resumeFrom - 1) from \(work.path)")
@@ -85,18 +91,38 @@ public struct BlockwiseQuantization {
                            report.seconds))
             }
             working.layers[b] = quantizedBlock(model.layers[b], layer: b, linears: linears)
-            let outputError = runQuantizedBlock(working, layer: b, hidden: &hidden, targets: targets, state: state)
-            let report = BlockReport(index: b, outputError: outputError, outputErrorFinetuned: nil,
+            let outputError: Double
+            var outputErrorFinetuned: Double?, finetuneSeconds: Double?
+            if let codes = finetunableCodes(linears, layer: b) {
+                let finetuneClock = Date()
+                outputError = measureQuantizedBlock(working, layer: b, hidden: hidden, targets: targets, state: state)
+                let tuned = try finetuneQuantizedBlock(model.layers[b], layer: b, codes: codes, config: config,
+                                                       inputs: hidden, targets: targets)
+                for (linear, layer) in tuned.quantized { linears["model.layers.\(b).\(linear.rawValue)"] = .additive(layer.additiveCode) }
+                working.layers[b] = tuned.llamaBlock()
+                let norms = normTensors(tuned, layer: b)
+                finetunedNorms.merge(norms) { $1 }
+                try saveFinetunedNorms(norms, layer: b, work: work)
+                outputErrorFinetuned = runQuantizedBlock(working, layer: b, hidden: &hidden, targets: targets, state: state)
+                finetuneSeconds = Date().timeIntervalSince(finetuneClock)
+                log(String(format: "block %2d fine-tuned: output error %.5f -> %.5f, %.1f s",
+                           b, outputError, outputErrorFinetuned!, finetuneSeconds!))
+            } else {
+                outputError = runQuantizedBlock(working, layer: b, hidden: &hidden, targets: targets, state: state)
+            }
+            let report = BlockReport(index: b, outputError: outputError, outputErrorFinetuned: outputErrorFinetuned,
                                      seconds: Date().timeIntervalSince(blockClock), calibrationSeconds: calibrationSeconds,
-                                     layers: layerReports)
+                                     finetuneSeconds: finetuneSeconds, layers: layerReports)
             log(String(format: "block %2d done: output error %.5f, %.1f s (%.1f s calibration forward)",
-                       b, outputError, report.seconds, calibrationSeconds))
+                       b, outputErrorFinetuned ?? outputError, report.seconds, calibrationSeconds))
             stored.merge(linears) { $1 }
             reports.append(report)
             try work.saveBlock(b, linears: linears, report: report, hidden: hidden)
         }
 
-        var report = try writeOutput(weights: weights, stored: stored, blockCount: blockCount, reports: reports,
+        var finetunedWeights = weights
+        finetunedWeights.tensors.merge(finetunedNorms) { $1 }
+        var report = try writeOutput(weights: finetunedWeights, stored: stored, blockCount: blockCount, reports: reports,
                                      wallSeconds: Date().timeIntervalSince(clock))
         work.remove()
         report.fileBytes = directoryBytes(outputPath)
@@ -125,7 +151,7 @@ public struct BlockwiseQuantization {
         return [options.choice.description, weights.source, String(weights.config.numLayers), options.calibration,
                 String(options.samples), String(options.sequenceLength), String(options.seed), String(a.beamSize),
                 String(a.maxIterations), String(a.tolerance), String(a.kmeansIterations), String(a.weightedInitialization),
-                String(a.restartDeadCodes), String(options.blockLimit ?? -1)].joined(separator: "|")
+                String(a.restartDeadCodes), String(options.blockLimit ?? -1), finetuneFingerprint].joined(separator: "|")
     }
 
     // MARK: - One block
@@ -151,6 +177,17 @@ public struct BlockwiseQuantization {
             targets.append(y)
         }
         return (targets, accumulators.mapValues { $0.hessian() })
+    }
+
+    /// The reference's block output error of the quantized block, leaving the hidden states as they are.
+    func measureQuantizedBlock(_ model: LlamaModel, layer b: Int, hidden: [[Float]], targets: [[Float]], state: LlamaState) -> Double {
+        var total = 0.0
+        for s in hidden.indices {
+            var y = hidden[s]
+            model.forwardBlock(layer: b, hidden: &y, startPosition: 0, state: state)
+            total += relativeSquaredDifference(y, targets[s])
+        }
+        return total / Double(hidden.count)
     }
 
     /// Runs the quantized block in place on the hidden states and returns the reference's
@@ -212,6 +249,67 @@ public struct BlockwiseQuantization {
             let original = block[linear]
             let values = linears["model.layers.\(b).\(linear.rawValue)"]!.dequantized()
             out[linear] = DenseLinear(weights: values, outputSize: original.outputSize, inputSize: original.inputSize)
+        }
+        return out
+    }
+
+    // MARK: - Block-wise fine-tuning
+
+    var finetuneFingerprint: String {
+        let f = options.finetune
+        guard f.epochs > 0 else { return "finetune off" }
+        return ["finetune", String(f.epochs), String(f.adam.learningRate), String(f.adam.beta1), String(f.adam.beta2),
+                String(f.adam.epsilon), String(f.sequencesPerStep), String(f.validationSamples), String(f.trained.rawValue),
+                f.codebookTransform.rawValue].joined(separator: ",")
+    }
+
+    /// The block's seven linears as AQLM codes, when fine-tuning is on and they are codes.
+    func finetunableCodes(_ linears: [String: StoredLinear], layer b: Int) -> [LlamaLinear: AdditiveCode]? {
+        guard options.finetune.epochs > 0 else { return nil }
+        var codes: [LlamaLinear: AdditiveCode] = [:]
+        for linear in LlamaLinear.allCases {
+            guard case .additive(let code)? = linears["model.layers.\(b).\(linear.rawValue)"] else { return nil }
+            codes[linear] = code
+        }
+        return codes
+    }
+
+    /// Trains the codebooks, scales and norm gains of quantized block b to reproduce the
+    /// full-precision block's outputs on the same inputs (AQLM §3.4); fp16-rounded result.
+    func finetuneQuantizedBlock(_ original: LlamaBlock, layer b: Int, codes: [LlamaLinear: AdditiveCode], config: LlamaConfig,
+                                inputs: [[Float]], targets: [[Float]]) throws -> TrainableBlock {
+        var finetune = options.finetune
+        finetune.seed = options.seed &+ UInt64(b)
+        let result = try Finetune.finetuneBlock(TrainableBlock(block: original, codes: codes), config: config,
+                                                inputs: inputs, targets: targets, options: finetune) { log("block \(b)" + $0) }
+        return result.block
+    }
+
+    func normTensors(_ block: TrainableBlock, layer b: Int) -> [String: WeightTensor] {
+        ["model.layers.\(b).input_layernorm.weight": WeightTensor(shape: [block.inputNorm.count], values: block.inputNorm),
+         "model.layers.\(b).post_attention_layernorm.weight": WeightTensor(shape: [block.postAttentionNorm.count],
+                                                                            values: block.postAttentionNorm)]
+    }
+
+    func applyNorms(_ norms: [String: WeightTensor], to block: inout LlamaBlock, layer b: Int) {
+        if let t = norms["model.layers.\(b).input_layernorm.weight"] { block.inputNorm = t.values }
+        if let t = norms["model.layers.\(b).post_attention_layernorm.weight"] { block.postAttentionNorm = t.values }
+    }
+
+    /// Fine-tuned norms live next to the block's linears in the work directory, written before
+    /// progress.json names the block finished.
+    func saveFinetunedNorms(_ norms: [String: WeightTensor], layer b: Int, work: WorkDirectory) throws {
+        let entries = Dictionary(uniqueKeysWithValues: norms.map { (String($0.key.dropLast(".weight".count)), StoredLinear.dense($0.value)) })
+        try BlockCheckpoint.write(entries, to: work.file("block-\(b)-norms.safetensors"))
+    }
+
+    func loadFinetunedNorms(_ b: Int, work: WorkDirectory) throws -> [String: WeightTensor] {
+        let path = work.file("block-\(b)-norms.safetensors")
+        guard FileManager.default.fileExists(atPath: path) else { return [:] }
+        let names = ["model.layers.\(b).input_layernorm", "model.layers.\(b).post_attention_layernorm"]
+        var out: [String: WeightTensor] = [:]
+        for (name, stored) in try BlockCheckpoint.read(names, from: path) {
+            if case .dense(let t) = stored { out[name + ".weight"] = t }
         }
         return out
     }

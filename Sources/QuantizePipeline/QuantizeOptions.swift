@@ -1,3 +1,4 @@
+import Finetune
 import Kernels
 import Quantizer
 
@@ -74,6 +75,9 @@ public struct QuantizeOptions: Sendable {
     public var aqlm = AQLMOptions()
     /// Blocks to quantize (nil: all). Lets tests and experiments work on a slice of the model.
     public var blockLimit: Int?
+    /// Block-wise fine-tuning of each quantized block's codebooks, scales and norms against the
+    /// full-precision block's outputs (`finetune.epochs` 0 turns it off).
+    public var finetune = BlockFinetuneOptions()
 
     public init() {}
 

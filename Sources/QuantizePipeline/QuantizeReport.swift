@@ -62,6 +62,8 @@ public struct BlockReport: Sendable {
     public var outputErrorFinetuned: Double?
     public var seconds: Double
     public var calibrationSeconds: Double
+    /// Block-wise fine-tuning's share of `seconds` (error measurements included), when it ran.
+    public var finetuneSeconds: Double?
     public var layers: [LayerReport]
 
     var json: JSONValue {
@@ -73,8 +75,9 @@ public struct BlockReport: Sendable {
         members += [
             ("seconds", .double(seconds)),
             ("calibration_seconds", .double(calibrationSeconds)),
-            ("layers", .array(layers.map(\.json))),
         ]
+        if let f = finetuneSeconds { members.append(("finetune_seconds", .double(f))) }
+        members.append(("layers", .array(layers.map(\.json))))
         return .object(members)
     }
 
@@ -84,16 +87,18 @@ public struct BlockReport: Sendable {
         outputErrorFinetuned = j["output_error_finetuned"]?.double
         seconds = j["seconds"]?.double ?? .nan
         calibrationSeconds = j["calibration_seconds"]?.double ?? .nan
+        finetuneSeconds = j["finetune_seconds"]?.double
         layers = j["layers"]?.array?.map(LayerReport.init(json:)) ?? []
     }
 
     init(index: Int, outputError: Double, outputErrorFinetuned: Double?, seconds: Double, calibrationSeconds: Double,
-         layers: [LayerReport]) {
+         finetuneSeconds: Double? = nil, layers: [LayerReport]) {
         self.index = index
         self.outputError = outputError
         self.outputErrorFinetuned = outputErrorFinetuned
         self.seconds = seconds
         self.calibrationSeconds = calibrationSeconds
+        self.finetuneSeconds = finetuneSeconds
         self.layers = layers
     }
 }
@@ -147,6 +152,8 @@ public struct QuantizeReport: Sendable {
             ("wall_seconds", .double(wallSeconds)),
             ("peak_rss_bytes", .int(peakRSSBytes)),
             ("block_output_errors", .array(blocks.map { .double($0.outputError) })),
-        ])
+        ] + (blocks.contains { $0.outputErrorFinetuned != nil }
+            ? [("block_output_errors_finetuned", .array(blocks.map { $0.outputErrorFinetuned.map(JSONValue.double) ?? .null }))]
+            : []))
     }
 }

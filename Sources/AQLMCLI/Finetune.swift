@@ -1,0 +1,100 @@
+import ArgumentParser
+import Finetune
+import Foundation
+import Kernels
+
+struct Finetune: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "finetune",
+        abstract: "Fine-tune a packed AQLM model's codebooks, scales and norms end to end against the original model.",
+        discussion: """
+        With the codes frozen, every codebook, row scale and RMSNorm gain is trained to minimise \
+        KL(teacher ‖ student) over next-token distributions on calibration text (the teacher's top-k \
+        tokens plus one merged outcome for the rest). Progress is saved in OUT.work/ (after each epoch \
+        and every --save-every steps): rerunning the same command after an interruption continues \
+        from there. The output (a packed checkpoint with finetune.json) appears only when complete.
+        """
+    )
+
+    @Option(help: "Packed AQLM checkpoint directory to fine-tune (the output of aqlm quantize).")
+    var model: String
+
+    @Option(help: "The original model: the alias smollm2-135m, a GGUF file or a Hugging Face model directory.")
+    var teacher: String
+
+    @Option(help: "Output directory (must not exist).")
+    var out: String
+
+    @Option(help: "Calibration text: a registry name from calibration/registry.tsv or a text file.")
+    var calibration = "wikitext2-valid"
+
+    @Option(help: "Calibration sequences.")
+    var samples = ModelFinetuneOptions().samples
+
+    @Option(help: "Tokens per calibration sequence.")
+    var seqlen = ModelFinetuneOptions().sequenceLength
+
+    @Option(help: "Passes over the calibration sequences.")
+    var epochs = ModelFinetuneOptions().epochs
+
+    @Option(help: "Adam learning rate.")
+    var lr = ModelFinetuneOptions().adam.learningRate
+
+    @Option(help: "Sequences per Adam step.")
+    var batch = ModelFinetuneOptions().sequencesPerStep
+
+    @Option(help: "Sequences held out to pick the best epoch (0: keep the last).")
+    var valSamples = ModelFinetuneOptions().validationSamples
+
+    @Option(help: "Teacher tokens kept per position; the rest count as one outcome.")
+    var teacherTopK = ModelFinetuneOptions().teacherTopK
+
+    @Option(help: "Codebook parameterisation while training: none, or linear (SimVQ: each codebook times a learned g×g matrix).")
+    var codebookTransform: CodebookTransform = .none
+
+    @Option(help: "Adam steps between saves of OUT.work/.")
+    var saveEvery = ModelFinetuneOptions().saveEverySteps
+
+    @Option(help: "Seed for calibration sampling and the order of sequences.")
+    var seed: UInt64 = 0
+
+    @Option(help: "Cores to use (our loops and OpenBLAS).")
+    var threads: Int?
+
+    @Flag(help: "Print finetune.json (losses, best epoch, steps, times) as one JSON object when done.")
+    var json = false
+
+    func options() throws -> ModelFinetuneOptions {
+        var o = ModelFinetuneOptions()
+        o.calibration = calibration
+        o.samples = samples
+        o.sequenceLength = seqlen
+        o.epochs = epochs
+        o.adam.learningRate = lr
+        o.sequencesPerStep = batch
+        o.validationSamples = valSamples
+        o.teacherTopK = teacherTopK
+        o.codebookTransform = codebookTransform
+        o.saveEverySteps = saveEvery
+        o.seed = seed
+        guard saveEvery >= 1 else { throw ValidationError("--save-every must be at least 1") }
+        return o
+    }
+
+    func run() throws {
+        if let threads { Threads.set(threads) }
+        var job = ModelFinetuning(studentPath: model, teacherPath: teacher, outputPath: out, options: try options())
+        job.log = { printError($0) }
+        guard let report = try job.run() else { return }
+        if json {
+            print(report.json.serialized(indent: nil))
+        } else {
+            let before = report.validationLoss.first.map { String(format: "%.5f", $0) } ?? "-"
+            let after = report.validationLoss.count > report.bestEpoch
+                ? String(format: "%.5f", report.validationLoss[report.bestEpoch]) : "-"
+            print(String(format: "wrote %@: validation KL %@ -> %@ (epoch %d of %d), %d steps, %.0f s (teacher %.0f s)",
+                         out, before, after, report.bestEpoch, report.trainingLoss.count, report.steps,
+                         report.wallSeconds, report.teacherSeconds))
+        }
+    }
+}

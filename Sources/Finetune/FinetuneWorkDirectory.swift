@@ -1,0 +1,100 @@
+import Foundation
+import Checkpoint
+
+/// `<output>.work/` of an end-to-end fine-tuning run: the teacher's targets
+/// (`teacher.safetensors`), the trained parameters, the best epoch's parameters and Adam's
+/// moments (`state.safetensors`), and `progress.json` (settings fingerprint, position in the
+/// run, losses so far), written last and by rename, so a run killed at any instant resumes
+/// from a consistent state.
+struct FinetuneWorkDirectory {
+    let path: String
+    let fingerprint: String
+
+    init(output: String, fingerprint: String) {
+        path = output + ".work"
+        self.fingerprint = fingerprint
+    }
+
+    func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
+
+    func loadTeacher() throws -> TeacherTargets? {
+        guard FileManager.default.fileExists(atPath: file("teacher.safetensors")) else { return nil }
+        return try TeacherTargets.read(from: file("teacher.safetensors"), fingerprint: fingerprint)
+    }
+
+    func saveTeacher(_ targets: TeacherTargets) throws {
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        try targets.write(to: file("teacher.safetensors"), fingerprint: fingerprint)
+    }
+
+    func save(_ trainer: ModelTrainer) throws {
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        var writer = SafeTensorsWriter(metadata: ["format": "aqlm-finetune-state"])
+        for (name, values) in trainer.model.parameters.sorted(by: { $0.key < $1.key }) {
+            try writer.add("param." + name, shape: [values.count], floats: values)
+        }
+        for (name, values) in trainer.best.parameters.sorted(by: { $0.key < $1.key }) {
+            try writer.add("best." + name, shape: [values.count], floats: values)
+        }
+        for (name, moments) in trainer.optimizer.moments.sorted(by: { $0.key < $1.key }) {
+            try writer.add("adam.m." + name, shape: [moments.first.count], floats: moments.first)
+            try writer.add("adam.v." + name, shape: [moments.second.count], floats: moments.second)
+        }
+        try writer.write(to: file("state.safetensors"))
+        try writeJSONFile(.object([
+            ("fingerprint", .string(fingerprint)),
+            ("epoch", .int(trainer.epoch)),
+            ("step_in_epoch", .int(trainer.stepInEpoch)),
+            ("adam_step", .int(trainer.optimizer.step)),
+            ("epoch_loss", .double(trainer.epochLoss)),
+            ("training_loss", .array(trainer.trainingLoss.map(JSONValue.double))),
+            ("validation_loss", .array(trainer.validationLoss.map(JSONValue.double))),
+            ("best_epoch", .int(trainer.bestEpoch)),
+        ]), to: file("progress.json"))
+    }
+
+    /// Loads a saved state into `trainer`; false when there is none (a fresh start).
+    func restore(into trainer: inout ModelTrainer) throws -> Bool {
+        guard FileManager.default.fileExists(atPath: file("progress.json")) else { return false }
+        let progress = try readJSONFile(file("progress.json"))
+        guard progress["fingerprint"]?.string == fingerprint else {
+            throw FinetuneError("\(path) holds an unfinished run with different settings; rerun with the same options to resume it, or remove it")
+        }
+        let state = try SafeTensorsFile(path: file("state.safetensors"))
+        var parameters: [String: [Float]] = [:], best: [String: [Float]] = [:]
+        var first: [String: [Float]] = [:], second: [String: [Float]] = [:]
+        for info in state.tensors {
+            let values = try state.floats(info)
+            for (prefix, table) in [("param.", 0), ("best.", 1), ("adam.m.", 2), ("adam.v.", 3)] where info.name.hasPrefix(prefix) {
+                let name = String(info.name.dropFirst(prefix.count))
+                switch table {
+                case 0: parameters[name] = values
+                case 1: best[name] = values
+                case 2: first[name] = values
+                default: second[name] = values
+                }
+            }
+        }
+        try trainer.model.setParameters(parameters)
+        try trainer.best.setParameters(best)
+        var moments: [String: (first: [Float], second: [Float])] = [:]
+        for (name, m) in first {
+            guard let v = second[name] else { throw FinetuneError("\(file("state.safetensors")): no second moment for '\(name)'") }
+            moments[name] = (m, v)
+        }
+        func int(_ key: String) throws -> Int {
+            guard let v = progress[key]?.int else { throw FinetuneError("\(file("progress.json")): '\(key)' is missing") }
+            return v
+        }
+        trainer.optimizer = Adam(options: trainer.options.adam, step: try int("adam_step"), moments: moments)
+        trainer.epoch = try int("epoch")
+        trainer.stepInEpoch = try int("step_in_epoch")
+        trainer.bestEpoch = try int("best_epoch")
+        trainer.epochLoss = progress["epoch_loss"]?.double ?? 0
+        trainer.trainingLoss = progress["training_loss"]?.array?.compactMap(\.double) ?? []
+        trainer.validationLoss = progress["validation_loss"]?.array?.compactMap(\.double) ?? []
+        return true
+    }
+
+    func remove() { try? FileManager.default.removeItem(atPath: path) }
+}

@@ -1,0 +1,283 @@
+import Foundation
+import Checkpoint
+import Kernels
+import Llama
+import PackedFormat
+
+/// Settings of end-to-end fine-tuning (AQLM §3.4's global fine-tuning, as knowledge
+/// distillation from the full-precision model).
+public struct ModelFinetuneOptions: Sendable {
+    /// Calibration registry name or text file.
+    public var calibration = "wikitext2-valid"
+    public var samples = 128
+    public var sequenceLength = 512
+    public var epochs = 1
+    public var adam = AdamOptions(learningRate: 1e-4)
+    /// Sequences whose gradients are averaged into one Adam step.
+    public var sequencesPerStep = 4
+    /// Sequences held out (the last ones) to pick the best epoch; 0 keeps the last epoch.
+    public var validationSamples = 4
+    /// Teacher tokens kept per position (the rest are one merged outcome).
+    public var teacherTopK = 64
+    /// Seeds calibration sampling and the order of sequences in each epoch.
+    public var seed: UInt64 = 0
+    public var trained: TrainedParameters = .all
+    public var codebookTransform: CodebookTransform = .none
+    /// Optimizer steps between saves of the work directory (epoch ends are always saved).
+    public var saveEverySteps = 8
+    /// Stop (saving the work directory, writing no output) once this many optimizer steps are
+    /// done in total: lets tests interrupt a run, and long runs be done in time-boxed parts.
+    public var stopAfterSteps: Int?
+
+    public init() {}
+}
+
+/// What end-to-end fine-tuning did, also written as `finetune.json` into the output.
+public struct ModelFinetuneReport: Sendable {
+    public var student: String
+    public var teacher: String
+    public var output: String
+    public var samples: Int
+    public var sequenceLength: Int
+    public var teacherTopK: Int
+    /// Mean distillation loss per token of each epoch, measured while training.
+    public var trainingLoss: [Double]
+    /// Mean distillation loss per token on the held-out sequences: before training, then after each epoch.
+    public var validationLoss: [Double]
+    public var bestEpoch: Int
+    public var steps: Int
+    public var teacherSeconds: Double
+    public var wallSeconds: Double
+
+    public var json: JSONValue {
+        .object([
+            ("student", .string(student)), ("teacher", .string(teacher)), ("output", .string(output)),
+            ("samples", .int(samples)), ("seqlen", .int(sequenceLength)), ("teacher_top_k", .int(teacherTopK)),
+            ("training_loss", .array(trainingLoss.map(JSONValue.double))),
+            ("validation_loss", .array(validationLoss.map(JSONValue.double))),
+            ("best_epoch", .int(bestEpoch)), ("steps", .int(steps)),
+            ("teacher_seconds", .double(teacherSeconds)), ("wall_seconds", .double(wallSeconds)),
+        ])
+    }
+}
+
+/// End-to-end fine-tuning of a packed AQLM model: with codes frozen, every codebook, scale and
+/// norm gain is trained to minimise KL(teacher ‖ student) over next-token distributions on
+/// calibration text (teacher top-k + tail, see `distillationStep`), backpropagating through the
+/// head and all blocks. The teacher's targets are computed once and kept in `OUT.work/`
+/// together with the parameters, Adam's moments and the position in the run (saved every
+/// `saveEverySteps` steps and after each epoch), so rerunning the same command after an
+/// interruption continues where it stopped and ends with the same result. The output, a packed
+/// checkpoint, is written atomically.
+public struct ModelFinetuning {
+    public let studentPath: String
+    public let teacherPath: String
+    public let outputPath: String
+    public let options: ModelFinetuneOptions
+    public var log: (String) -> Void = { _ in }
+
+    public init(studentPath: String, teacherPath: String, outputPath: String, options: ModelFinetuneOptions) {
+        self.studentPath = studentPath
+        self.teacherPath = teacherPath
+        self.outputPath = outputPath
+        self.options = options
+    }
+
+    /// Trains and writes the output; nil when `stopAfterSteps` stopped it first.
+    public func run() throws -> ModelFinetuneReport? {
+        let started = Date()
+        let o = options
+        guard !FileManager.default.fileExists(atPath: outputPath) else {
+            throw FinetuneError("output \(outputPath) already exists; choose another path or remove it")
+        }
+        try validate()
+        let studentDirectory = ModelPaths.resolve(studentPath)
+        guard PackedCheckpoint.isPacked(directory: studentDirectory) else {
+            throw FinetuneError("--model \(studentPath): not a packed AQLM checkpoint directory")
+        }
+        let packed = try PackedCheckpoint.read(directory: studentDirectory)
+        let sequences = try loadCalibrationSequences(o.calibration, tokenizer: packed.tokenizer, samples: o.samples,
+                                                     length: o.sequenceLength, seed: o.seed)
+        let work = FinetuneWorkDirectory(output: outputPath, fingerprint: fingerprint())
+        let teacherClock = Date()
+        let teacher = try teacherTargets(sequences: sequences, config: packed.config, work: work)
+        let teacherSeconds = Date().timeIntervalSince(teacherClock)
+
+        var trainer = try ModelTrainer(model: TrainableModel(packed: packed, transform: o.codebookTransform), sequences: sequences,
+                                       teacher: teacher, options: o, work: work, log: log)
+        guard try trainer.train() else {
+            log("stopped after \(trainer.optimizer.step) steps; rerun the same command to continue from \(work.path)")
+            return nil
+        }
+        let report = ModelFinetuneReport(
+            student: studentDirectory, teacher: teacherPath, output: outputPath, samples: o.samples,
+            sequenceLength: o.sequenceLength, teacherTopK: teacher.k, trainingLoss: trainer.trainingLoss,
+            validationLoss: trainer.validationLoss, bestEpoch: trainer.bestEpoch, steps: trainer.optimizer.step,
+            teacherSeconds: teacherSeconds, wallSeconds: Date().timeIntervalSince(started))
+        try PackedCheckpoint.write(trainer.best.packedModel(), to: outputPath, extraFiles: ["finetune.json": report.json])
+        work.remove()
+        return report
+    }
+
+    func validate() throws {
+        let o = options
+        guard o.samples >= 1, o.sequenceLength >= 2 else { throw FinetuneError("--samples must be ≥ 1 and the sequence length ≥ 2") }
+        guard o.epochs >= 0 else { throw FinetuneError("--epochs must not be negative") }
+        guard o.adam.learningRate > 0 else { throw FinetuneError("--lr must be positive") }
+        guard o.sequencesPerStep >= 1 else { throw FinetuneError("--batch must be at least 1") }
+        guard o.teacherTopK >= 1 else { throw FinetuneError("--teacher-top-k must be at least 1") }
+        guard o.validationSamples >= 0, o.validationSamples < o.samples else {
+            throw FinetuneError("--val-samples \(o.validationSamples) leaves none of the \(o.samples) calibration sequences to train on")
+        }
+    }
+
+    /// Everything that changes the result: a work directory from other settings is refused.
+    func fingerprint() -> String {
+        let o = options
+        return [studentPath, teacherPath, o.calibration, String(o.samples), String(o.sequenceLength), String(o.epochs),
+                String(o.adam.learningRate), String(o.adam.beta1), String(o.adam.beta2), String(o.adam.epsilon),
+                String(o.sequencesPerStep), String(o.validationSamples), String(o.teacherTopK), String(o.seed),
+                String(o.trained.rawValue), o.codebookTransform.rawValue].joined(separator: "|")
+    }
+
+    /// The teacher's targets: from the work directory, or computed (and saved there).
+    func teacherTargets(sequences: [[Int]], config: LlamaConfig, work: FinetuneWorkDirectory) throws -> TeacherTargets {
+        if let saved = try work.loadTeacher() { return saved }
+        let teacher = try openModel(teacherPath).model
+        guard teacher.config.vocabSize == config.vocabSize, teacher.config.hiddenSize == config.hiddenSize,
+              teacher.config.numLayers == config.numLayers else {
+            throw FinetuneError("--teacher \(teacherPath) has a different shape than --model \(studentPath)")
+        }
+        let clock = Date()
+        let targets = TeacherTargets.compute(teacher: teacher, sequences: sequences, k: options.teacherTopK) { done in
+            if done % 16 == 0 || done == sequences.count {
+                log(String(format: "teacher: %d/%d sequences, %.0f s", done, sequences.count, Date().timeIntervalSince(clock)))
+            }
+        }
+        try work.saveTeacher(targets)
+        return targets
+    }
+}
+
+/// The optimisation loop of `ModelFinetuning`, with its resumable state.
+struct ModelTrainer {
+    var model: TrainableModel
+    /// The parameters of the best epoch so far (by validation loss).
+    var best: TrainableModel
+    let sequences: [[Int]]
+    let teacher: TeacherTargets
+    let options: ModelFinetuneOptions
+    let work: FinetuneWorkDirectory
+    let log: (String) -> Void
+    var optimizer: Adam
+    var epoch = 0
+    /// Optimizer steps done in the current epoch.
+    var stepInEpoch = 0
+    var epochLoss = 0.0
+    var trainingLoss: [Double] = []
+    var validationLoss: [Double] = []
+    var bestEpoch = 0
+    let workspace: ModelWorkspace
+
+    init(model: TrainableModel, sequences: [[Int]], teacher: TeacherTargets, options: ModelFinetuneOptions,
+         work: FinetuneWorkDirectory, log: @escaping (String) -> Void) throws {
+        self.model = model
+        best = model
+        self.sequences = sequences
+        self.teacher = teacher
+        self.options = options
+        self.work = work
+        self.log = log
+        optimizer = Adam(options: options.adam)
+        workspace = ModelWorkspace(config: model.config, tokens: options.sequenceLength)
+        if try !work.restore(into: &self) {
+            let v = validation(model)
+            validationLoss = v.map { [$0] } ?? []
+            if let v { log(String(format: "validation loss before fine-tuning: %.5f", v)) }
+        }
+    }
+
+    var trainCount: Int { sequences.count - options.validationSamples }
+
+    /// The order of the training sequences in `epoch` (a function of seed and epoch only, so a
+    /// resumed run visits them in the same order).
+    func order(epoch: Int) -> [Int] {
+        var rng = SeededRandom(seed: options.seed &+ 0x9E37_79B9_7F4A_7C15 &* UInt64(epoch + 1))
+        var order = Array(0..<trainCount)
+        order.shuffle(using: &rng)
+        return order
+    }
+
+    /// Mean loss per token on the held-out sequences (nil without any).
+    func validation(_ model: TrainableModel) -> Double? {
+        guard options.validationSamples > 0 else { return nil }
+        let prepared = model.blocks.map(PreparedBlock.init)
+        var total = 0.0
+        for s in trainCount..<sequences.count {
+            total += model.sequenceLoss(sequences[s], teacher: teacherRows(s), prepared: prepared, workspace: workspace, gradientScale: nil)
+        }
+        return total / Double(options.validationSamples * options.sequenceLength)
+    }
+
+    func teacherRows(_ s: Int) -> TeacherTargets {
+        teacher.rows((s * options.sequenceLength)..<((s + 1) * options.sequenceLength))
+    }
+
+    /// Runs the remaining epochs; false when stopped by `stopAfterSteps`.
+    mutating func train() throws -> Bool {
+        let perStep = options.sequencesPerStep, length = options.sequenceLength
+        var gradients = ModelGradients(model)
+        while epoch < options.epochs {
+            let order = order(epoch: epoch)
+            let steps = (order.count + perStep - 1) / perStep
+            var prepared = model.blocks.map(PreparedBlock.init)
+            let clock = Date()
+            while stepInEpoch < steps {
+                if let stop = options.stopAfterSteps, optimizer.step >= stop {
+                    try work.save(self)
+                    return false
+                }
+                let batch = order[(stepInEpoch * perStep)..<min((stepInEpoch + 1) * perStep, order.count)]
+                gradients.zero()
+                let scale = 1 / Float(batch.count * length)
+                for s in batch {
+                    epochLoss += model.sequenceLoss(sequences[s], teacher: teacherRows(s), prepared: prepared, workspace: workspace,
+                                                    gradientScale: scale)
+                    model.backward(prepared: prepared, workspace: workspace, gradients: &gradients)
+                }
+                optimizer.beginStep()
+                model.update(with: gradients, trained: options.trained, optimizer: &optimizer)
+                prepared = model.blocks.map(PreparedBlock.init)
+                stepInEpoch += 1
+                if stepInEpoch % 4 == 0 || stepInEpoch == steps {
+                    log(String(format: "epoch %d step %d/%d: loss %.5f, %.1f s/step", epoch + 1, stepInEpoch, steps,
+                               epochLoss / Double(min(stepInEpoch * perStep, order.count) * length),
+                               Date().timeIntervalSince(clock) / Double(stepInEpoch)))
+                }
+                if stepInEpoch < steps, optimizer.step % options.saveEverySteps == 0 { try work.save(self) }
+            }
+            finishEpoch(trainingLoss: epochLoss / Double(order.count * length))
+            try work.save(self)
+        }
+        if options.validationSamples == 0 { best = model }
+        return true
+    }
+
+    /// Records the epoch and keeps its parameters if they are the best held-out so far.
+    mutating func finishEpoch(trainingLoss loss: Double) {
+        trainingLoss.append(loss)
+        epoch += 1
+        stepInEpoch = 0
+        epochLoss = 0
+        guard let v = validation(model) else {
+            log(String(format: "epoch %d: training loss %.5f", epoch, loss))
+            return
+        }
+        log(String(format: "epoch %d: training loss %.5f, validation loss %.5f", epoch, loss, v))
+        if v < validationLoss.min() ?? .infinity {
+            best = model
+            bestEpoch = epoch
+        }
+        validationLoss.append(v)
+    }
+}

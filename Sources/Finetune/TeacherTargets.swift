@@ -1,0 +1,106 @@
+import Foundation
+import Checkpoint
+import Evaluation
+import Kernels
+import Llama
+
+/// The teacher's next-token distribution at every calibration position, kept compactly: the k
+/// most likely tokens with their log-probabilities and the log of the mass of all the others
+/// (a 49152-wide row per token would take 13 GB for 65k tokens; k = 64 takes 34 MB).
+/// Distillation then matches the student to the teacher on these k + 1 outcomes.
+public struct TeacherTargets: Sendable, Equatable {
+    public let k: Int
+    /// [positions × k], most likely first.
+    public var ids: [Int32]
+    public var logProbs: [Float]
+    /// [positions]
+    public var tailLogMass: [Float]
+
+    public var positions: Int { tailLogMass.count }
+
+    public init(k: Int, ids: [Int32], logProbs: [Float], tailLogMass: [Float]) {
+        precondition(ids.count == tailLogMass.count * k && logProbs.count == ids.count, "teacher targets are not [positions × k]")
+        self.k = k
+        self.ids = ids
+        self.logProbs = logProbs
+        self.tailLogMass = tailLogMass
+    }
+
+    /// Runs `teacher` over each sequence (positions 0...) and keeps the top `k` of every row.
+    public static func compute(teacher: LlamaModel, sequences: [[Int]], k: Int,
+                               progress: (Int) -> Void = { _ in }) -> TeacherTargets {
+        let vocab = teacher.config.vocabSize, length = sequences.first?.count ?? 0
+        let state = teacher.makeState(maxPositions: max(length, 1), maxLogitRows: max(length, 1))
+        var out = TeacherTargets(k: k, ids: [], logProbs: [], tailLogMass: [])
+        out.ids.reserveCapacity(sequences.count * length * k)
+        out.logProbs.reserveCapacity(sequences.count * length * k)
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: vocab)
+        defer { scratch.deallocate() }
+        for (s, sequence) in sequences.enumerated() {
+            state.reset()
+            let rows = teacher.forward(sequence, state: state, logits: .all)
+            for row in rows.indices {
+                let logits = state.logits(row: row)
+                let total = logSumExp(logits.baseAddress!, count: vocab)
+                let top = topKEntries(logits, k: k)
+                for entry in top {
+                    out.ids.append(Int32(entry.index))
+                    out.logProbs.append(entry.value - total)
+                }
+                out.tailLogMass.append(Evaluation.tailLogMass(logits, excluding: top.map(\.index), logSumExp: total, scratch: scratch))
+            }
+            progress(s + 1)
+        }
+        return out
+    }
+
+    /// Rows `range` (positions) as a slice view for one sequence.
+    func rows(_ range: Range<Int>) -> TeacherTargets {
+        TeacherTargets(k: k, ids: Array(ids[(range.lowerBound * k)..<(range.upperBound * k)]),
+                       logProbs: Array(logProbs[(range.lowerBound * k)..<(range.upperBound * k)]),
+                       tailLogMass: Array(tailLogMass[range]))
+    }
+
+    func write(to path: String, fingerprint: String) throws {
+        var writer = SafeTensorsWriter(metadata: ["format": "aqlm-teacher", "fingerprint": fingerprint])
+        try writer.add("ids", shape: [positions, k], integers: ids)
+        try writer.add("log_probs", shape: [positions, k], floats: logProbs)
+        try writer.add("tail_log_mass", shape: [positions], floats: tailLogMass)
+        try writer.write(to: path)
+    }
+
+    /// The targets saved at `path`, or nil when they were made for another fingerprint.
+    static func read(from path: String, fingerprint: String) throws -> TeacherTargets? {
+        let file = try SafeTensorsFile(path: path)
+        guard file.metadata["fingerprint"] == fingerprint, let info = file.tensor("ids"), info.shape.count == 2 else { return nil }
+        return TeacherTargets(k: info.shape[1], ids: try file.integers("ids", as: Int32.self),
+                              logProbs: try file.floats("log_probs"), tailLogMass: try file.floats("tail_log_mass"))
+    }
+}
+
+/// Distillation on one row of student logits z against the teacher's top-k and tail:
+///   L = Σ_{i ∈ top} p_i log(p_i/q_i) + p_tail log(p_tail/q_tail),  q = softmax(z)
+/// i.e. KL(teacher ‖ student) with every token outside the teacher's top k merged into one
+/// outcome (a lower bound of the full KL). Its gradient is ∂L/∂z = q − p̃ with p̃_i = p_i on the
+/// top k and p_tail·q_i/q_tail elsewhere (the student's own tail shape, rescaled to the
+/// teacher's tail mass). Overwrites `row` with `gradientScale`·∂L/∂z and returns L.
+func distillationStep(_ row: UnsafeMutablePointer<Float>, count n: Int, ids: UnsafePointer<Int32>, logProbs: UnsafePointer<Float>,
+                      k: Int, tailLogMass: Float, gradientScale: Float) -> Double {
+    softmax(row, count: n)
+    var topMass = 0.0
+    for j in 0..<k { topMass += Double(row[Int(ids[j])]) }
+    let studentTail = max(1 - topMass, Double(Float.leastNormalMagnitude))
+    let teacherTail = Double(Foundation.exp(tailLogMass))
+    var loss = teacherTail > 0 ? teacherTail * (Double(tailLogMass) - Foundation.log(studentTail)) : 0
+    var topProbabilities = [Float](repeating: 0, count: k)
+    for j in 0..<k {
+        let q = Double(row[Int(ids[j])]), logP = Double(logProbs[j])
+        loss += Foundation.exp(logP) * (logP - Foundation.log(max(q, Double(Float.leastNormalMagnitude))))
+        topProbabilities[j] = row[Int(ids[j])]
+    }
+    scale(row, by: gradientScale * Float(1 - teacherTail / studentTail), count: n)
+    for j in 0..<k {
+        row[Int(ids[j])] = gradientScale * (topProbabilities[j] - Foundation.exp(logProbs[j]))
+    }
+    return loss
+}

@@ -1,0 +1,190 @@
+import CBLAS
+import Checkpoint
+import Kernels
+import Llama
+import PackedFormat
+import Quantizer
+
+/// A packed AQLM model under end-to-end fine-tuning: every block's codebooks, scales and norm
+/// gains, and the final norm's gain, are trainable; embeddings, head and codes are frozen.
+public struct TrainableModel: Sendable {
+    public let config: LlamaConfig
+    public var blocks: [TrainableBlock]
+    public var finalNorm: [Float]
+    /// [vocab × hidden] embedding table.
+    let embedding: [Float]
+    /// hidden -> vocabulary (the embedding itself when tied).
+    let head: DenseLinear
+    /// Tokenizer, scheme and the dense tensors the output is written with.
+    let packed: PackedModel
+
+    public init(packed: PackedModel, transform: CodebookTransform = .none) throws {
+        let model = try packed.llamaModel()
+        config = packed.config
+        blocks = (0..<config.numLayers).map { l in
+            var codes: [LlamaLinear: AdditiveCode] = [:]
+            for linear in LlamaLinear.allCases { codes[linear] = packed.linears["model.layers.\(l).\(linear.rawValue)"] }
+            return TrainableBlock(block: model.layers[l], codes: codes, transform: transform)
+        }
+        finalNorm = model.finalNorm
+        embedding = model.embedding
+        guard let head = model.head as? DenseLinear else { throw FinetuneError("the packed model's head is not dense") }
+        self.head = head
+        self.packed = packed
+    }
+
+    /// The model as a packed checkpoint: codewords and scales rounded to fp16 (transforms
+    /// folded in), norm gains replaced by the trained ones.
+    public func packedModel() -> PackedModel {
+        var out = packed
+        for (l, block) in blocks.enumerated() {
+            for (linear, layer) in block.roundedToFloat16().quantized {
+                out.linears["model.layers.\(l).\(linear.rawValue)"] = layer.additiveCode
+            }
+            out.dense["model.layers.\(l).input_layernorm.weight"] = WeightTensor(shape: [config.hiddenSize], values: block.inputNorm)
+            out.dense["model.layers.\(l).post_attention_layernorm.weight"] = WeightTensor(shape: [config.hiddenSize],
+                                                                                          values: block.postAttentionNorm)
+        }
+        out.dense["model.norm.weight"] = WeightTensor(shape: [config.hiddenSize], values: finalNorm)
+        return out
+    }
+
+    static func blockPrefix(_ l: Int) -> String { "model.layers.\(l)." }
+    static let finalNormName = "model.norm"
+
+    /// Every trainable tensor by name (see `TrainableBlock.parameters(prefix:)`).
+    public var parameters: [String: [Float]] {
+        var out = [Self.finalNormName: finalNorm]
+        for (l, block) in blocks.enumerated() { out.merge(block.parameters(prefix: Self.blockPrefix(l))) { $1 } }
+        return out
+    }
+
+    public mutating func setParameters(_ values: [String: [Float]]) throws {
+        guard let norm = values[Self.finalNormName], norm.count == finalNorm.count else {
+            throw FinetuneError("checkpoint lacks '\(Self.finalNormName)'")
+        }
+        finalNorm = norm
+        for l in blocks.indices { try blocks[l].setParameters(values, prefix: Self.blockPrefix(l)) }
+    }
+
+    mutating func update(with gradients: ModelGradients, trained: TrainedParameters, optimizer: inout Adam) {
+        if trained.contains(.norms) {
+            optimizer.update(&finalNorm, gradient: gradients.finalNorm, name: Self.finalNormName)
+        }
+        for l in blocks.indices {
+            blocks[l].update(with: gradients.blocks[l], trained: trained, prefix: Self.blockPrefix(l), optimizer: &optimizer)
+        }
+    }
+}
+
+/// ∂L/∂(every trainable tensor) of a model.
+struct ModelGradients {
+    var blocks: [BlockGradients]
+    var finalNorm: [Float]
+
+    init(_ model: TrainableModel) {
+        blocks = model.blocks.map(BlockGradients.init)
+        finalNorm = [Float](repeating: 0, count: model.finalNorm.count)
+    }
+
+    mutating func zero() {
+        for l in blocks.indices { blocks[l].zero() }
+        finalNorm.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+    }
+}
+
+/// Buffers for one sequence through the whole model: every block's activations (kept for the
+/// backward pass instead of recomputing the forward), the residual stream, the final norm's
+/// input and output, their gradients, and a chunk of logit rows.
+final class ModelWorkspace {
+    let config: LlamaConfig
+    let tokens: Int
+    let activations: [BlockActivations]
+    let backward: BackwardWorkspace
+    /// Logit rows computed at a time (bounds the [rows × vocab] buffer).
+    let logitRows: Int
+    /// [tokens × hidden] each, and [logitRows × vocab] logits.
+    let hidden, normed, gradient, gradNormed, logits: UnsafeMutablePointer<Float>
+    private let buffers: [UnsafeMutablePointer<Float>]
+
+    init(config: LlamaConfig, tokens: Int, logitRows: Int = 128) {
+        self.config = config
+        self.tokens = tokens
+        let rope = RotaryEmbedding(headDim: config.headDim, base: config.ropeTheta, maxPositions: tokens)
+        activations = (0..<config.numLayers).map { _ in BlockActivations(config: config, capacity: tokens, rope: rope) }
+        backward = BackwardWorkspace(config: config, capacity: tokens)
+        self.logitRows = min(logitRows, tokens)
+        let width = tokens * config.hiddenSize
+        let buffers = [width, width, width, width, self.logitRows * config.vocabSize].map { n -> UnsafeMutablePointer<Float> in
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: n)
+            p.initialize(repeating: 0, count: n)
+            return p
+        }
+        (hidden, normed, gradient, gradNormed, logits) = (buffers[0], buffers[1], buffers[2], buffers[3], buffers[4])
+        self.buffers = buffers
+    }
+
+    deinit { for b in buffers { b.deallocate() } }
+}
+
+extension TrainableModel {
+    /// Distillation loss of one sequence, summed over its positions (see `distillationStep`).
+    /// With a `gradientScale`, leaves `gradientScale`·∂L/∂(final norm output) in
+    /// `w.gradNormed` for `backward`.
+    func sequenceLoss(_ tokens: [Int], teacher: TeacherTargets, prepared: [PreparedBlock], workspace w: ModelWorkspace,
+                      gradientScale: Float?) -> Double {
+        let c = config, d = c.hiddenSize, v = c.vocabSize, t = tokens.count
+        precondition(t == w.tokens && teacher.positions == t, "sequence, workspace and teacher rows disagree")
+        embedding.withUnsafeBufferPointer { table in
+            for (row, token) in tokens.enumerated() {
+                (w.hidden + row * d).update(from: table.baseAddress! + token * d, count: d)
+            }
+        }
+        for l in prepared.indices { prepared[l].forward(w.hidden, tokens: t, saving: w.activations[l]) }
+        finalNorm.withUnsafeBufferPointer { weight in
+            rmsNormRows(w.hidden, weight: weight.baseAddress!, into: w.normed, rows: t, count: d, epsilon: c.rmsNormEps)
+        }
+        var loss = 0.0
+        var first = 0
+        while first < t {
+            let rows = min(w.logitRows, t - first)
+            head.apply(w.normed + first * d, w.logits, tokens: rows)
+            teacher.ids.withUnsafeBufferPointer { ids in
+                teacher.logProbs.withUnsafeBufferPointer { lps in
+                    for r in 0..<rows {
+                        let p = first + r
+                        loss += distillationStep(w.logits + r * v, count: v, ids: ids.baseAddress! + p * teacher.k,
+                                                 logProbs: lps.baseAddress! + p * teacher.k, k: teacher.k,
+                                                 tailLogMass: teacher.tailLogMass[p], gradientScale: gradientScale ?? 0)
+                    }
+                }
+            }
+            if gradientScale != nil {
+                // ∂L/∂(normed rows) = ∂L/∂logits · W_head.
+                head.weights.withUnsafeBufferPointer { e in
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(d), Int32(v), 1,
+                                w.logits, Int32(v), e.baseAddress!, Int32(d), 0, w.gradNormed + first * d, Int32(d))
+                }
+            }
+            first += rows
+        }
+        return loss
+    }
+
+    /// Backward from `w.gradNormed` (left by `sequenceLoss`) through the final norm and every
+    /// block, adding the parameter gradients to `gradients`.
+    func backward(prepared: [PreparedBlock], workspace w: ModelWorkspace, gradients: inout ModelGradients) {
+        let c = config, d = c.hiddenSize, t = w.tokens
+        w.gradient.update(repeating: 0, count: t * d)
+        finalNorm.withUnsafeBufferPointer { weight in
+            gradients.finalNorm.withUnsafeMutableBufferPointer { dw in
+                rmsNormBackwardRows(w.hidden, weight: weight.baseAddress!, gradOutput: w.gradNormed, gradInput: w.gradient,
+                                    weightGrad: dw.baseAddress!, inverseRMS: w.backward.inverseRMS, rows: t, count: d,
+                                    epsilon: c.rmsNormEps)
+            }
+        }
+        for l in prepared.indices.reversed() {
+            prepared[l].backward(w.gradient, activations: w.activations[l], gradients: &gradients.blocks[l], workspace: w.backward)
+        }
+    }
+}

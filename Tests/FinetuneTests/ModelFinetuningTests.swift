@@ -1,0 +1,155 @@
+import Checkpoint
+import Finetune
+import Foundation
+import Kernels
+import Llama
+import PackedFormat
+import Quantizer
+import XCTest
+
+/// End-to-end fine-tuning of the tiny model quantized with AQLM 2x4, against its original.
+final class ModelFinetuningTests: XCTestCase {
+    var directory = ""
+    var teacherPath: String { directory + "/tiny.gguf" }
+    var studentPath: String { directory + "/student" }
+    var textPath: String { directory + "/calibration.txt" }
+
+    override func setUpWithError() throws {
+        directory = NSTemporaryDirectory() + "finetune-tests-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let weights = try TinyModel.writeGGUF(to: teacherPath, seed: 21)
+        let sentence = "The weather in the north is cold and the rain falls on the green hills every morning. "
+            + "In the south the sun shines on the sea and the boats sail out at dawn. "
+        try String(repeating: sentence, count: 30).write(toFile: textPath, atomically: true, encoding: .utf8)
+
+        let scheme = AQLMScheme(codebookCount: 2, codeBits: 4, groupSize: 8)
+        var options = AQLMOptions()
+        options.beamSize = 1
+        options.maxIterations = 1
+        var linears: [String: AdditiveCode] = [:], dense: [String: WeightTensor] = [:]
+        for (name, tensor) in weights.tensors {
+            let base = String(name.dropLast(".weight".count))
+            guard name.hasSuffix("_proj.weight") else {
+                dense[name] = tensor.roundedForPacking()
+                continue
+            }
+            let (dOut, dIn) = (tensor.shape[0], tensor.shape[1])
+            var identity = [Float](repeating: 0, count: dIn * dIn)
+            for i in 0..<dIn { identity[i * dIn + i] = 1 }
+            linears[base] = try quantizeLinear(weight: tensor.values, dOut: dOut, dIn: dIn, hessian: identity, scheme: scheme,
+                                               options: options).additiveCode!.roundedToFloat16()
+        }
+        let packed = PackedModel(config: weights.config, tokenizer: weights.tokenizer, scheme: scheme, linears: linears, dense: dense)
+        try PackedCheckpoint.write(packed, to: studentPath)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    func options() -> ModelFinetuneOptions {
+        var o = ModelFinetuneOptions()
+        o.calibration = textPath
+        o.samples = 10
+        o.sequenceLength = 32
+        o.epochs = 3
+        o.adam.learningRate = 3e-3
+        o.sequencesPerStep = 2
+        o.validationSamples = 2
+        o.teacherTopK = 16
+        o.saveEverySteps = 2
+        return o
+    }
+
+    /// Exact KL(teacher ‖ model) per position, full vocabulary, in Float64.
+    func exactKL(teacher: LlamaModel, model: LlamaModel, sequences: [[Int]]) -> Double {
+        func logSoftmax(_ row: UnsafeBufferPointer<Float>) -> [Double] {
+            let m = Double(row.max()!)
+            let total = row.reduce(0.0) { $0 + Foundation.exp(Double($1) - m) }
+            return row.map { Double($0) - m - Foundation.log(total) }
+        }
+        var total = 0.0, count = 0
+        let a = teacher.makeState(maxPositions: 32), b = model.makeState(maxPositions: 32)
+        for sequence in sequences {
+            a.reset()
+            b.reset()
+            teacher.forward(sequence, state: a, logits: .all)
+            model.forward(sequence, state: b, logits: .all)
+            for row in sequence.indices {
+                let p = logSoftmax(a.logits(row: row)), q = logSoftmax(b.logits(row: row))
+                total += zip(p, q).reduce(0.0) { $0 + Foundation.exp($1.0) * ($1.0 - $1.1) }
+                count += 1
+            }
+        }
+        return total / Double(count)
+    }
+
+    func testLowersTheKLDivergenceToTheTeacher() throws {
+        let out = directory + "/out"
+        let report = try XCTUnwrap(try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath, outputPath: out,
+                                                       options: options()).run())
+        XCTAssertEqual(report.trainingLoss.count, 3)
+        XCTAssertEqual(report.validationLoss.count, 4)
+        XCTAssertEqual(report.steps, 3 * 4)
+        XCTAssertGreaterThan(report.bestEpoch, 0)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out + ".work"), "work directory left behind")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/finetune.json"))
+
+        // Measured independently: exact KL over the whole vocabulary on the held-out sequences.
+        let teacher = try LlamaModel(weights: TinyModel.weights(seed: 21))
+        let before = try PackedCheckpoint.read(directory: studentPath), after = try PackedCheckpoint.read(directory: out)
+        let sequences = try loadCalibrationSequences(textPath, tokenizer: TinyModel.tokenizer, samples: 10, length: 32, seed: 0)
+        let held = Array(sequences[8...])
+        let klBefore = exactKL(teacher: teacher, model: try before.llamaModel(), sequences: held)
+        let klAfter = exactKL(teacher: teacher, model: try after.llamaModel(), sequences: held)
+        XCTAssertLessThan(klAfter, 0.8 * klBefore, "held-out KL \(klBefore) -> \(klAfter)")
+        // The top-k + tail loss is a lower bound of the exact KL.
+        XCTAssertLessThanOrEqual(report.validationLoss[0], klBefore * 1.0001)
+        // Codes are untouched; the trained tensors are stored as fp16 like any packed file.
+        XCTAssertEqual(after.linears.keys.sorted(), before.linears.keys.sorted())
+        for (name, code) in after.linears {
+            XCTAssertEqual(code.codes, before.linears[name]!.codes, name)
+        }
+        XCTAssertNotEqual(after.dense["model.norm.weight"]!.values, before.dense["model.norm.weight"]!.values)
+    }
+
+    func testResumedRunEndsExactlyLikeAnUninterruptedOne() throws {
+        let straight = directory + "/straight", resumed = directory + "/resumed"
+        _ = try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath, outputPath: straight, options: options()).run()
+
+        var interrupted = options()
+        interrupted.stopAfterSteps = 5
+        XCTAssertNil(try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath, outputPath: resumed,
+                                         options: interrupted).run())
+        XCTAssertFalse(FileManager.default.fileExists(atPath: resumed))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: resumed + ".work/progress.json"))
+        let progress = try readJSONFile(resumed + ".work/progress.json")
+        XCTAssertEqual(progress["adam_step"]?.int, 5)
+        XCTAssertEqual(progress["epoch"]?.int, 1, "stopped inside the second epoch")
+
+        let report = try XCTUnwrap(try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath, outputPath: resumed,
+                                                       options: options()).run())
+        XCTAssertEqual(report.steps, 12)
+        XCTAssertEqual(FileManager.default.contents(atPath: straight + "/model.safetensors"),
+                       FileManager.default.contents(atPath: resumed + "/model.safetensors"))
+    }
+
+    func testRefusesAStudentThatIsNotPacked() throws {
+        XCTAssertThrowsError(try ModelFinetuning(studentPath: teacherPath, teacherPath: teacherPath, outputPath: directory + "/x",
+                                                 options: options()).run()) {
+            XCTAssert("\($0)".contains("not a packed AQLM checkpoint"), "\($0)")
+        }
+    }
+
+    func testRefusesWorkFromDifferentSettings() throws {
+        let out = directory + "/out"
+        var first = options()
+        first.stopAfterSteps = 1
+        _ = try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath, outputPath: out, options: first).run()
+        var other = options()
+        other.adam.learningRate = 1e-2
+        XCTAssertThrowsError(try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath, outputPath: out, options: other).run()) {
+            XCTAssert("\($0)".contains("different settings"), "\($0)")
+        }
+    }
+}
