@@ -27,6 +27,13 @@ public enum PackedCheckpoint {
     /// never leaves a half-written checkpoint under the final name. `extraFiles` (e.g.
     /// report.json) are written into the same directory before the rename.
     public static func write(_ model: PackedModel, to directory: String, extraFiles: [String: JSONValue] = [:]) throws {
+        try write(model, to: directory) { _ in extraFiles }
+    }
+
+    /// As above, with the extra files made once the checkpoint's own files are written:
+    /// `makeExtraFiles` receives their total size in bytes (a report can then state it).
+    public static func write(_ model: PackedModel, to directory: String,
+                             makeExtraFiles: (_ checkpointBytes: Int) throws -> [String: JSONValue]) throws {
         let fm = FileManager.default
         guard !fm.fileExists(atPath: directory) else {
             throw PackedFormatError("output \(directory) already exists; choose another path or remove it")
@@ -40,13 +47,23 @@ public enum PackedCheckpoint {
         }
         do {
             try writeContents(model, into: temporary)
-            for (name, json) in extraFiles {
+            for (name, json) in try makeExtraFiles(directoryBytes(temporary)) {
                 try writeJSONFile(json, to: (temporary as NSString).appendingPathComponent(name))
             }
             try fm.moveItem(atPath: temporary, toPath: directory)
         } catch {
             try? fm.removeItem(atPath: temporary)
             throw error
+        }
+    }
+
+    /// Total size of the regular files directly inside `path`.
+    public static func directoryBytes(_ path: String) -> Int {
+        let fm = FileManager.default
+        guard let names = try? fm.contentsOfDirectory(atPath: path) else { return 0 }
+        return names.reduce(0) { sum, n in
+            let attrs = try? fm.attributesOfItem(atPath: (path as NSString).appendingPathComponent(n))
+            return sum + ((attrs?[.size] as? NSNumber)?.intValue ?? 0)
         }
     }
 

@@ -122,10 +122,9 @@ public struct BlockwiseQuantization {
 
         var finetunedWeights = weights
         finetunedWeights.tensors.merge(finetunedNorms) { $1 }
-        var report = try writeOutput(weights: finetunedWeights, stored: stored, blockCount: blockCount, reports: reports,
+        let report = try writeOutput(weights: finetunedWeights, stored: stored, blockCount: blockCount, reports: reports,
                                      wallSeconds: Date().timeIntervalSince(clock))
         work.remove()
-        report.fileBytes = directoryBytes(outputPath)
         return report
     }
 
@@ -352,7 +351,10 @@ public struct BlockwiseQuantization {
             var codes: [String: AdditiveCode] = [:]
             for (name, linear) in stored { if case .additive(let c) = linear { codes[name] = c } }
             let packed = PackedModel(config: config, tokenizer: weights.tokenizer, scheme: scheme, linears: codes, dense: dense)
-            try PackedCheckpoint.write(packed, to: outputPath, extraFiles: ["report.json": report.json])
+            try PackedCheckpoint.write(packed, to: outputPath) { bytes in
+                report.fileBytes = bytes
+                return ["report.json": report.json]
+            }
         } else {
             var tensors = dense
             for (name, linear) in stored { tensors[name + ".weight"] = WeightTensor(shape: weights[name + ".weight"].shape, values: linear.dequantized()) }
@@ -360,10 +362,10 @@ public struct BlockwiseQuantization {
             let temporary = outputPath + ".partial-\(ProcessInfo.processInfo.processIdentifier)"
             try? FileManager.default.removeItem(atPath: temporary)
             try HuggingFaceCheckpoint.write(out, toDirectory: temporary, dtype: .f32)
+            report.fileBytes = PackedCheckpoint.directoryBytes(temporary)
             try writeJSONFile(report.json, to: (temporary as NSString).appendingPathComponent("report.json"))
             try FileManager.default.moveItem(atPath: temporary, toPath: outputPath)
         }
-        report.fileBytes = directoryBytes(outputPath)
         return report
     }
 }
@@ -379,11 +381,3 @@ func relativeSquaredDifference(_ a: [Float], _ b: [Float]) -> Double {
     return den > 0 ? num / den : 0
 }
 
-func directoryBytes(_ path: String) -> Int {
-    let fm = FileManager.default
-    guard let names = try? fm.contentsOfDirectory(atPath: path) else { return 0 }
-    return names.reduce(0) { sum, n in
-        let attrs = try? fm.attributesOfItem(atPath: (path as NSString).appendingPathComponent(n))
-        return sum + ((attrs?[.size] as? NSNumber)?.intValue ?? 0)
-    }
-}

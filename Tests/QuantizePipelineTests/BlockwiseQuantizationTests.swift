@@ -63,6 +63,14 @@ final class BlockwiseQuantizationTests: XCTestCase {
         let json = try readJSONFile(out + "/report.json")
         XCTAssertEqual(json["blocks"]?.array?.count, 2)
         XCTAssertNotNil(json["blocks"]?.array?.first?["output_error"]?.double)
+        // file_bytes states the checkpoint's own files (everything but the report itself).
+        let files = try FileManager.default.contentsOfDirectory(atPath: out).filter { $0 != "report.json" }
+        let bytes = try files.reduce(0) { sum, name in
+            sum + ((try FileManager.default.attributesOfItem(atPath: out + "/" + name)[.size] as? NSNumber)?.intValue ?? 0)
+        }
+        XCTAssertGreaterThan(bytes, 0)
+        XCTAssertEqual(json["file_bytes"]?.int, bytes)
+        XCTAssertEqual(report.fileBytes, bytes)
     }
 
     func testSameSeedGivesIdenticalFiles() throws {
