@@ -13,6 +13,8 @@ public struct BlockFinetuneOptions: Sendable, Equatable {
     public var adam = AdamOptions(learningRate: 1e-3)
     /// Sequences whose gradients are averaged into one Adam step.
     public var sequencesPerStep = 2
+    /// Training sequences visited per epoch, a fresh random subset each epoch (nil: all).
+    public var sequencesPerEpoch: Int?
     /// Sequences held out (the last ones given) to pick the best epoch; 0 keeps the last epoch.
     /// At most a quarter of the sequences are held out, whatever this says (small calibration sets).
     public var validationSamples = 8
@@ -37,6 +39,8 @@ public struct BlockFinetuneResult: Sendable {
     public var bestEpoch: Int
     public var steps: Int
     public var seconds: Double
+    /// CPU time of the process (all threads) during the call.
+    public var cpuSeconds: Double
 }
 
 public struct FinetuneError: Error, CustomStringConvertible, Equatable {
@@ -55,7 +59,7 @@ public struct FinetuneError: Error, CustomStringConvertible, Equatable {
 ///   - targets: the full-precision block's output for the same inputs.
 public func finetuneBlock(_ block: TrainableBlock, config: LlamaConfig, inputs: [[Float]], targets: [[Float]],
                           options: BlockFinetuneOptions, log: (String) -> Void = { _ in }) throws -> BlockFinetuneResult {
-    let started = Date()
+    let started = Date(), startedCPU = processCPUSeconds()
     let d = config.hiddenSize
     guard !inputs.isEmpty, inputs.count == targets.count else {
         throw FinetuneError("block fine-tuning: \(inputs.count) input sequences but \(targets.count) targets")
@@ -65,8 +69,8 @@ public func finetuneBlock(_ block: TrainableBlock, config: LlamaConfig, inputs: 
         throw FinetuneError("block fine-tuning: every input and target must be [tokens × \(d)] of one length")
     }
     guard options.validationSamples >= 0 else { throw FinetuneError("--val-samples must not be negative") }
-    guard options.sequencesPerStep >= 1, options.epochs >= 0 else {
-        throw FinetuneError("block fine-tuning: sequences per step must be ≥ 1 and epochs ≥ 0")
+    guard options.sequencesPerStep >= 1, options.epochs >= 0, (options.sequencesPerEpoch ?? 1) >= 1 else {
+        throw FinetuneError("block fine-tuning: sequences per step and per epoch must be ≥ 1, epochs ≥ 0")
     }
 
     let trainCount = inputs.count - min(options.validationSamples, inputs.count / 4)
@@ -99,6 +103,7 @@ public func finetuneBlock(_ block: TrainableBlock, config: LlamaConfig, inputs: 
     for epoch in 0..<options.epochs {
         var order = Array(0..<trainCount)
         order.shuffle(using: &rng)
+        order = Array(order.prefix(options.sequencesPerEpoch ?? trainCount))
         var prepared = PreparedBlock(current)
         var epochLoss = 0.0
         for stepStart in stride(from: 0, to: order.count, by: options.sequencesPerStep) {
@@ -120,12 +125,14 @@ public func finetuneBlock(_ block: TrainableBlock, config: LlamaConfig, inputs: 
         guard !validation.isEmpty else {
             best = current
             bestEpoch = epoch + 1
-            log(String(format: "  epoch %d: train loss %.5f", epoch + 1, trainingLoss.last!))
+            log(String(format: "  epoch %d: train loss %.5f, %.1f s (%.1f CPU s)", epoch + 1, trainingLoss.last!,
+                       Date().timeIntervalSince(started), processCPUSeconds() - startedCPU))
             continue
         }
         let v = loss(of: prepared, on: validation)
         validationLoss.append(v)
-        log(String(format: "  epoch %d: train loss %.5f, validation loss %.5f", epoch + 1, trainingLoss.last!, v))
+        log(String(format: "  epoch %d: train loss %.5f, validation loss %.5f, %.1f s (%.1f CPU s)", epoch + 1,
+                   trainingLoss.last!, v, Date().timeIntervalSince(started), processCPUSeconds() - startedCPU))
         if v < bestLoss {
             (best, bestLoss, bestEpoch) = (current, v, epoch + 1)
         } else {
@@ -133,7 +140,8 @@ public func finetuneBlock(_ block: TrainableBlock, config: LlamaConfig, inputs: 
         }
     }
     return BlockFinetuneResult(block: best.roundedToFloat16(), trainingLoss: trainingLoss, validationLoss: validationLoss,
-                               bestEpoch: bestEpoch, steps: optimizer.step, seconds: Date().timeIntervalSince(started))
+                               bestEpoch: bestEpoch, steps: optimizer.step, seconds: Date().timeIntervalSince(started),
+                               cpuSeconds: processCPUSeconds() - startedCPU)
 }
 
 /// ‖y − y*‖²/‖y*‖² in Float64; writes ∂/∂y of it times `gradientScale` into `gradient`.

@@ -13,6 +13,8 @@ public final class BlockActivations {
     /// [tokens × width] each, named after what they hold.
     let input, normedInput, query, keys, values, attention, residual, normedResidual, gate, up, mlpHidden, projected:
         UnsafeMutablePointer<Float>
+    /// Scratch of `causalAttentionGEMM`, [min(capacity, attentionRowBlock) × capacity].
+    let scores: UnsafeMutablePointer<Float>
     private let buffers: [UnsafeMutablePointer<Float>]
 
     public init(config: LlamaConfig, capacity: Int, rope: RotaryEmbedding? = nil) {
@@ -23,12 +25,13 @@ public final class BlockActivations {
         precondition(self.rope.maxPositions >= capacity, "RoPE table shorter than the sequence")
         let d = config.hiddenSize, q = config.numHeads * config.headDim, kv = config.numKVHeads * config.headDim
         let m = config.intermediateSize
-        let widths = [d, d, q, kv, kv, q, d, d, m, m, m, d]
+        let widths = [d, d, q, kv, kv, q, d, d, m, m, m, d, min(capacity, attentionRowBlock)]
         let buffers = widths.map { width -> UnsafeMutablePointer<Float> in
             let p = UnsafeMutablePointer<Float>.allocate(capacity: capacity * width)
             p.initialize(repeating: 0, count: capacity * width)
             return p
         }
+        scores = buffers[12]
         (input, normedInput, query, keys, values, attention) = (buffers[0], buffers[1], buffers[2], buffers[3], buffers[4], buffers[5])
         (residual, normedResidual, gate, up, mlpHidden, projected) = (buffers[6], buffers[7], buffers[8], buffers[9], buffers[10], buffers[11])
         self.buffers = buffers
@@ -83,6 +86,11 @@ public struct PreparedBlock {
 }
 
 extension PreparedBlock {
+    /// From this many rows on, `LlamaModel.runBlock` computes attention with sgemm
+    /// (`causalAttentionGEMM`); mirrored here so both passes give identical outputs (tested on
+    /// both sides of it).
+    static let gemmAttentionRows = 16
+
     /// The block on one sequence, in place on `hidden` [tokens × hiddenSize] at positions
     /// 0..<tokens, keeping the intermediates in `a`. The same kernels in the same order as
     /// `LlamaModel.forwardBlock`, so the output is identical to it.
@@ -104,8 +112,13 @@ extension PreparedBlock {
         addBias(block.vBias, to: a.values, tokens: t)
         a.rope.apply(a.query, rowStride: qDim, heads: c.numHeads, tokens: t, startPosition: 0)
         a.rope.apply(a.keys, rowStride: kvDim, heads: c.numKVHeads, tokens: t, startPosition: 0)
-        causalAttention(queries: a.query, keys: a.keys, values: a.values, into: a.attention, tokens: t, startPosition: 0,
-                        heads: c.numHeads, kvHeads: c.numKVHeads, headDim: c.headDim)
+        if t >= Self.gemmAttentionRows {
+            causalAttentionGEMM(queries: a.query, keys: a.keys, values: a.values, into: a.attention, tokens: t, startPosition: 0,
+                                heads: c.numHeads, kvHeads: c.numKVHeads, headDim: c.headDim, scores: a.scores)
+        } else {
+            causalAttention(queries: a.query, keys: a.keys, values: a.values, into: a.attention, tokens: t, startPosition: 0,
+                            heads: c.numHeads, kvHeads: c.numKVHeads, headDim: c.headDim)
+        }
         block.o.apply(a.attention, a.projected, tokens: t)
         addResidual(a.projected, into: hidden, count: t * d)
         a.residual.update(from: hidden, count: t * d)

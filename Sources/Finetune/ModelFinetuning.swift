@@ -48,6 +48,8 @@ public struct ModelFinetuneReport: Sendable {
     public var steps: Int
     public var teacherSeconds: Double
     public var wallSeconds: Double
+    /// CPU time of the process (all threads) over the run.
+    public var cpuSeconds: Double
 
     public var json: JSONValue {
         .object([
@@ -57,6 +59,7 @@ public struct ModelFinetuneReport: Sendable {
             ("validation_loss", .array(validationLoss.map(JSONValue.double))),
             ("best_epoch", .int(bestEpoch)), ("steps", .int(steps)),
             ("teacher_seconds", .double(teacherSeconds)), ("wall_seconds", .double(wallSeconds)),
+            ("cpu_seconds", .double(cpuSeconds)),
         ])
     }
 }
@@ -85,7 +88,7 @@ public struct ModelFinetuning {
 
     /// Trains and writes the output; nil when `stopAfterSteps` stopped it first.
     public func run() throws -> ModelFinetuneReport? {
-        let started = Date()
+        let started = Date(), startedCPU = processCPUSeconds()
         let o = options
         guard !FileManager.default.fileExists(atPath: outputPath) else {
             throw FinetuneError("output \(outputPath) already exists; choose another path or remove it")
@@ -113,7 +116,8 @@ public struct ModelFinetuning {
             student: studentDirectory, teacher: teacherPath, output: outputPath, samples: o.samples,
             sequenceLength: o.sequenceLength, teacherTopK: teacher.k, trainingLoss: trainer.trainingLoss,
             validationLoss: trainer.validationLoss, bestEpoch: trainer.bestEpoch, steps: trainer.optimizer.step,
-            teacherSeconds: teacherSeconds, wallSeconds: Date().timeIntervalSince(started))
+            teacherSeconds: teacherSeconds, wallSeconds: Date().timeIntervalSince(started),
+            cpuSeconds: processCPUSeconds() - startedCPU)
         try PackedCheckpoint.write(trainer.best.packedModel(), to: outputPath, extraFiles: ["finetune.json": report.json])
         work.remove()
         return report
@@ -148,10 +152,11 @@ public struct ModelFinetuning {
               teacher.config.numLayers == config.numLayers else {
             throw FinetuneError("--teacher \(teacherPath) has a different shape than --model \(studentPath)")
         }
-        let clock = Date()
+        let clock = Date(), cpu = processCPUSeconds()
         let targets = TeacherTargets.compute(teacher: teacher, sequences: sequences, k: options.teacherTopK) { done in
             if done % 16 == 0 || done == sequences.count {
-                log(String(format: "teacher: %d/%d sequences, %.0f s", done, sequences.count, Date().timeIntervalSince(clock)))
+                log(String(format: "teacher: %d/%d sequences, %.0f s (%.0f CPU s)", done, sequences.count,
+                           Date().timeIntervalSince(clock), processCPUSeconds() - cpu))
             }
         }
         try work.saveTeacher(targets)
@@ -231,7 +236,7 @@ struct ModelTrainer {
             let order = order(epoch: epoch)
             let steps = (order.count + perStep - 1) / perStep
             var prepared = model.blocks.map(PreparedBlock.init)
-            let clock = Date()
+            let clock = Date(), cpu = processCPUSeconds(), firstStep = stepInEpoch
             while stepInEpoch < steps {
                 if let stop = options.stopAfterSteps, optimizer.step >= stop {
                     try work.save(self)
@@ -250,9 +255,10 @@ struct ModelTrainer {
                 prepared = model.blocks.map(PreparedBlock.init)
                 stepInEpoch += 1
                 if stepInEpoch % 4 == 0 || stepInEpoch == steps {
-                    log(String(format: "epoch %d step %d/%d: loss %.5f, %.1f s/step", epoch + 1, stepInEpoch, steps,
+                    let done = Double(stepInEpoch - firstStep)
+                    log(String(format: "epoch %d step %d/%d: loss %.5f, %.1f s/step (%.1f CPU s)", epoch + 1, stepInEpoch, steps,
                                epochLoss / Double(min(stepInEpoch * perStep, order.count) * length),
-                               Date().timeIntervalSince(clock) / Double(stepInEpoch)))
+                               Date().timeIntervalSince(clock) / done, (processCPUSeconds() - cpu) / done))
                 }
                 if stepInEpoch < steps, optimizer.step % options.saveEverySteps == 0 { try work.save(self) }
             }

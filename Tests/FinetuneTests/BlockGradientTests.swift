@@ -36,14 +36,16 @@ final class BlockGradientTests: XCTestCase {
         numLayers: 1, numHeads: 4, numKVHeads: 2, headDim: 10, contextLength: 64, ropeTheta: 1_000_000,
         rmsNormEps: 1e-6, tiedEmbeddings: false, attentionBias: true)
 
-    let tokens = 11
+    /// Past `PreparedBlock.gemmAttentionRows`, so the forward runs sgemm attention in row blocks.
+    let tokens = 18
 
     func randomRows(_ rows: Int, _ width: Int, std: Float, rng: inout SeededRandom) -> [Float] {
         (0..<(rows * width)).map { _ in std * rng.nextGaussian() }
     }
 
     func testTrainingForwardMatchesForwardBlock() throws {
-        for config in [TinyModel.config, Self.biased] {
+        // 18 tokens: one row block of sgemm attention; 150: several; 7: dot-product attention.
+        for (config, tokens) in [(TinyModel.config, tokens), (Self.biased, tokens), (TinyModel.config, 150), (Self.biased, 7)] {
             let block = try randomTrainableBlock(config: config, seed: 4)
             let prepared = PreparedBlock(block)
             var rng = SeededRandom(seed: 5)
@@ -57,7 +59,7 @@ final class BlockGradientTests: XCTestCase {
             var actual = input
             let activations = BlockActivations(config: config, capacity: tokens)
             actual.withUnsafeMutableBufferPointer { prepared.forward($0.baseAddress!, tokens: tokens, saving: activations) }
-            XCTAssertEqual(actual, expected, "\(config.architecture)")
+            XCTAssertEqual(actual, expected, "\(config.architecture), \(tokens) tokens")
             XCTAssertNotEqual(actual, input)
         }
     }
