@@ -104,6 +104,7 @@ struct Quantize: ParsableCommand {
         if let finetuneBatch { o.finetune.sequencesPerStep = finetuneBatch }
         if let valSamples { o.finetune.validationSamples = valSamples }
         if let codebookTransform { o.finetune.codebookTransform = codebookTransform }
+        guard o.samples >= 1 else { throw ValidationError("--samples must be at least 1") }
         guard o.finetune.epochs >= 0 else { throw ValidationError("--finetune-epochs must not be negative") }
         guard o.finetune.adam.learningRate > 0 else { throw ValidationError("--finetune-lr must be positive") }
         guard o.finetune.sequencesPerStep >= 1 else { throw ValidationError("--finetune-batch must be at least 1") }
@@ -111,7 +112,6 @@ struct Quantize: ParsableCommand {
         if o.finetune.epochs > 0, o.finetune.validationSamples >= o.samples {
             throw ValidationError("--val-samples \(o.finetune.validationSamples) leaves none of the \(o.samples) calibration sequences to fine-tune on")
         }
-        guard o.samples >= 1 else { throw ValidationError("--samples must be at least 1") }
         guard o.sequenceLength >= 2 else { throw ValidationError("--seqlen must be at least 2") }
         guard o.aqlm.beamSize >= 1 else { throw ValidationError("--beam must be at least 1") }
         guard o.aqlm.maxIterations >= 0 else { throw ValidationError("--max-iters must not be negative") }
