@@ -91,9 +91,10 @@ extension FinetuneBenchmarks {
         var gradients = BlockGradients(block)
         func time(_ label: String, repeats: Int = 4, _ body: () -> Void) {
             body()
-            let clock = Date()
+            let clock = Date(), cpu = processCPUSeconds()
             for _ in 0..<repeats { body() }
-            print(String(format: "%@: %.1f ms", label, Date().timeIntervalSince(clock) * 1000 / Double(repeats)))
+            print(String(format: "%@: %.1f ms (%.1f CPU ms)", label, Date().timeIntervalSince(clock) * 1000 / Double(repeats),
+                         (processCPUSeconds() - cpu) * 1000 / Double(repeats)))
         }
         var prepared = PreparedBlock(block)
         time("prepare (dequantize 7 linears)") { prepared = PreparedBlock(block) }
