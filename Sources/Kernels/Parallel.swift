@@ -13,11 +13,19 @@ public enum Threads {
         count = max(1, n)
         openblas_set_num_threads(Int32(count))
     }
+
+    /// What runs the parallel loops: the persistent `WorkerPool` (default), or Dispatch's
+    /// concurrentPerform (kept for comparison: `aqlm bench --parallel dispatch`).
+    nonisolated(unsafe) public static var backend: ParallelBackend = .pool
+}
+
+public enum ParallelBackend: String, Sendable, CaseIterable {
+    case pool, dispatch
 }
 
 /// Runs `body(chunkStart, chunkEnd)` over `0..<n` split into contiguous chunks, one per worker.
 /// Chunks are contiguous so each worker streams through its own rows (cache- and
-/// prefetch-friendly); do not call BLAS inside `body` (OpenBLAS already uses every core).
+/// prefetch-friendly); do not call multi-threaded BLAS inside `body`.
 @inline(__always)
 public func parallelChunks(_ n: Int, minChunk: Int = 1, _ body: (Int, Int) -> Void) {
     let workers = min(Threads.count, max(1, n / max(1, minChunk)))
@@ -25,7 +33,7 @@ public func parallelChunks(_ n: Int, minChunk: Int = 1, _ body: (Int, Int) -> Vo
         body(0, n)
         return
     }
-    DispatchQueue.concurrentPerform(iterations: workers) { w in
+    runParallel(workers, workers: workers) { w in
         let lo = n * w / workers, hi = n * (w + 1) / workers
         if lo < hi { body(lo, hi) }
     }
@@ -38,5 +46,13 @@ public func parallelFor(_ n: Int, _ body: (Int) -> Void) {
         for i in 0..<n { body(i) }
         return
     }
-    DispatchQueue.concurrentPerform(iterations: n, execute: body)
+    runParallel(n, workers: Threads.count, body)
+}
+
+@inline(__always)
+private func runParallel(_ n: Int, workers: Int, _ body: (Int) -> Void) {
+    switch Threads.backend {
+    case .pool: WorkerPool.shared.run(n, workers: workers, body)
+    case .dispatch: DispatchQueue.concurrentPerform(iterations: n, execute: body)
+    }
 }
