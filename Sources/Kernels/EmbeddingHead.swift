@@ -1,0 +1,112 @@
+import CBLAS
+
+/// `EmbeddingTable` as the tied output head: y[t] = Table · x[t] for each token row.
+extension EmbeddingTable {
+    /// Rows per work item of the row-dot path (~0.6 MB of Q8_0 at width 576): small enough that
+    /// a worker the OS deschedules holds up at most one item while the other takes the rest.
+    static let rowsPerItem = 1024
+    /// Rows per dequantized tile of the sgemm path: 256 × 576 Float32 is 576 KB (L2-resident).
+    static let tileRows = 256
+
+    public func apply(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, tokens: Int) {
+        guard tokens > 0 else { return }
+        if case .f32(let values) = storage {
+            applyFloat32(values, x, y, tokens: tokens)
+        } else if tokens <= Self.smallBatchLimit {
+            applyRowDots(x, y, tokens: tokens)
+        } else {
+            applyTiles(x, y, tokens: tokens)
+        }
+    }
+
+    /// sgemv / sgemm on the stored Float32 values: exactly `DenseLinear`'s arithmetic.
+    private func applyFloat32(_ values: [Float], _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, tokens: Int) {
+        values.withUnsafeBufferPointer { w in
+            if tokens == 1 {
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(rows), Int32(width), 1, w.baseAddress, Int32(width), x, 1, 0, y, 1)
+            } else {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tokens), Int32(rows), Int32(width),
+                            1, x, Int32(width), w.baseAddress, Int32(width), 0, y, Int32(rows))
+            }
+        }
+    }
+
+    /// Few tokens: each work item streams its rows once, four at a time, and takes their dot
+    /// products with every token (the second and later tokens read the four rows from L1).
+    private func applyRowDots(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, tokens: Int) {
+        let items = (rows + Self.rowsPerItem - 1) / Self.rowsPerItem
+        parallelFor(items) { item in
+            let range = item * Self.rowsPerItem ..< min(rows, (item + 1) * Self.rowsPerItem)
+            rowDots(range, x, y, tokens: tokens)
+        }
+    }
+
+    private func rowDots(_ range: Range<Int>, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, tokens: Int) {
+        switch storage {
+        case .f32: preconditionFailure("Float32 tables run through BLAS")
+        case .f16(let bits):
+            bits.withUnsafeBufferPointer { h in
+                let base = h.baseAddress!
+                var r = range.lowerBound
+                while r + 4 <= range.upperBound {
+                    for t in 0..<tokens {
+                        let sums = f16DotFourRows(base + r * width, rowStride: width, x: x + t * width, count: width)
+                        store(sums, y + t * rows + r)
+                    }
+                    r += 4
+                }
+                for row in r..<range.upperBound {
+                    for t in 0..<tokens { y[t * rows + row] = f16DotRow(base + row * width, x: x + t * width, count: width) }
+                }
+            }
+        case .q8(let values, let scales):
+            let blocks = width / q8BlockSize
+            values.withUnsafeBufferPointer { v in
+                scales.withUnsafeBufferPointer { s in
+                    let q = v.baseAddress!, d = s.baseAddress!
+                    var r = range.lowerBound
+                    while r + 4 <= range.upperBound {
+                        for t in 0..<tokens {
+                            let sums = q8DotFourRows(q + r * width, rowStride: width, scales: d + r * blocks, scaleStride: blocks,
+                                                     x: x + t * width, blocks: blocks)
+                            store(sums, y + t * rows + r)
+                        }
+                        r += 4
+                    }
+                    for row in r..<range.upperBound {
+                        for t in 0..<tokens {
+                            y[t * rows + row] = q8DotRow(q + row * width, scales: d + row * blocks, x: x + t * width, blocks: blocks)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Many tokens: each worker takes a contiguous share of the rows and, tile by tile,
+    /// dequantizes into its own buffer and multiplies with a one-thread sgemm (as AQLM prefill).
+    /// OpenBLAS is set to one thread for the call and back to `Threads.count` after.
+    private func applyTiles(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, tokens: Int) {
+        let workers = min(Threads.count, max(1, rows / Self.tileRows))
+        if workers > 1 { openblas_set_num_threads(1) }
+        defer { if workers > 1 { openblas_set_num_threads(Int32(Threads.count)) } }
+        parallelChunks(rows, minChunk: Self.tileRows) { lo, hi in
+            let tileRows = min(Self.tileRows, hi - lo)
+            let tile = UnsafeMutablePointer<Float>.allocate(capacity: tileRows * width)
+            defer { tile.deallocate() }
+            var first = lo
+            while first < hi {
+                let range = first ..< min(first + tileRows, hi)
+                dequantizeRows(range, into: tile)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tokens), Int32(range.count), Int32(width),
+                            1, x, Int32(width), tile, Int32(width), 0, y + first, Int32(rows))
+                first = range.upperBound
+            }
+        }
+    }
+}
+
+@inline(__always)
+private func store(_ v: SIMD4<Float>, _ p: UnsafeMutablePointer<Float>) {
+    UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD4<Float>.self)
+}

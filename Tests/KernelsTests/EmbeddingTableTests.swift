@@ -1,0 +1,155 @@
+import Kernels
+import XCTest
+
+/// Embedding tables in F32/F16/Q8_0: storage against its definition, row lookups and the head's
+/// products against a Double product over the dequantized table, on awkward sizes.
+final class EmbeddingTableTests: XCTestCase {
+    /// Rows whose 32-value blocks span six orders of magnitude (so a per-row or per-table step
+    /// would fail the per-block bound), one all-zero block, and a negative extreme.
+    private func values(rows: Int, width: Int, seed: UInt64) -> [Float] {
+        var random = SeededRandom(seed: seed)
+        var v = (0..<(rows * width)).map { i -> Float in
+            let block = (i % width) / 32
+            return random.nextGaussian() * Float(pow(10.0, Double(block % 6) - 3))
+        }
+        if width >= 64 {
+            for i in 32..<64 { v[i] = 0 }
+        }
+        v[1] = -7.5
+        return v
+    }
+
+    private func gaussian(_ count: Int, seed: UInt64) -> [Float] {
+        var random = SeededRandom(seed: seed)
+        return (0..<count).map { _ in random.nextGaussian() }
+    }
+
+    func testQ8StoresEachBlockWithinHalfItsStep() throws {
+        let (rows, width) = (37, 96)
+        let v = values(rows: rows, width: width, seed: 1)
+        let table = try EmbeddingTable(values: v, rows: rows, width: width, precision: .q8)
+        XCTAssertEqual(table.precision, .q8)
+        XCTAssertEqual(table.weightBytes, rows * width + rows * width / 32 * 2)
+        let back = table.dequantized()
+        for r in 0..<rows {
+            for b in 0..<(width / 32) {
+                let block = (r * width + b * 32) ..< (r * width + b * 32 + 32)
+                let largest = v[block].map(abs).max()!
+                // d = fp16(max/127); every value within d/2 of what is stored (d/2 ≤ max/254 · (1 + 2^-10)).
+                let halfStep = largest / 254 * (1 + 1.0 / 1024) + Float.leastNormalMagnitude
+                for i in block {
+                    XCTAssertLessThanOrEqual(abs(back[i] - v[i]), halfStep, "row \(r) value \(i - r * width)")
+                }
+                if largest == 0 { XCTAssertEqual(Array(back[block]), Array(repeating: 0, count: 32)) }
+            }
+        }
+        // The extreme of each block is stored as ±127 steps: within fp16 rounding of itself.
+        XCTAssertEqual(back[1], -7.5, accuracy: 7.5 / 1024)
+    }
+
+    func testF16StoresEachValueRoundedToHalf() throws {
+        let v = values(rows: 5, width: 40, seed: 2)
+        let table = try EmbeddingTable(values: v, rows: 5, width: 40, precision: .f16)
+        XCTAssertEqual(table.dequantized(), v.map { Float(Float16($0)) })
+        XCTAssertEqual(table.weightBytes, 5 * 40 * 2)
+    }
+
+    func testRowLookupIsTheDequantizedRow() throws {
+        let (rows, width) = (11, 64)
+        let v = values(rows: rows, width: width, seed: 3)
+        for precision in EmbeddingPrecision.allCases {
+            let table = try EmbeddingTable(values: v, rows: rows, width: width, precision: precision)
+            let all = table.dequantized()
+            var row = [Float](repeating: .nan, count: width)
+            for r in [0, 5, rows - 1] {
+                table.row(r, into: &row)
+                XCTAssertEqual(row, Array(all[(r * width)..<((r + 1) * width)]), "\(precision) row \(r)")
+            }
+        }
+    }
+
+    /// y = x · Tableᵀ against a Double product over the dequantized table, for token counts on
+    /// both sides of the row-dot / sgemm switch and row counts that leave partial four-row
+    /// groups, work items and tiles.
+    func testHeadProductsMatchTheDequantizedTable() throws {
+        let threads = Threads.count
+        defer { Threads.set(threads) }
+        for workers in [1, 2] {
+            Threads.set(workers)
+            for (rows, width) in [(1030, 64), (2051, 96), (3, 32)] {
+                let v = values(rows: rows, width: width, seed: 4)
+                for precision in EmbeddingPrecision.allCases {
+                    let table = try EmbeddingTable(values: v, rows: rows, width: width, precision: precision)
+                    let w = table.dequantized()
+                    for tokens in [1, 3, EmbeddingTable.smallBatchLimit, 7, 33] {
+                        let x = gaussian(tokens * width, seed: UInt64(tokens))
+                        var y = [Float](repeating: .nan, count: tokens * rows)
+                        table.apply(x, &y, tokens: tokens)
+                        for t in 0..<tokens {
+                            for r in 0..<rows {
+                                var exact = 0.0, magnitude = 0.0
+                                for i in 0..<width {
+                                    exact += Double(w[r * width + i]) * Double(x[t * width + i])
+                                    magnitude += abs(Double(w[r * width + i]) * Double(x[t * width + i]))
+                                }
+                                let error = abs(Double(y[t * rows + r]) - exact)
+                                guard error <= 1e-5 * magnitude + 1e-30 else {
+                                    return XCTFail("\(precision) [\(rows),\(width)] \(workers) workers tokens \(tokens) "
+                                                   + "row \(r): \(y[t * rows + r]) vs \(exact)")
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    func testFloat32HeadIsTheDenseLinearExactly() {
+        let (rows, width) = (300, 64)
+        let v = values(rows: rows, width: width, seed: 5)
+        let table = EmbeddingTable(float32: v, rows: rows, width: width)
+        let dense = DenseLinear(weights: v, outputSize: rows, inputSize: width)
+        for tokens in [1, 9] {
+            let x = gaussian(tokens * width, seed: 6)
+            var a = [Float](repeating: 0, count: tokens * rows), b = a
+            table.apply(x, &a, tokens: tokens)
+            dense.apply(x, &b, tokens: tokens)
+            XCTAssertEqual(a, b, "tokens \(tokens)")
+        }
+    }
+
+    func testConversionsAgreeWithDirectStorage() throws {
+        let (rows, width) = (9, 64)
+        let v = values(rows: rows, width: width, seed: 7)
+        let halves = v.map { Float16($0).bitPattern }
+        let fromHalves = try halves.withUnsafeBytes {
+            try EmbeddingTable(float16Bytes: $0, rows: rows, width: width, precision: .q8)
+        }
+        let keptHalves = try halves.withUnsafeBytes {
+            try EmbeddingTable(float16Bytes: $0, rows: rows, width: width, precision: .f16)
+        }
+        XCTAssertEqual(keptHalves.dequantized(), halves.map { Float(Float16(bitPattern: $0)) })
+        let viaF16 = try EmbeddingTable(values: v, rows: rows, width: width, precision: .f16).converted(to: .q8)
+        XCTAssertEqual(fromHalves.dequantized(), viaF16.dequantized())
+        let f32 = EmbeddingTable(float32: v, rows: rows, width: width)
+        XCTAssertTrue(f32.sharesStorage(with: try f32.converted(to: .f32)))
+        XCTAssertFalse(f32.sharesStorage(with: try f32.converted(to: .q8)))
+        XCTAssertEqual(try f32.converted(to: .q8).dequantized(),
+                       try EmbeddingTable(values: v, rows: rows, width: width, precision: .q8).dequantized())
+    }
+
+    func testQ8RefusesWhatItCannotStore() {
+        XCTAssertThrowsError(try EmbeddingTable(values: [Float](repeating: 1, count: 40), rows: 1, width: 40,
+                                                precision: .q8, name: "tok")) { error in
+            XCTAssertEqual((error as? EmbeddingTableError)?.description,
+                           "tok: width 40 is not a multiple of 32; Q8_0 cannot store it (use f16)")
+        }
+        var v = [Float](repeating: 1, count: 64)
+        v[40] = .nan
+        XCTAssertThrowsError(try EmbeddingTable(values: v, rows: 2, width: 32, precision: .q8, name: "tok")) { error in
+            XCTAssertTrue("\(error)".hasPrefix("tok: row 1 holds a NaN"), "\(error)")
+        }
+        XCTAssertThrowsError(try EmbeddingTable(values: [1, 2, 3], rows: 2, width: 2, precision: .f16, name: "tok"))
+    }
+}
