@@ -91,6 +91,9 @@ extension LlamaModel {
             state.length = position + count
             pieceStart = pieceEnd
         }
+        // A batched forward ran multi-threaded sgemm; OpenBLAS's threads would now spin for
+        // ~0.1 s against the single-token steps that usually follow (see OpenBLASThreads).
+        if tokens.count > 1 { OpenBLASThreads.park() }
         return selected
     }
 
@@ -137,11 +140,8 @@ extension LlamaModel {
     static let gemmAttentionRows = 16
 
     func embed(_ tokens: ArraySlice<Int>, into x: UnsafeMutablePointer<Float>) {
-        let d = config.hiddenSize
-        embedding.withUnsafeBufferPointer { table in
-            for (row, token) in tokens.enumerated() {
-                (x + row * d).update(from: table.baseAddress! + token * d, count: d)
-            }
+        for (row, token) in tokens.enumerated() {
+            embeddingTable.row(token, into: x + row * config.hiddenSize)
         }
     }
 

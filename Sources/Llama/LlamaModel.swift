@@ -87,15 +87,19 @@ public struct LlamaBlock: Sendable {
 /// residual), a final RMSNorm and the output head. The forward pass is in LlamaForward.swift.
 public struct LlamaModel: Sendable {
     public let config: LlamaConfig
-    /// [vocabSize × hiddenSize], row t is token t's vector.
-    public var embedding: [Float]
+    /// [vocabSize × hiddenSize], row t is token t's vector, in Float32, F16 or Q8_0 (a packed
+    /// model never holds the Float32 table).
+    public var embeddingTable: EmbeddingTable
     public var finalNorm: [Float]
     public var layers: [LlamaBlock]
-    /// hidden -> vocabulary logits; the embedding matrix itself when the model ties them.
+    /// hidden -> vocabulary logits; when the model ties them, the embedding table's own storage
+    /// (`EmbeddingTable.headLinear`: a `DenseLinear` over a Float32 table, the table otherwise).
     public var head: any LinearOperator
 
-    public init(config: LlamaConfig, embedding: [Float], finalNorm: [Float], layers: [LlamaBlock], head: any LinearOperator) {
-        precondition(embedding.count == config.vocabSize * config.hiddenSize, "embedding is not [vocab × hidden]")
+    public init(config: LlamaConfig, embeddingTable: EmbeddingTable, finalNorm: [Float], layers: [LlamaBlock],
+                head: any LinearOperator) {
+        precondition(embeddingTable.rows == config.vocabSize && embeddingTable.width == config.hiddenSize,
+                     "embedding is not [vocab × hidden]")
         precondition(finalNorm.count == config.hiddenSize, "final norm is not [hidden]")
         precondition(layers.count == config.numLayers, "expected \(config.numLayers) blocks, got \(layers.count)")
         precondition(head.inputSize == config.hiddenSize && head.outputSize == config.vocabSize, "head is not hidden -> vocab")
@@ -112,13 +116,21 @@ public struct LlamaModel: Sendable {
             }
         }
         self.config = config
-        self.embedding = embedding
+        self.embeddingTable = embeddingTable
         self.finalNorm = finalNorm
         self.layers = layers
         self.head = head
     }
 
-    /// Dense Float32 model over a checkpoint's tensors (the arrays are shared, not copied).
+    /// A model over a Float32 embedding [vocabSize × hiddenSize] (the array is shared).
+    public init(config: LlamaConfig, embedding: [Float], finalNorm: [Float], layers: [LlamaBlock], head: any LinearOperator) {
+        precondition(embedding.count == config.vocabSize * config.hiddenSize, "embedding is not [vocab × hidden]")
+        self.init(config: config, embeddingTable: EmbeddingTable(float32: embedding, rows: config.vocabSize, width: config.hiddenSize),
+                  finalNorm: finalNorm, layers: layers, head: head)
+    }
+
+    /// Dense Float32 model over a checkpoint's tensors (the arrays are shared, not copied). A
+    /// tied head is a `DenseLinear` over the embedding's own array.
     public init(weights: ModelWeights) throws {
         try weights.validate()
         let c = weights.config
@@ -139,21 +151,57 @@ public struct LlamaModel: Sendable {
                 kBias: c.attentionBias ? weights[p + "self_attn.k_proj.bias"].values : nil,
                 vBias: c.attentionBias ? weights[p + "self_attn.v_proj.bias"].values : nil)
         }
-        let head = weights.outputHead
-        self.init(config: c, embedding: weights["model.embed_tokens.weight"].values,
-                  finalNorm: weights["model.norm.weight"].values, layers: layers,
-                  head: DenseLinear(weights: head.values, outputSize: head.shape[0], inputSize: head.shape[1]))
+        let table = EmbeddingTable(float32: weights["model.embed_tokens.weight"].values, rows: c.vocabSize, width: c.hiddenSize)
+        let head: any LinearOperator
+        if let untied = weights.tensors["lm_head.weight"] {
+            head = DenseLinear(weights: untied.values, outputSize: untied.shape[0], inputSize: untied.shape[1])
+        } else {
+            head = table.headLinear
+        }
+        self.init(config: c, embeddingTable: table, finalNorm: weights["model.norm.weight"].values, layers: layers, head: head)
     }
 
-    /// Bytes of all weights as held in memory (embedding counted once when tied).
+    /// The Float32 embedding values (a dequantized copy unless the table is Float32).
+    @available(*, deprecated, message: "use embeddingTable: for F16/Q8_0 tables this makes a whole Float32 copy")
+    public var embedding: [Float] { embeddingTable.dequantized() }
+
+    /// Whether the head reads the embedding table's own storage (a tied model: one table in memory).
+    public var headSharesEmbedding: Bool {
+        if let table = head as? EmbeddingTable { return table.sharesStorage(with: embeddingTable) }
+        if let dense = head as? DenseLinear, embeddingTable.precision == .f32 {
+            return EmbeddingTable(float32: dense.weights, rows: dense.outputSize, width: dense.inputSize)
+                .sharesStorage(with: embeddingTable)
+        }
+        return false
+    }
+
+    /// The same model with its embedding table, and the head when it is an embedding-shaped
+    /// table (tied, or an untied dense `lm_head`), stored at `precision`. A tied head stays the
+    /// embedding table itself. Float32 → Float32 shares the arrays.
+    public func withEmbedding(_ precision: EmbeddingPrecision) throws -> LlamaModel {
+        var model = self
+        let shared = headSharesEmbedding
+        model.embeddingTable = try embeddingTable.converted(to: precision, name: "model.embed_tokens.weight")
+        if shared {
+            model.head = model.embeddingTable.headLinear
+        } else if let table = head as? EmbeddingTable {
+            model.head = try table.converted(to: precision, name: "lm_head.weight").headLinear
+        } else if let dense = head as? DenseLinear {
+            model.head = try EmbeddingTable(values: dense.weights, rows: dense.outputSize, width: dense.inputSize,
+                                            precision: precision, name: "lm_head.weight").headLinear
+        }
+        return model
+    }
+
+    /// Bytes of all weights as held in memory (the embedding counted once when the head shares it).
     public var weightBytes: Int {
         let blocks = layers.reduce(0) { sum, b in
             sum + LlamaLinear.allCases.reduce(0) { $0 + b[$1].weightBytes }
                 + 4 * (b.inputNorm.count + b.postAttentionNorm.count
                        + (b.qBias?.count ?? 0) + (b.kBias?.count ?? 0) + (b.vBias?.count ?? 0))
         }
-        let headBytes = config.tiedEmbeddings ? 0 : head.weightBytes
-        return blocks + 4 * (embedding.count + finalNorm.count) + headBytes
+        let headBytes = headSharesEmbedding ? 0 : head.weightBytes
+        return blocks + embeddingTable.weightBytes + 4 * finalNorm.count + headBytes
     }
 
     /// Multiply-adds per token in the linear layers of the blocks and in the head, ×2 = FLOPs

@@ -1,5 +1,10 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Checkpoint
+import Kernels
 import Llama
+import Quantizer
 
 /// Any model the user can name, opened for running: an alias, a GGUF file, a Hugging Face
 /// directory, or a packed AQLM directory (run through the fused kernels unless `dequantize`
@@ -7,18 +12,51 @@ import Llama
 public struct OpenedModel {
     public let model: LlamaModel
     public let tokenizer: TokenizerSpec
-    /// The packed model, when the path was a packed AQLM checkpoint.
-    public let packed: PackedModel?
+    /// The coding scheme, when the path was a packed AQLM checkpoint.
+    public let scheme: AQLMScheme?
     public let path: String
+
+    /// The packed checkpoint, read again from `path` (the opened model keeps only what it runs
+    /// on); nil unless the path was a packed AQLM checkpoint.
+    public var packed: PackedModel? {
+        scheme == nil ? nil : try? PackedCheckpoint.read(directory: path)
+    }
 }
 
-public func openModel(_ nameOrPath: String, dequantize: Bool = false) throws -> OpenedModel {
+/// - Parameter embedding: how to store the embedding table and tied head; nil keeps each
+///   path's default (Float32 for dense models, `PackedModel.defaultEmbeddingPrecision` for
+///   packed ones run through the kernels, Float32 for packed ones dequantized).
+public func openModel(_ nameOrPath: String, dequantize: Bool = false, embedding: EmbeddingPrecision? = nil) throws -> OpenedModel {
     let path = ModelPaths.resolve(nameOrPath)
+    // Loading frees more than it keeps (tensors are converted, re-laid out, dequantized): hand
+    // the freed heap back so resident memory is what the model holds.
+    defer { releaseFreedHeap() }
     if PackedCheckpoint.isPacked(directory: path) {
-        let packed = try PackedCheckpoint.read(directory: path)
-        let model = dequantize ? try LlamaModel(weights: packed.dequantizedWeights(source: path)) : try packed.llamaModel()
-        return OpenedModel(model: model, tokenizer: packed.tokenizer, packed: packed, path: path)
+        if dequantize {
+            let packed = try PackedCheckpoint.read(directory: path)
+            let model = try LlamaModel(weights: packed.dequantizedWeights(source: path)).withEmbedding(embedding ?? .f32)
+            return OpenedModel(model: model, tokenizer: packed.tokenizer, scheme: packed.scheme, path: path)
+        }
+        let (model, tokenizer, scheme) = try PackedCheckpoint.readLlamaModel(directory: path, embedding: embedding)
+        return OpenedModel(model: model, tokenizer: tokenizer, scheme: scheme, path: path)
     }
     let weights = try loadCheckpoint(path)
-    return OpenedModel(model: try LlamaModel(weights: weights), tokenizer: weights.tokenizer, packed: nil, path: path)
+    let model = try LlamaModel(weights: weights).withEmbedding(embedding ?? .f32)
+    return OpenedModel(model: model, tokenizer: weights.tokenizer, scheme: nil, path: path)
 }
+
+/// Returns free heap pages to the system (glibc keeps freed small and medium blocks
+/// otherwise): glibc's `malloc_trim`, looked up at run time since Swift's Glibc module does not
+/// declare it; nothing where it does not exist.
+private func releaseFreedHeap() {
+    mallocTrim?(0)
+}
+
+private let mallocTrim: (@convention(c) (Int) -> Int32)? = {
+    #if canImport(Glibc)
+    guard let handle = dlopen(nil, RTLD_NOW), let address = dlsym(handle, "malloc_trim") else { return nil }
+    return unsafeBitCast(address, to: (@convention(c) (Int) -> Int32).self)
+    #else
+    return nil
+    #endif
+}()

@@ -1,43 +1,167 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Checkpoint
+import Foundation
 import Kernels
 import Llama
 import Quantizer
 
 extension PackedModel {
+    /// How `openModel` stores a packed model's embedding table and tied head unless asked
+    /// otherwise: Q8_0, chosen by measurement (`aqlm bench`): it reads 30 MB per decoded token
+    /// instead of 56 MB (F16) or 113 MB (Float32), and on SmolLM2-135M moves 8-chunk perplexity
+    /// by 4e-8 relative (F16: 2e-5). F16 where the width is not a multiple of Q8_0's 32-value blocks.
+    public static func defaultEmbeddingPrecision(hiddenSize: Int) -> EmbeddingPrecision {
+        hiddenSize % q8BlockSize == 0 ? .q8 : .f16
+    }
+
     /// The Llama model running straight from the codes: every quantized linear becomes an
     /// `AQLMLinear` (lookup-table decode, dequantize-tile prefill), so no block weight is ever
-    /// expanded to Float32 as a whole. Linears left unquantized run dense.
-    public func llamaModel() throws -> LlamaModel {
+    /// expanded to Float32 as a whole. Linears left unquantized run dense. The embedding table
+    /// (and the head, which a tied model reads from it) is stored at `embedding` precision
+    /// (Float32 by default: exactly the checkpoint's values).
+    public func llamaModel(embedding precision: EmbeddingPrecision = .f32) throws -> LlamaModel {
         let c = config
         func tensor(_ name: String) throws -> WeightTensor {
             guard let t = dense[name] else { throw PackedFormatError("packed model lacks tensor '\(name)'") }
             return t
         }
         func linear(_ name: String) throws -> any LinearOperator {
-            if let code = linears[name] {
-                return try AQLMLinear(codes: code.codes, codebooks: code.codebooks, scales: code.scales,
-                                      outputSize: code.dOut, inputSize: code.dIn, scheme: code.scheme, name: name)
-            }
+            if let code = linears[name] { return try code.kernelLayer(name: name) }
             let t = try tensor(name + ".weight")
             return DenseLinear(weights: t.values, outputSize: t.shape[0], inputSize: t.shape[1])
         }
-        let layers = try (0..<c.numLayers).map { l -> LlamaBlock in
-            let p = "model.layers.\(l)."
-            return LlamaBlock(
-                inputNorm: try tensor(p + "input_layernorm.weight").values,
-                postAttentionNorm: try tensor(p + "post_attention_layernorm.weight").values,
-                q: try linear(p + LlamaLinear.q.rawValue), k: try linear(p + LlamaLinear.k.rawValue),
-                v: try linear(p + LlamaLinear.v.rawValue), o: try linear(p + LlamaLinear.o.rawValue),
-                gate: try linear(p + LlamaLinear.gate.rawValue), up: try linear(p + LlamaLinear.up.rawValue),
-                down: try linear(p + LlamaLinear.down.rawValue),
-                qBias: c.attentionBias ? try tensor(p + "self_attn.q_proj.bias").values : nil,
-                kBias: c.attentionBias ? try tensor(p + "self_attn.k_proj.bias").values : nil,
-                vBias: c.attentionBias ? try tensor(p + "self_attn.v_proj.bias").values : nil)
+        func table(_ name: String) throws -> EmbeddingTable {
+            try EmbeddingTable(values: try tensor(name).values, rows: c.vocabSize, width: c.hiddenSize,
+                               precision: precision, name: name)
         }
-        let embedding = try tensor("model.embed_tokens.weight")
-        let head = c.tiedEmbeddings ? embedding : try tensor("lm_head.weight")
-        return LlamaModel(config: c, embedding: embedding.values, finalNorm: try tensor("model.norm.weight").values,
-                          layers: layers,
-                          head: DenseLinear(weights: head.values, outputSize: head.shape[0], inputSize: head.shape[1]))
+        let embedding = try table("model.embed_tokens.weight")
+        return try assembleLlama(config: c, vector: { try tensor($0).values }, linear: linear, embedding: embedding,
+                                 head: (c.tiedEmbeddings ? embedding : try table("lm_head.weight")).headLinear)
     }
+}
+
+extension AdditiveCode {
+    /// This layer as the fused-kernel operator.
+    func kernelLayer(name: String) throws -> AQLMLinear {
+        try AQLMLinear(codes: codes, codebooks: codebooks, scales: scales, outputSize: dOut, inputSize: dIn,
+                       scheme: scheme, name: name)
+    }
+}
+
+extension PackedCheckpoint {
+    /// The runnable model straight from a packed checkpoint directory, one tensor at a time:
+    /// each linear's codes go into the kernels' layout (`AQLMLinear`) before the next linear is
+    /// read, the fp16 embedding goes into its table row by row (`embedding` precision, default
+    /// `PackedModel.defaultEmbeddingPrecision`), and the file's pages are given back as they are
+    /// consumed. Peak memory is the model plus one layer, where `read` + `llamaModel` also hold
+    /// the whole checkpoint (codes as UInt16, embedding in Float32) and its mapped file.
+    public static func readLlamaModel(directory: String, embedding: EmbeddingPrecision? = nil) throws
+        -> (model: LlamaModel, tokenizer: TokenizerSpec, scheme: AQLMScheme) {
+        let scheme = try codingScheme(directory: directory)
+        let config = try HuggingFaceConfig(path: (directory as NSString).appendingPathComponent(HuggingFaceConfig.fileName)).llama
+        let tokenizer = try HuggingFaceTokenizer.read(directory: directory).padded(toVocabSize: config.vocabSize)
+        let st = try SafeTensorsCheckpoint(directory: directory)
+        let shapes = Dictionary(uniqueKeysWithValues: config.expectedShapes.map { ($0.0, $0.1) })
+
+        func info(_ name: String) throws -> (SafeTensorInfo, SafeTensorsFile) {
+            guard let info = st.info(name), let file = st.file(for: name) else {
+                throw PackedFormatError("\(st.path): missing tensor '\(name)' (neither dense nor as AQLM codes)")
+            }
+            if let shape = shapes[name], info.shape != shape {
+                throw CheckpointError.shapeMismatch(file.path, tensor: name, expected: shape, found: info.shape)
+            }
+            return (info, file)
+        }
+        func vector(_ name: String) throws -> [Float] {
+            let (info, file) = try info(name)
+            defer { releasePages(file.rawBytes(info)) }
+            return try file.floats(info)
+        }
+        func linear(_ base: String) throws -> any LinearOperator {
+            let name = base + ".weight", shape = shapes[name] ?? []
+            guard shape.count == 2 else { throw PackedFormatError("\(st.path): '\(name)' is not a linear layer of this model") }
+            if st.info(name) != nil {
+                let values = try vector(name)
+                return DenseLinear(weights: values, outputSize: shape[0], inputSize: shape[1])
+            }
+            defer {
+                for suffix in [".codes", ".codebooks", ".scales"] {
+                    if let bytes = try? st.rawBytes(base + suffix) { releasePages(bytes) }
+                }
+            }
+            return try readLinear(base, dOut: shape[0], dIn: shape[1], scheme: scheme, from: st).kernelLayer(name: base)
+        }
+        func table(_ name: String) throws -> EmbeddingTable {
+            let (info, file) = try info(name)
+            let bytes = file.rawBytes(info)
+            defer { releasePages(bytes) }
+            let precision = embedding ?? PackedModel.defaultEmbeddingPrecision(hiddenSize: config.hiddenSize)
+            if info.dtype == .f16 {
+                return try EmbeddingTable(float16Bytes: bytes, rows: config.vocabSize, width: config.hiddenSize,
+                                          precision: precision, name: name)
+            }
+            return try EmbeddingTable(values: try file.floats(info), rows: config.vocabSize, width: config.hiddenSize,
+                                      precision: precision, name: name)
+        }
+
+        let embeddingTable = try table("model.embed_tokens.weight")
+        let model = try assembleLlama(config: config, vector: vector, linear: linear, embedding: embeddingTable,
+                                      head: (config.tiedEmbeddings ? embeddingTable : try table("lm_head.weight")).headLinear)
+        return (model, tokenizer, scheme)
+    }
+
+    /// quantization_config's scheme, validated as `read` validates it.
+    static func codingScheme(directory: String) throws -> AQLMScheme {
+        let q = try quantizationSummary(directory: directory)
+        let configPath = (directory as NSString).appendingPathComponent(HuggingFaceConfig.fileName)
+        guard q.method == "aqlm" else {
+            throw PackedFormatError("\(configPath): quantization_config.quant_method is '\(q.method)', not \"aqlm\"")
+        }
+        guard q.outGroupSize == 1 else {
+            throw PackedFormatError("\(configPath): out_group_size \(q.outGroupSize) is not supported (only 1)")
+        }
+        do {
+            return try AQLMScheme.validated(codebookCount: q.numCodebooks, codeBits: q.nbitsPerCodebook, groupSize: q.inGroupSize)
+        } catch let e as QuantizerError {
+            throw PackedFormatError("\(configPath): \(e.description)")
+        }
+    }
+
+    /// Drops the whole pages of `bytes` (a tensor already converted) from this process's
+    /// memory-mapped view of the file; they would be read again from the page cache if touched.
+    private static func releasePages(_ bytes: UnsafeRawBufferPointer) {
+        #if canImport(Glibc)
+        guard let base = bytes.baseAddress else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (Int(bitPattern: base) + page - 1) / page * page
+        let end = (Int(bitPattern: base) + bytes.count) / page * page
+        if end > start {
+            madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, MADV_DONTNEED)
+        }
+        #endif
+    }
+}
+
+/// The Llama model from its parts: `vector(name)` gives a norm or bias, `linear(base)` a block
+/// linear (name without `.weight`); blocks are built in order, so a reader may stream them.
+private func assembleLlama(config c: LlamaConfig, vector: (String) throws -> [Float],
+                           linear: (String) throws -> any LinearOperator, embedding: EmbeddingTable,
+                           head: any LinearOperator) throws -> LlamaModel {
+    let layers = try (0..<c.numLayers).map { l -> LlamaBlock in
+        let p = "model.layers.\(l)."
+        return LlamaBlock(
+            inputNorm: try vector(p + "input_layernorm.weight"),
+            postAttentionNorm: try vector(p + "post_attention_layernorm.weight"),
+            q: try linear(p + LlamaLinear.q.rawValue), k: try linear(p + LlamaLinear.k.rawValue),
+            v: try linear(p + LlamaLinear.v.rawValue), o: try linear(p + LlamaLinear.o.rawValue),
+            gate: try linear(p + LlamaLinear.gate.rawValue), up: try linear(p + LlamaLinear.up.rawValue),
+            down: try linear(p + LlamaLinear.down.rawValue),
+            qBias: c.attentionBias ? try vector(p + "self_attn.q_proj.bias") : nil,
+            kBias: c.attentionBias ? try vector(p + "self_attn.k_proj.bias") : nil,
+            vBias: c.attentionBias ? try vector(p + "self_attn.v_proj.bias") : nil)
+    }
+    return LlamaModel(config: c, embeddingTable: embedding, finalNorm: try vector("model.norm.weight"), layers: layers,
+                      head: head)
 }
