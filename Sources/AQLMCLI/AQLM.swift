@@ -8,7 +8,7 @@ struct AQLM: ParsableCommand {
         commandName: "aqlm",
         abstract: "2-bit additive quantization (AQLM) of Llama-family models on the CPU.",
         subcommands: [
-            Inspect.self, Tokenize.self, Perplexity.self, Generate.self, Quantize.self, SweepCommand.self, Finetune.self,
+            Inspect.self, Tokenize.self, Perplexity.self, Generate.self, Quantize.self, SweepCommand.self, Finetune.self, Bench.self,
         ]
     )
 }
