@@ -120,6 +120,12 @@ public struct TradeoffPlot {
             out.append(##"<g class="point" data-family="\##(row.family.rawValue)" data-scheme="\##(escapeXML(row.scheme))">"##)
             out.append("<title>\(escapeXML(tooltip))</title>")
             out.append(marker(style, at: (px, py)))
+            if label.far {
+                // A label moved away from its point gets a leader line so it is not read as a neighbour's.
+                let end = (label.anchor == "end" ? label.box.x + label.box.width : label.anchor == "start" ? label.box.x : label.x,
+                           label.box.y + label.box.height / 2)
+                out.append(##"<line class="leader" x1="\##(f(px))" y1="\##(f(py))" x2="\##(f(end.0))" y2="\##(f(end.1))" stroke="#888" stroke-width="0.8"/>"##)
+            }
             out.append(##"<text class="label" x="\##(f(label.x))" y="\##(f(label.y))" text-anchor="\##(label.anchor)" font-size="\##(Self.labelFontSize)" fill="#222" stroke="white" stroke-width="3" paint-order="stroke">\##(escapeXML(text))</text>"##)
             out.append("</g>")
         }
@@ -206,6 +212,8 @@ public struct TradeoffPlot {
         let x, y: Double
         let anchor: String
         let box: Box
+        /// Placed at one of the outer positions, away from the point.
+        let far: Bool
     }
 
     /// The first of a few positions around the point (right, left, above, below, then further
@@ -220,7 +228,8 @@ public struct TradeoffPlot {
         func label(_ o: (Double, Double, String)) -> Label {
             let (tx, ty) = (p.0 + o.0, p.1 + o.1)
             let left = o.2 == "start" ? tx : o.2 == "end" ? tx - width : tx - width / 2
-            return Label(x: tx, y: ty, anchor: o.2, box: Box(x: left, y: ty - height + 3, width: width, height: height))
+            return Label(x: tx, y: ty, anchor: o.2, box: Box(x: left, y: ty - height + 3, width: width, height: height),
+                         far: abs(o.1) >= 20)
         }
         for o in offsets {
             let candidate = label(o)
