@@ -60,7 +60,7 @@ let package = Package(
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "Checkpoint"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: native),
         .testTarget(name: "LlamaTests", dependencies: ["Llama", "Checkpoint", "Tokenizer"], swiftSettings: native),
-        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "Llama", "Checkpoint", "Tokenizer"], swiftSettings: native),
+        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "Llama", "Checkpoint", "Tokenizer", "PackedFormat", "Quantizer"], swiftSettings: native),
         .testTarget(name: "QuantizerTests", dependencies: ["Quantizer", "Kernels"], swiftSettings: native),
         .testTarget(name: "PackedFormatTests", dependencies: ["PackedFormat", "Quantizer", "Checkpoint"]),
         .testTarget(name: "QuantizePipelineTests", dependencies: ["QuantizePipeline", "PackedFormat", "Checkpoint", "Quantizer"], swiftSettings: native),

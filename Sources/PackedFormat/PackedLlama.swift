@@ -67,7 +67,7 @@ extension PackedCheckpoint {
 
         func info(_ name: String) throws -> (SafeTensorInfo, SafeTensorsFile) {
             guard let info = st.info(name), let file = st.file(for: name) else {
-                throw PackedFormatError("\(st.path): missing tensor '\(name)' (neither dense nor as AQLM codes)")
+                throw PackedFormatError("\(st.path): missing tensor '\(name)'")
             }
             if let shape = shapes[name], info.shape != shape {
                 throw CheckpointError.shapeMismatch(file.path, tensor: name, expected: shape, found: info.shape)
@@ -86,12 +86,7 @@ extension PackedCheckpoint {
                 let values = try vector(name)
                 return DenseLinear(weights: values, outputSize: shape[0], inputSize: shape[1])
             }
-            defer {
-                for suffix in [".codes", ".codebooks", ".scales"] {
-                    if let bytes = try? st.rawBytes(base + suffix) { releasePages(bytes) }
-                }
-            }
-            return try readLinear(base, dOut: shape[0], dIn: shape[1], scheme: scheme, from: st).kernelLayer(name: base)
+            return try kernelLayer(base, dOut: shape[0], dIn: shape[1], scheme: scheme, info: info)
         }
         func table(_ name: String) throws -> EmbeddingTable {
             let (info, file) = try info(name)
@@ -110,6 +105,35 @@ extension PackedCheckpoint {
         let model = try assembleLlama(config: config, vector: vector, linear: linear, embedding: embeddingTable,
                                       head: (config.tiedEmbeddings ? embeddingTable : try table("lm_head.weight")).headLinear)
         return (model, tokenizer, scheme)
+    }
+
+    /// One quantized linear straight into the kernels' operator: the codes' low B bits (the
+    /// index, whatever the int8/int16 container, as `readLinear`) copied from the file's bytes,
+    /// codebooks and scales widened from fp16; then the file's pages of all three are released.
+    private static func kernelLayer(_ base: String, dOut: Int, dIn: Int, scheme s: AQLMScheme,
+                                    info: (String) throws -> (SafeTensorInfo, SafeTensorsFile)) throws -> AQLMLinear {
+        let tensors = try [".codes", ".codebooks", ".scales"].map { try info(base + $0) }
+        defer { for (i, file) in tensors { releasePages(file.rawBytes(i)) } }
+        guard dIn % s.groupSize == 0 else {
+            throw PackedFormatError("\(tensors[0].1.path): '\(base)' has d_in \(dIn), not a multiple of in_group_size \(s.groupSize)")
+        }
+        let expected = [[dOut, dIn / s.groupSize, s.codebookCount], [s.codebookCount, s.codebookSize, 1, s.groupSize], [dOut, 1, 1, 1]]
+        for ((i, file), shape) in zip(tensors, expected) where i.shape != shape {
+            throw CheckpointError.shapeMismatch(file.path, tensor: i.name, expected: shape, found: i.shape)
+        }
+        let (codeInfo, codeFile) = tensors[0]
+        let raw = codeFile.rawBytes(codeInfo)
+        let mask = UInt16((1 << s.codeBits) - 1)
+        let codes: [UInt16]
+        switch codeInfo.dtype {
+        case .i8: codes = raw.map { UInt16($0) & mask }
+        case .i16:
+            codes = (0..<(raw.count / 2)).map { UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) & mask }
+        default:
+            throw PackedFormatError("\(codeFile.path): '\(codeInfo.name)' has dtype \(codeInfo.dtype.rawValue), expected I8 or I16")
+        }
+        return try AQLMLinear(codes: codes, codebooks: try tensors[1].1.floats(tensors[1].0), scales: try tensors[2].1.floats(tensors[2].0),
+                              outputSize: dOut, inputSize: dIn, scheme: s, name: base)
     }
 
     /// quantization_config's scheme, validated as `read` validates it.

@@ -3,26 +3,32 @@ import Evaluation
 import Foundation
 import Kernels
 import Llama
+import PackedFormat
+import Quantizer
 import XCTest
 
-/// The packed-model acceptance checks on the real SmolLM2-135M: perplexity through the packed
-/// kernels (AQLM 2x8 block linears, Q8_0 embedding and tied head) equals perplexity of the very
-/// same weights dequantized to Float32; decode steps (lookup-table and row-dot kernels) agree
-/// with a prefill of the same tokens; the Q8_0 head moves perplexity by < 0.1 %.
+/// The packed-model acceptance checks on the real SmolLM2-135M, through a packed checkpoint
+/// written to disk and opened as `aqlm` opens it: perplexity through the packed kernels (AQLM
+/// 2x8 block linears, Q8_0 embedding and tied head) equals perplexity of the very same weights
+/// dequantized to Float32; decode steps (lookup-table and row-dot kernels) agree with a prefill
+/// of the same tokens; Q8_0 and F16 heads move perplexity by < 0.1 %.
 ///
 /// Quantizing the model in a test would take minutes, so two blocks (10 and 20) get crude but
 /// real 2x8 codes: residual vector quantization with a few k-means steps on the layer's own
-/// normalised weight groups (`quickCodes`). That is enough for the
-/// comparison to mean something: the quantized layers change the model (its perplexity moves
-/// away from the original's) while it stays a working language model (perplexity within 2x),
-/// so an equality to 1e-4 cannot come from the layers being bypassed or from both sides being
-/// noise. Skipped when the model or the shared reference ids are absent.
+/// normalised weight groups (`quickCodes`); the other blocks are stored dense (fp16). That is
+/// enough for the comparison to mean something: the quantized layers change the model (its
+/// perplexity moves away from the original's) while it stays a working language model
+/// (perplexity within 2x), so an equality to 1e-4 cannot come from the layers being bypassed or
+/// from both sides being noise. Skipped when the model or the shared reference ids are absent.
 final class BenchPackedModelTests: XCTestCase {
     static let idsPath = "../shared/data/reference/wiki.test.raw.smollm2.ids"
     static let quantizedBlocks = [10, 20]
+    static let directory = FileManager.default.temporaryDirectory
+        .appendingPathComponent("aqlm-bench-tests-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString)").path
 
-    /// The original model, the packed one and its dequantized twin, and the first 8 chunks of
-    /// token ids; built once for the class.
+    /// The original model; the packed checkpoint opened through the kernels and the same
+    /// checkpoint dequantized to Float32 (its Q8_0 table widened too); the first 8 chunks of
+    /// token ids. Built once for the class.
     private struct Inputs {
         let original: LlamaModel
         let packed: LlamaModel
@@ -31,41 +37,50 @@ final class BenchPackedModelTests: XCTestCase {
     }
     nonisolated(unsafe) private static var cached: Inputs?
 
+    override class func tearDown() {
+        try? FileManager.default.removeItem(atPath: directory)
+        super.tearDown()
+    }
+
     private func loadInputs() throws -> Inputs {
         try XCTSkipUnless(FileManager.default.fileExists(atPath: ModelPaths.defaultModel), "run tools/setup.sh first")
         try XCTSkipUnless(FileManager.default.fileExists(atPath: Self.idsPath), "shared reference ids absent")
         if let cached = Self.cached { return cached }
         BLASCore.applyRequestedCore()
-        let original = try LlamaModel(weights: GGUFFile(path: ModelPaths.defaultModel).modelWeights())
-        let (packed, dequantized) = try packedAndDequantized(original)
-        let inputs = Inputs(original: original, packed: packed, dequantized: dequantized,
+        let weights = try GGUFFile(path: ModelPaths.defaultModel).modelWeights()
+        let path = Self.directory + "/packed"
+        try PackedCheckpoint.write(try packedModel(weights), to: path)
+        let packed = try openModel(path).model
+        let dequantized = try openModel(path, dequantize: true).model.withEmbedding(.q8).withEmbedding(.f32)
+        let inputs = Inputs(original: try LlamaModel(weights: weights), packed: packed, dequantized: dequantized,
                             tokens: Array(try readTokenIds(Self.idsPath)[0..<(8 * 512)]))
         Self.cached = inputs
         return inputs
     }
 
-    /// (packed, the same weights in Float32): AQLM + Q8_0 against DenseLinear + Float32 tables.
-    private func packedAndDequantized(_ original: LlamaModel) throws -> (LlamaModel, LlamaModel) {
-        var packed = try original.withEmbedding(.q8)
-        var dequantized = try packed.withEmbedding(.f32)
+    /// The model with `quantizedBlocks` coded 2x8 (codebooks and scales rounded to fp16, as stored).
+    private func packedModel(_ weights: ModelWeights) throws -> PackedModel {
+        var linears: [String: AdditiveCode] = [:]
+        var dense = weights.tensors
         for l in Self.quantizedBlocks {
-            for (i, linear) in LlamaLinear.allCases.enumerated() {
-                let dense = try XCTUnwrap(original.layers[l][linear] as? DenseLinear)
-                let aqlm = try quickCodes(dense, seed: UInt64(l * 7 + i))
-                packed.layers[l][linear] = aqlm
-                dequantized.layers[l][linear] = DenseLinear(weights: aqlm.dequantize(), outputSize: aqlm.outputSize,
-                                                            inputSize: aqlm.inputSize)
+            for (i, name) in LlamaConfig.linearNames(layer: l).enumerated() {
+                let w = weights[name + ".weight"]
+                linears[name] = quickCodes(w.values, rows: w.shape[0], width: w.shape[1], seed: UInt64(l * 7 + i))
+                    .roundedToFloat16()
+                dense[name + ".weight"] = nil
             }
         }
-        return (packed, dequantized)
+        return PackedModel(config: weights.config, tokenizer: weights.tokenizer, scheme: .preset2x8, linears: linears,
+                           dense: dense.mapValues { $0.roundedForPacking() })
     }
 
     func testPackedPerplexityEqualsDequantizedFloat32() throws {
         let inputs = try loadInputs()
         let (packed, dequantized, tokens) = (inputs.packed, inputs.dequantized, inputs.tokens)
-        XCTAssertTrue(packed.layers[10].q is AQLMLinear && packed.head is EmbeddingTable)
+        XCTAssertTrue(packed.layers[10].q is AQLMLinear && packed.layers[0].q is DenseLinear && packed.head is EmbeddingTable)
         XCTAssertTrue(packed.headSharesEmbedding, "the tied head reads the Q8_0 embedding table itself")
         XCTAssertLessThan(packed.weightBytes, dequantized.weightBytes - 80_000_000)
+        XCTAssertEqual(packed.embeddingTable.precision, .q8, "the packed model's default embedding storage")
 
         let options = PerplexityOptions(context: 512, maxChunks: 8, method: .llama)
         func ppl(_ model: LlamaModel) throws -> Double {
@@ -145,14 +160,14 @@ final class BenchPackedModelTests: XCTestCase {
     }
 }
 
-/// 2x8 g8 codes for `dense`'s weight: rows normalised by their RMS (the scales), then two rounds
-/// of residual vector quantization, each codebook seeded with 256 random groups of the current
-/// residual and refined by a few Lloyd (k-means) steps.
-func quickCodes(_ dense: DenseLinear, seed: UInt64, lloydSteps: Int = 3) throws -> AQLMLinear {
-    let (rows, width, g) = (dense.outputSize, dense.inputSize, 8)
+/// 2x8 g8 codes for a weight [rows × width]: rows normalised by their RMS (the scales), then two
+/// rounds of residual vector quantization, each codebook seeded with 256 random groups of the
+/// current residual and refined by a few Lloyd (k-means) steps.
+func quickCodes(_ weight: [Float], rows: Int, width: Int, seed: UInt64, lloydSteps: Int = 3) -> AdditiveCode {
+    let g = 8
     let groups = rows * width / g
     var scales = [Float](repeating: 0, count: rows)
-    var residual = dense.weights
+    var residual = weight
     for r in 0..<rows {
         let row = residual[(r * width)..<((r + 1) * width)]
         scales[r] = max((row.reduce(0) { $0 + $1 * $1 } / Float(width)).squareRoot(), 1e-8)
@@ -185,8 +200,7 @@ func quickCodes(_ dense: DenseLinear, seed: UInt64, lloydSteps: Int = 3) throws 
         }
         codebooks += codebook
     }
-    return try AQLMLinear(codes: codes, codebooks: codebooks, scales: scales, outputSize: rows, inputSize: width,
-                          scheme: AQLMScheme(codebookCount: 2, codeBits: 8, groupSize: g))
+    return AdditiveCode(scheme: .preset2x8, dOut: rows, dIn: width, codes: codes, codebooks: codebooks, scales: scales)
 }
 
 /// For each 8-value group of `x`, the index of the nearest of the 256 codewords:
