@@ -9,22 +9,26 @@ import Checkpoint
 struct FinetuneWorkDirectory {
     let path: String
     let fingerprint: String
+    /// The teacher's targets carry their own, narrower fingerprint, so a saved file can seed
+    /// runs that differ only in training settings.
+    let teacherFingerprint: String
 
-    init(output: String, fingerprint: String) {
+    init(output: String, fingerprint: String, teacherFingerprint: String) {
         path = output + ".work"
         self.fingerprint = fingerprint
+        self.teacherFingerprint = teacherFingerprint
     }
 
     func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
 
     func loadTeacher() throws -> TeacherTargets? {
         guard FileManager.default.fileExists(atPath: file("teacher.safetensors")) else { return nil }
-        return try TeacherTargets.read(from: file("teacher.safetensors"), fingerprint: fingerprint)
+        return try TeacherTargets.read(from: file("teacher.safetensors"), fingerprint: teacherFingerprint)
     }
 
     func saveTeacher(_ targets: TeacherTargets) throws {
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        try targets.write(to: file("teacher.safetensors"), fingerprint: fingerprint)
+        try targets.write(to: file("teacher.safetensors"), fingerprint: teacherFingerprint)
     }
 
     func save(_ trainer: ModelTrainer) throws {

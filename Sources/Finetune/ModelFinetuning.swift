@@ -101,7 +101,7 @@ public struct ModelFinetuning {
         let packed = try PackedCheckpoint.read(directory: studentDirectory)
         let sequences = try loadCalibrationSequences(o.calibration, tokenizer: packed.tokenizer, samples: o.samples,
                                                      length: o.sequenceLength, seed: o.seed)
-        let work = FinetuneWorkDirectory(output: outputPath, fingerprint: fingerprint())
+        let work = FinetuneWorkDirectory(output: outputPath, fingerprint: fingerprint(), teacherFingerprint: teacherFingerprint())
         let teacherClock = Date()
         let teacher = try teacherTargets(sequences: sequences, config: packed.config, work: work)
         let teacherSeconds = Date().timeIntervalSince(teacherClock)
@@ -133,6 +133,13 @@ public struct ModelFinetuning {
         guard o.validationSamples >= 0, o.validationSamples < o.samples else {
             throw FinetuneError("--val-samples \(o.validationSamples) leaves none of the \(o.samples) calibration sequences to train on")
         }
+    }
+
+    /// What the teacher's targets depend on (they can be reused by runs differing otherwise).
+    func teacherFingerprint() -> String {
+        let o = options
+        return [teacherPath, o.calibration, String(o.samples), String(o.sequenceLength), String(o.seed),
+                String(o.teacherTopK)].joined(separator: "|")
     }
 
     /// Everything that changes the result: a work directory from other settings is refused.
