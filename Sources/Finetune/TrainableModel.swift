@@ -78,11 +78,11 @@ public struct TrainableModel: Sendable {
 }
 
 /// ∂L/∂(every trainable tensor) of a model.
-struct ModelGradients {
-    var blocks: [BlockGradients]
-    var finalNorm: [Float]
+public struct ModelGradients: Sendable {
+    public var blocks: [BlockGradients]
+    public var finalNorm: [Float]
 
-    init(_ model: TrainableModel) {
+    public init(_ model: TrainableModel) {
         blocks = model.blocks.map(BlockGradients.init)
         finalNorm = [Float](repeating: 0, count: model.finalNorm.count)
     }
@@ -128,6 +128,18 @@ final class ModelWorkspace {
 }
 
 extension TrainableModel {
+    /// The distillation loss of one sequence at positions 0..<tokens.count, summed over its
+    /// positions, and its gradient with respect to every trainable tensor. `teacher` holds
+    /// the targets of exactly these positions.
+    public func distillationGradients(tokens: [Int], teacher: TeacherTargets) -> (loss: Double, gradients: ModelGradients) {
+        let prepared = blocks.map(PreparedBlock.init)
+        let workspace = ModelWorkspace(config: config, tokens: tokens.count)
+        var gradients = ModelGradients(self)
+        let loss = sequenceLoss(tokens, teacher: teacher, prepared: prepared, workspace: workspace, gradientScale: 1)
+        backward(prepared: prepared, workspace: workspace, gradients: &gradients)
+        return (loss, gradients)
+    }
+
     /// Distillation loss of one sequence, summed over its positions (see `distillationStep`).
     /// With a `gradientScale`, leaves `gradientScale`·∂L/∂(final norm output) in
     /// `w.gradNormed` for `backward`.

@@ -1,0 +1,105 @@
+import Checkpoint
+import Finetune
+import Foundation
+import Kernels
+import Llama
+import PackedFormat
+import Quantizer
+import XCTest
+
+/// The whole-model backward pass (distillation loss → head → final norm → every block)
+/// against central finite differences of a plain Float64 model built from ReferenceBlock.
+final class ModelGradientTests: XCTestCase {
+    let config = TinyModel.config
+    let tokens = [5, 101, 266, 32, 7, 7, 200, 13, 0, 99, 150, 31, 64, 250, 3, 18, 77, 40]
+
+    /// The tiny model with random 2x4 codes in every block linear.
+    func packedModel() throws -> PackedModel {
+        let weights = TinyModel.weights(seed: 31)
+        var linears: [String: AdditiveCode] = [:], dense: [String: WeightTensor] = [:]
+        for l in 0..<config.numLayers {
+            let block = try randomTrainableBlock(config: config, seed: UInt64(40 + l), frozen: [])
+            for (linear, layer) in block.quantized { linears["model.layers.\(l).\(linear.rawValue)"] = layer.additiveCode }
+        }
+        for (name, tensor) in weights.tensors where !name.hasSuffix("_proj.weight") { dense[name] = tensor }
+        return PackedModel(config: config, tokenizer: weights.tokenizer, scheme: AQLMScheme(codebookCount: 2, codeBits: 4, groupSize: 8),
+                           linears: linears, dense: dense)
+    }
+
+    /// Teacher targets from the original tiny model, k = 6.
+    func teacher() throws -> TeacherTargets {
+        TeacherTargets.compute(teacher: try LlamaModel(weights: TinyModel.weights(seed: 31)), sequences: [tokens], k: 6)
+    }
+
+    struct ReferenceModel {
+        var blocks: [ReferenceBlock]
+        var finalNorm: [Double]
+        let embedding: [Double]
+        let config: LlamaConfig
+
+        /// Σ over positions of Σ_top p(log p − log q) + p_tail(log p_tail − log q_tail).
+        func loss(_ tokens: [Int], teacher: TeacherTargets) -> Double {
+            let d = config.hiddenSize, v = config.vocabSize
+            var x = tokens.map { Array(embedding[($0 * d)..<(($0 + 1) * d)]) }
+            for block in blocks { x = block.output(x) }
+            var total = 0.0
+            for (t, row) in x.enumerated() {
+                let normed = blocks[0].rmsNorm(row, finalNorm)
+                let logits = (0..<v).map { i in (0..<d).reduce(0.0) { $0 + embedding[i * d + $1] * normed[$1] } }
+                let m = logits.max()!
+                let logZ = m + Foundation.log(logits.reduce(0.0) { $0 + Foundation.exp($1 - m) })
+                var topQ = 0.0
+                for j in 0..<teacher.k {
+                    let id = Int(teacher.ids[t * teacher.k + j]), logP = Double(teacher.logProbs[t * teacher.k + j])
+                    let logQ = logits[id] - logZ
+                    topQ += Foundation.exp(logQ)
+                    total += Foundation.exp(logP) * (logP - logQ)
+                }
+                let tail = Double(teacher.tailLogMass[t])
+                total += Foundation.exp(tail) * (tail - Foundation.log(1 - topQ))
+            }
+            return total
+        }
+    }
+
+    func testGradientsMatchFiniteDifferences() throws {
+        let packed = try packedModel()
+        let model = try TrainableModel(packed: packed)
+        let targets = try teacher()
+        let (loss, gradients) = model.distillationGradients(tokens: tokens, teacher: targets)
+        let reference = ReferenceModel(blocks: model.blocks.map { ReferenceBlock($0, config: config) },
+                                       finalNorm: model.finalNorm.map(Double.init),
+                                       embedding: packed.dense["model.embed_tokens.weight"]!.values.map(Double.init), config: config)
+        XCTAssertEqual(loss, reference.loss(tokens, teacher: targets), accuracy: 1e-4 * loss)
+
+        var rng = SeededRandom(seed: 9)
+        func check(_ name: String, _ analytic: [Float], _ modify: @escaping (inout ReferenceModel, Int, Double) -> Void) {
+            let largest = Double(analytic.map(abs).max()!)
+            XCTAssertGreaterThan(largest, 0, name)
+            let byMagnitude = analytic.indices.sorted { abs(analytic[$0]) > abs(analytic[$1]) }
+            for i in Array(byMagnitude.prefix(3)) + (0..<3).map({ _ in Int(rng.next() % UInt64(analytic.count)) }) {
+                let h = 1e-5
+                var plus = reference, minus = reference
+                modify(&plus, i, h)
+                modify(&minus, i, -h)
+                let fd = (plus.loss(tokens, teacher: targets) - minus.loss(tokens, teacher: targets)) / (2 * h)
+                XCTAssertLessThanOrEqual(abs(Double(analytic[i]) - fd), 1e-3 * abs(fd) + 1e-4 * largest,
+                                         "\(name)[\(i)]: analytic \(analytic[i]), finite difference \(fd)")
+            }
+        }
+        check("model.norm", gradients.finalNorm) { $0.finalNorm[$1] += $2 }
+        for l in 0..<config.numLayers {
+            check("layers.\(l).input_layernorm", gradients.blocks[l].inputNorm) { $0.blocks[l].inputNorm[$1] += $2 }
+            check("layers.\(l).post_attention_layernorm", gradients.blocks[l].postAttentionNorm) {
+                $0.blocks[l].postAttentionNorm[$1] += $2
+            }
+            for linear in [LlamaLinear.q, .v, .down] {
+                let gradient = gradients.blocks[l].linears[linear]!
+                check("layers.\(l).\(linear.rawValue).codebooks", gradient.codewords) {
+                    $0.blocks[l].quantized[linear]!.codebooks[$1] += $2
+                }
+                check("layers.\(l).\(linear.rawValue).scales", gradient.scales) { $0.blocks[l].quantized[linear]!.scales[$1] += $2 }
+            }
+        }
+    }
+}
