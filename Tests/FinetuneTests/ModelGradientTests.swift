@@ -102,4 +102,25 @@ final class ModelGradientTests: XCTestCase {
             }
         }
     }
+
+    func testTeacherTargetsAreTheTopTokensAndTheRestOfTheMass() throws {
+        let targets = try teacher()
+        XCTAssertEqual(targets.positions, tokens.count)
+        let model = try LlamaModel(weights: TinyModel.weights(seed: 31))
+        let state = model.makeState(maxPositions: tokens.count)
+        model.forward(tokens, state: state, logits: .all)
+        for t in 0..<targets.positions {
+            let logits = Array(state.logits(row: t)).map(Double.init)
+            let m = logits.max()!, logZ = m + Foundation.log(logits.reduce(0.0) { $0 + Foundation.exp($1 - m) })
+            let ids = targets.ids[(t * targets.k)..<((t + 1) * targets.k)].map(Int.init)
+            // The k most likely tokens, most likely first, with their log-probabilities.
+            XCTAssertEqual(ids, Array(logits.indices.sorted { logits[$0] > logits[$1] }.prefix(targets.k)), "position \(t)")
+            for (j, id) in ids.enumerated() {
+                XCTAssertEqual(Double(targets.logProbs[t * targets.k + j]), logits[id] - logZ, accuracy: 1e-4)
+            }
+            let mass = ids.indices.reduce(0.0) { $0 + Foundation.exp(Double(targets.logProbs[t * targets.k + $1])) }
+                + Foundation.exp(Double(targets.tailLogMass[t]))
+            XCTAssertEqual(mass, 1, accuracy: 1e-5, "position \(t)")
+        }
+    }
 }
