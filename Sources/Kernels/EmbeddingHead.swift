@@ -7,6 +7,11 @@ extension EmbeddingTable {
     static let rowsPerItem = 1024
     /// Rows per dequantized tile of the sgemm path: 256 × 576 Float32 is 576 KB (L2-resident).
     static let tileRows = 256
+    /// How far ahead of the row dots (bytes of stored rows) the next rows are prefetched. Four
+    /// rows of 576 values are only 2.3 KB (Q8_0), and the hardware prefetchers alone left one
+    /// core at half the streaming rate: measured single-thread, 49152 × 576 Q8_0, under load:
+    /// 1826 µs without, 965 µs at 4 KB, 899 µs at 8 KB, 908 µs at 16 KB.
+    nonisolated(unsafe) public static var prefetchDistance = 8192
 
     public func apply(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, tokens: Int) {
         guard tokens > 0 else { return }
@@ -49,6 +54,7 @@ extension EmbeddingTable {
                 let base = h.baseAddress!
                 var r = range.lowerBound
                 while r + 4 <= range.upperBound {
+                    prefetch(UnsafeRawPointer(base + r * width) + Self.prefetchDistance, bytes: 4 * width * 2)
                     for t in 0..<tokens {
                         let sums = f16DotFourRows(base + r * width, rowStride: width, x: x + t * width, count: width)
                         store(sums, y + t * rows + r)
@@ -66,6 +72,9 @@ extension EmbeddingTable {
                     let q = v.baseAddress!, d = s.baseAddress!
                     var r = range.lowerBound
                     while r + 4 <= range.upperBound {
+                        // The steps run 16x behind the values (2 bytes per 32 values).
+                        prefetch(UnsafeRawPointer(q + r * width) + Self.prefetchDistance, bytes: 4 * width)
+                        prefetch(UnsafeRawPointer(d + r * blocks) + Self.prefetchDistance / 16, bytes: 8 * blocks)
                         for t in 0..<tokens {
                             let sums = q8DotFourRows(q + r * width, rowStride: width, scales: d + r * blocks, scaleStride: blocks,
                                                      x: x + t * width, blocks: blocks)
@@ -104,6 +113,13 @@ extension EmbeddingTable {
             }
         }
     }
+}
+
+/// Prefetches the cache lines of `bytes` bytes from `start` (the hardware prefetchers do not run
+/// far enough ahead of short rows).
+@inline(__always)
+private func prefetch(_ start: UnsafeRawPointer, bytes: Int) {
+    for line in stride(from: 0, to: bytes, by: 64) { aqlm_prefetch(start + line) }
 }
 
 @inline(__always)
