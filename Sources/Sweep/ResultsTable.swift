@@ -111,8 +111,10 @@ struct SweepDescription {
                 + "seed \(q.seed), beam \(q.aqlm.beamSize)" + (q.blockLimit.map { ", first \($0) blocks only" } ?? ""),
             "bits/weight: over the block linears, codebooks, scales and per-group constants included "
                 + "(embeddings, output head and norms are kept as stored and not counted)",
+            "PPL/KLD of quantized models: stored embeddings and head run in Float32, as the original's, so only the "
+                + "block linears differ",
             "decode tok/s: single-token steps after a \(o.benchmarkPrompt)-token prompt, best of \(o.benchmarkRepetitions), "
-                + "the model as stored (packed AQLM kernels for AQLM/RVQ/PQ, dense Float32 otherwise)",
+                + "the model as `aqlm generate` opens it (packed AQLM kernels for AQLM/RVQ/PQ, dense Float32 otherwise)",
         ]
     }
 }

@@ -147,14 +147,18 @@ public struct Sweep {
         guard let bits = report["bits_per_weight"]?.double else {
             throw SweepError("\(modelPath)/report.json: no bits_per_weight")
         }
-        let opened = try openModel(modelPath)
+        // Quality with the stored embeddings and head as they are (Float32 at run time, as the
+        // original runs), so PPL and KLD measure the block linears' quantization alone.
+        let exact = try openModel(modelPath, embedding: .f32)
         log("\(choice): perplexity and KLD over \(options.chunks) chunks")
-        let result = try perplexity(opened, tokens: tokens, name: choice.description, saveLogits: nil,
+        let result = try perplexity(exact, tokens: tokens, name: choice.description, saveLogits: nil,
                                     klBase: directory.referenceLogProbs)
+        // Speed as `aqlm generate` opens the model (its default embedding/head precision).
+        let speed = decodeSpeed(try openModel(modelPath).model)
         return SweepRow(scheme: choice.description, family: MethodFamily(choice), bitsPerWeight: bits,
                         fileBytes: storedBytes(modelPath), ppl: result.ppl, pplStderr: result.pplStderr,
                         kldMean: result.kldMean, top1Agreement: result.top1Agreement,
-                        quantizeSeconds: report["wall_seconds"]?.double, decodeTokensPerSecond: decodeSpeed(opened.model))
+                        quantizeSeconds: report["wall_seconds"]?.double, decodeTokensPerSecond: speed)
     }
 
     func perplexity(_ opened: OpenedModel, tokens: [Int], name: String, saveLogits: String?,
