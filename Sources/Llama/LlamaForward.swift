@@ -163,9 +163,7 @@ extension LlamaModel {
             rmsNormRows(x, weight: $0.baseAddress!, into: s.normed, rows: t, count: d, epsilon: c.rmsNormEps)
         }
         observe(.attention, s.normed, width: d)
-        block.q.apply(s.normed, s.query, tokens: t)
-        block.k.apply(s.normed, keys, tokens: t)
-        block.v.apply(s.normed, values, tokens: t)
+        applyAll([(block.q, s.query), (block.k, keys), (block.v, values)], to: s.normed, tokens: t)
         addBias(block.qBias, to: s.query, tokens: t)
         addBias(block.kBias, to: keys, tokens: t)
         addBias(block.vBias, to: values, tokens: t)
@@ -189,14 +187,32 @@ extension LlamaModel {
             rmsNormRows(x, weight: $0.baseAddress!, into: s.normed, rows: t, count: d, epsilon: c.rmsNormEps)
         }
         observe(.mlp, s.normed, width: d)
-        block.gate.apply(s.normed, s.gate, tokens: t)
-        block.up.apply(s.normed, s.up, tokens: t)
+        applyAll([(block.gate, s.gate), (block.up, s.up)], to: s.normed, tokens: t)
         parallelChunks(t * m, minChunk: 16_384) { lo, hi in
             swiGLU(gate: s.gate + lo, up: s.up + lo, into: s.mlpHidden + lo, count: hi - lo)
         }
         observe(.mlpHidden, s.mlpHidden, width: m)
         block.down.apply(s.mlpHidden, s.projected, tokens: t)
         addResidual(s.projected, into: x, count: t * d)
+    }
+
+    /// Decoding batches up to this size run linears that share an input side by side (0: never).
+    nonisolated(unsafe) public static var concurrentLinearTokens = 4
+
+    /// y = linear(x) for each (linear, y), largest first. Decoding on more than one core, they
+    /// run side by side, one linear per core (a parallel loop inside one then runs serially):
+    /// one wait for the other core per group instead of one per linear, and no split-K partial
+    /// sums. Measured on two cores, SmolLM2 2x8 decode: ~10 % faster than splitting each
+    /// linear. Dense layers call multi-threaded BLAS, which is not run concurrently.
+    private func applyAll(_ outputs: [(linear: any LinearOperator, y: UnsafeMutablePointer<Float>)],
+                          to x: UnsafePointer<Float>, tokens: Int) {
+        let sideBySide = tokens <= Self.concurrentLinearTokens && Threads.count > 1
+            && !outputs.contains { $0.linear is DenseLinear }
+        if sideBySide {
+            parallelFor(outputs.count) { outputs[$0].linear.apply(x, outputs[$0].y, tokens: tokens) }
+        } else {
+            for (linear, y) in outputs { linear.apply(x, y, tokens: tokens) }
+        }
     }
 
     /// logits = head(RMSNorm(x)) for `tokens` rows; `normed` is scratch of the same size as x.
