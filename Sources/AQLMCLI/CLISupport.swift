@@ -72,8 +72,9 @@ func jsonLine<T: Encodable>(_ value: T, extra: [String: JSONField]) throws -> St
 /// A runnable model and its vocabulary from an alias, GGUF file, Hugging Face directory or
 /// packed AQLM directory (packed layers run through the AQLM kernels). A NaN or infinite
 /// weight is refused here, naming the tensor, rather than surfacing as a NaN perplexity.
-func loadModel(_ name: String) throws -> (LlamaModel, TokenizerSpec) {
-    let opened = try openModel(name)
+/// - Parameter head: storage of the embedding table and tied head (nil: the path's default).
+func loadModel(_ name: String, head: EmbeddingPrecision? = nil) throws -> (LlamaModel, TokenizerSpec) {
+    let opened = try openModel(name, embedding: head)
     if let tensor = firstNonFiniteTensor(opened.model) {
         throw CLIError("\(opened.path): tensor '\(tensor)' contains NaN or infinity")
     }

@@ -15,6 +15,9 @@ struct Generate: ParsableCommand {
     @Option(help: "Model: the alias smollm2-135m, a GGUF file, a Hugging Face directory or a packed AQLM directory.")
     var model = "smollm2-135m"
 
+    @Option(help: "Storage of the embedding table and tied head: f32, f16, q8 (default: q8 for a packed model, f32 otherwise).")
+    var head: EmbeddingPrecision?
+
     @Option(help: "Prompt text (tokenized as is; BOS only if the model adds it).")
     var prompt: String
 
@@ -48,7 +51,7 @@ struct Generate: ParsableCommand {
     func run() throws {
         BLASCore.applyRequestedCore()
         if let threads { Threads.set(threads) }
-        let (llama, spec) = try loadModel(model)
+        let (llama, spec) = try loadModel(model, head: head)
         if bench {
             let result = benchmarkForward(model: llama)
             print(try jsonLine(result, extra: [:]))

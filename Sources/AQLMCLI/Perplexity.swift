@@ -23,6 +23,9 @@ struct Perplexity: ParsableCommand {
     @Option(help: "Model: the alias smollm2-135m, a GGUF file, a Hugging Face directory or a packed AQLM directory.")
     var model = "smollm2-135m"
 
+    @Option(help: "Storage of the embedding table and tied head: f32, f16, q8 (default: q8 for a packed model, f32 otherwise).")
+    var head: EmbeddingPrecision?
+
     @Option(help: "Text file, tokenized whole as raw bytes.")
     var text: String?
 
@@ -59,7 +62,7 @@ struct Perplexity: ParsableCommand {
     func run() throws {
         BLASCore.applyRequestedCore()
         if let threads { Threads.set(threads) }
-        let (llama, spec) = try loadModel(model)
+        let (llama, spec) = try loadModel(model, head: head)
         let (tokens, textName) = try loadTokens(spec: spec)
         let options = PerplexityOptions(context: ctx, maxChunks: chunks, method: method, topK: topK,
                                         saveLogitsPath: saveLogits, klBasePath: klBase)
