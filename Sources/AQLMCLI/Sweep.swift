@@ -45,6 +45,9 @@ struct SweepCommand: ParsableCommand {
     @Option(help: "Calibration text: a registry name from calibration/registry.tsv or a text file.")
     var calibration: String?
 
+    @Option(help: "Block-wise fine-tuning epochs after each block is quantized (default: the preset's; 0: off).")
+    var finetuneEpochs: Int?
+
     @Option(help: "Seed for calibration sampling and the quantizer.")
     var seed: UInt64 = 0
 
@@ -66,9 +69,11 @@ struct SweepCommand: ParsableCommand {
         o.presetName = preset.rawValue
         if let samples { o.quantize.samples = samples }
         if let calibration { o.quantize.calibration = calibration }
+        if let finetuneEpochs { o.quantize.finetune.epochs = finetuneEpochs }
         o.quantize.seed = seed
         o.referenceCSV = reference
         guard o.quantize.samples >= 1 else { throw ValidationError("--samples must be at least 1") }
+        guard o.quantize.finetune.epochs >= 0 else { throw ValidationError("--finetune-epochs must not be negative") }
         return o
     }
 

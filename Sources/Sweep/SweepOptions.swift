@@ -78,6 +78,7 @@ public struct SweepOptions: Sendable {
             ("max_iterations", .int(a.maxIterations)),
             ("tolerance", .double(Double(a.tolerance))),
             ("kmeans_iterations", .int(a.kmeansIterations)),
+            ("finetune_epochs", .int(quantize.finetune.epochs)),
             ("block_limit", quantize.blockLimit.map(JSONValue.int) ?? .null),
         ])
     }
