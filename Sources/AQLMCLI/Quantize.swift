@@ -67,6 +67,9 @@ struct Quantize: ParsableCommand {
     @Option(help: "Calibration sequences per Adam step of block-wise fine-tuning.")
     var finetuneBatch: Int?
 
+    @Option(help: "Training sequences per block-wise fine-tuning epoch, a fresh random subset each epoch (default: all).")
+    var finetuneSequences: Int?
+
     @Option(help: "Calibration sequences held out to pick the best fine-tuning epoch (0: keep the last).")
     var valSamples: Int?
 
@@ -102,12 +105,14 @@ struct Quantize: ParsableCommand {
         if let finetuneEpochs { o.finetune.epochs = finetuneEpochs }
         if let finetuneLr { o.finetune.adam.learningRate = finetuneLr }
         if let finetuneBatch { o.finetune.sequencesPerStep = finetuneBatch }
+        if let finetuneSequences { o.finetune.sequencesPerEpoch = finetuneSequences }
         if let valSamples { o.finetune.validationSamples = valSamples }
         if let codebookTransform { o.finetune.codebookTransform = codebookTransform }
         guard o.samples >= 1 else { throw ValidationError("--samples must be at least 1") }
         guard o.finetune.epochs >= 0 else { throw ValidationError("--finetune-epochs must not be negative") }
         guard o.finetune.adam.learningRate > 0 else { throw ValidationError("--finetune-lr must be positive") }
         guard o.finetune.sequencesPerStep >= 1 else { throw ValidationError("--finetune-batch must be at least 1") }
+        guard (o.finetune.sequencesPerEpoch ?? 1) >= 1 else { throw ValidationError("--finetune-sequences must be at least 1") }
         guard o.finetune.validationSamples >= 0 else { throw ValidationError("--val-samples must not be negative") }
         if o.finetune.epochs > 0, o.finetune.validationSamples >= o.samples {
             throw ValidationError("--val-samples \(o.finetune.validationSamples) leaves none of the \(o.samples) calibration sequences to fine-tune on")

@@ -260,6 +260,7 @@ public struct BlockwiseQuantization {
         return ["finetune", String(f.epochs), String(f.adam.learningRate), String(f.adam.beta1), String(f.adam.beta2),
                 String(f.adam.epsilon), String(f.sequencesPerStep), String(f.validationSamples), String(f.trained.rawValue),
                 f.codebookTransform.rawValue].joined(separator: ",")
+            + (f.sequencesPerEpoch.map { ",\($0) per epoch" } ?? "")
     }
 
     /// The block's seven linears as AQLM codes, when fine-tuning is on and they are codes.
