@@ -11,8 +11,11 @@ public struct ModelFinetuneOptions: Sendable {
     public var calibration = "wikitext2-valid"
     public var samples = 128
     public var sequenceLength = 512
-    public var epochs = 1
-    public var adam = AdamOptions(learningRate: 1e-4)
+    /// Defaults measured on SmolLM2-135M 2x8 after block-wise fine-tuning (100-chunk PPL 47.43):
+    /// 1 epoch at lr 1e-4 gave 40.85 (7.8 min on 2 cores), 3 epochs at lr 2e-4 gave 37.88
+    /// (19 min; held-out KL still falling, training KL well below it).
+    public var epochs = 3
+    public var adam = AdamOptions(learningRate: 2e-4)
     /// Sequences whose gradients are averaged into one Adam step.
     public var sequencesPerStep = 4
     /// Sequences held out (the last ones) to pick the best epoch; 0 keeps the last epoch.
