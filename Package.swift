@@ -63,7 +63,7 @@ let package = Package(
         .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "Llama", "Checkpoint", "Tokenizer", "PackedFormat", "Quantizer"], swiftSettings: native),
         .testTarget(name: "QuantizerTests", dependencies: ["Quantizer", "Kernels"], swiftSettings: native),
         .testTarget(name: "PackedFormatTests", dependencies: ["PackedFormat", "Quantizer", "Checkpoint"]),
-        .testTarget(name: "QuantizePipelineTests", dependencies: ["QuantizePipeline", "PackedFormat", "Checkpoint", "Quantizer"], swiftSettings: native),
+        .testTarget(name: "QuantizePipelineTests", dependencies: ["QuantizePipeline", "PackedFormat", "Checkpoint", "Quantizer", "Calibration", "Kernels", "Llama", "Tokenizer"], swiftSettings: native),
         .testTarget(name: "SweepTests", dependencies: ["Sweep", "QuantizePipeline", "Checkpoint", "Evaluation", "PackedFormat", "Tokenizer"], swiftSettings: native),
         .testTarget(name: "FinetuneTests", dependencies: ["Finetune", "Llama", "Checkpoint", "Kernels", "Quantizer", "PackedFormat", "CBLAS"], swiftSettings: native),
         .testTarget(name: "CLITests", dependencies: ["Checkpoint"]),
