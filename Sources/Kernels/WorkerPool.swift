@@ -74,6 +74,11 @@ public final class WorkerPool: @unchecked Sendable {
             publish(UInt64(generation) << 32)
             runIndices(of: generation)
             while completed.load(ordering: .acquiring) < n {}
+            // Close the job before the next one changes `count` and `body`: a helper that read
+            // this job's last ticket (index n, nothing left) and then a larger next `count`
+            // would otherwise claim index n and run it with the next job's body. After this
+            // store its claim fails and it reads an index no count reaches.
+            ticket.store((UInt64(generation) << 32) | 0xFFFF_FFFF, ordering: .sequentiallyConsistent)
             self.body = nil
         }
     }
