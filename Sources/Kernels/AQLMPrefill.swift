@@ -7,31 +7,11 @@ extension AQLMLinear {
     /// sgemm, 128-row 91-100%, 256-row 91-103%.
     nonisolated(unsafe) public static var prefillTileRows = 256
 
-    /// y = x Ŵᵀ through dequantized row tiles, so the dense weight never exists in full. Each
-    /// worker takes a contiguous share of the rows and, tile by tile, dequantizes (~12 µs per
-    /// 256×576 tile, ~6% of its sgemm at 128 tokens) and multiplies with a one-thread sgemm:
-    /// no serial step and no synchronisation inside the layer. OpenBLAS is set to one thread for
-    /// the call and back to `Threads.count` after (with two cores, sequential tiles through
-    /// two-thread sgemm measured slower: a serial dequantize per tile and a thread handshake
-    /// per small sgemm). Not for concurrent use with other BLAS callers.
+    /// y = x Ŵᵀ through dequantized row tiles (`multiplyByDequantizedTiles`; dequantizing takes
+    /// ~12 µs per 256×576 tile, ~6% of its sgemm at 128 tokens).
     public func applyPrefill(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, tokens: Int) {
-        guard tokens > 0 else { return }
-        let workers = min(Threads.count, max(1, outputSize / 64))
-        if workers > 1 { openblas_set_num_threads(1) }
-        defer { if workers > 1 { openblas_set_num_threads(Int32(Threads.count)) } }
-        parallelChunks(outputSize, minChunk: 64) { lo, hi in
-            let tileRows = min(Self.prefillTileRows, hi - lo)
-            let tile = UnsafeMutablePointer<Float>.allocate(capacity: tileRows * inputSize)
-            defer { tile.deallocate() }
-            var first = lo
-            while first < hi {
-                let rows = first ..< min(first + tileRows, hi)
-                dequantizeRows(rows, into: tile)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tokens), Int32(rows.count), Int32(inputSize),
-                            1, x, Int32(inputSize), tile, Int32(inputSize), 0, y + first, Int32(outputSize))
-                first = rows.upperBound
-            }
-        }
+        multiplyByDequantizedTiles(x, y, tokens: tokens, rows: outputSize, width: inputSize,
+                                   tileRows: Self.prefillTileRows, minChunk: 64) { dequantizeRows($0, into: $1) }
     }
 
     /// Ŵ[rows] into `out` [rows.count, d_in], row-major.

@@ -92,26 +92,10 @@ extension EmbeddingTable {
         }
     }
 
-    /// Many tokens: each worker takes a contiguous share of the rows and, tile by tile,
-    /// dequantizes into its own buffer and multiplies with a one-thread sgemm (as AQLM prefill).
-    /// OpenBLAS is set to one thread for the call and back to `Threads.count` after.
+    /// Many tokens: dequantized row tiles + sgemm, as AQLM prefill.
     private func applyTiles(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, tokens: Int) {
-        let workers = min(Threads.count, max(1, rows / Self.tileRows))
-        if workers > 1 { openblas_set_num_threads(1) }
-        defer { if workers > 1 { openblas_set_num_threads(Int32(Threads.count)) } }
-        parallelChunks(rows, minChunk: Self.tileRows) { lo, hi in
-            let tileRows = min(Self.tileRows, hi - lo)
-            let tile = UnsafeMutablePointer<Float>.allocate(capacity: tileRows * width)
-            defer { tile.deallocate() }
-            var first = lo
-            while first < hi {
-                let range = first ..< min(first + tileRows, hi)
-                dequantizeRows(range, into: tile)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tokens), Int32(range.count), Int32(width),
-                            1, x, Int32(width), tile, Int32(width), 0, y + first, Int32(rows))
-                first = range.upperBound
-            }
-        }
+        multiplyByDequantizedTiles(x, y, tokens: tokens, rows: rows, width: width, tileRows: Self.tileRows,
+                                   minChunk: Self.tileRows) { dequantizeRows($0, into: $1) }
     }
 }
 
