@@ -40,6 +40,9 @@ struct Finetune: ParsableCommand {
     @Option(help: "Adam learning rate.")
     var lr = ModelFinetuneOptions().adam.learningRate
 
+    @Option(help: "Learning-rate schedule over the run: constant, or cosine (from --lr down to 0 at the last step).")
+    var lrSchedule: LearningRateSchedule = ModelFinetuneOptions().schedule
+
     @Option(help: "Sequences per Adam step.")
     var batch = ModelFinetuneOptions().sequencesPerStep
 
@@ -71,6 +74,7 @@ struct Finetune: ParsableCommand {
         o.sequenceLength = seqlen
         o.epochs = epochs
         o.adam.learningRate = lr
+        o.schedule = lrSchedule
         o.sequencesPerStep = batch
         o.validationSamples = valSamples
         o.teacherTopK = teacherTopK

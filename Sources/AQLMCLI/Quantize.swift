@@ -6,6 +6,7 @@ import QuantizePipeline
 
 extension QuantizeOptions.Preset: ExpressibleByArgument {}
 extension CodebookTransform: ExpressibleByArgument {}
+extension LearningRateSchedule: ExpressibleByArgument {}
 
 struct Quantize: ParsableCommand {
     static let configuration = CommandConfiguration(

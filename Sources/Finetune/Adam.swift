@@ -18,6 +18,27 @@ public struct AdamOptions: Sendable, Equatable {
     }
 }
 
+/// How the learning rate changes over a run of `total` optimizer steps.
+public enum LearningRateSchedule: String, Sendable, CaseIterable {
+    /// The base rate throughout.
+    case constant
+    /// Half a cosine from the base rate at the first step down to zero after the last
+    /// (Loshchilov & Hutter 2017, without restarts): large steps while the parameters are far
+    /// from a minimum, small ones at the end so the last updates do not add noise.
+    case cosine
+
+    /// The rate of step `step` (1-based, as `Adam.step` after `beginStep`) of `total`.
+    public func rate(base: Float, step: Int, total: Int) -> Float {
+        switch self {
+        case .constant: return base
+        case .cosine:
+            guard total > 1 else { return base }
+            let progress = Double(min(max(step - 1, 0), total)) / Double(total)
+            return base * Float(0.5 * (1 + cos(Double.pi * progress)))
+        }
+    }
+}
+
 /// Adam with bias correction (Kingma & Ba 2015) over named parameter tensors. Call `beginStep`
 /// once per optimizer step, then `update` for each parameter with its gradient; the moments of
 /// a name are created at its first update. The state is plain data so it can be saved and

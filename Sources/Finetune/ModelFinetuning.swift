@@ -16,6 +16,8 @@ public struct ModelFinetuneOptions: Sendable {
     /// (19 min; held-out KL still falling, training KL well below it).
     public var epochs = 3
     public var adam = AdamOptions(learningRate: 2e-4)
+    /// How the rate moves from `adam.learningRate` over the run's steps.
+    public var schedule: LearningRateSchedule = .constant
     /// Sequences whose gradients are averaged into one Adam step.
     public var sequencesPerStep = 4
     /// Sequences held out (the last ones) to pick the best epoch; 0 keeps the last epoch.
@@ -151,7 +153,7 @@ public struct ModelFinetuning {
         return [studentPath, teacherPath, o.calibration, String(o.samples), String(o.sequenceLength), String(o.epochs),
                 String(o.adam.learningRate), String(o.adam.beta1), String(o.adam.beta2), String(o.adam.epsilon),
                 String(o.sequencesPerStep), String(o.validationSamples), String(o.teacherTopK), String(o.seed),
-                String(o.trained.rawValue), o.codebookTransform.rawValue].joined(separator: "|")
+                String(o.trained.rawValue), o.codebookTransform.rawValue, o.schedule.rawValue].joined(separator: "|")
     }
 
     /// The teacher's targets: from the work directory, or computed (and saved there).
@@ -261,6 +263,8 @@ struct ModelTrainer {
                     model.backward(prepared: prepared, workspace: workspace, gradients: &gradients)
                 }
                 optimizer.beginStep()
+                optimizer.options.learningRate = options.schedule.rate(base: options.adam.learningRate, step: optimizer.step,
+                                                                       total: options.epochs * steps)
                 model.update(with: gradients, trained: options.trained, optimizer: &optimizer)
                 prepared = model.blocks.map(PreparedBlock.init)
                 stepInEpoch += 1

@@ -86,4 +86,15 @@ final class AdamTests: XCTestCase {
         XCTAssertEqual(p, p1)
         XCTAssertEqual(q, q2)
     }
+
+    func testCosineScheduleFallsFromTheBaseRateToZero() {
+        let schedule = LearningRateSchedule.cosine, total = 10
+        let rates = (1...total).map { schedule.rate(base: 2e-4, step: $0, total: total) }
+        XCTAssertEqual(rates[0], 2e-4)
+        XCTAssertEqual(schedule.rate(base: 2e-4, step: 6, total: total), 1e-4, accuracy: 1e-9, "half way: half the rate")
+        XCTAssertEqual(rates[total - 1], Float(2e-4 * 0.5 * (1 + cos(Double.pi * 0.9))), accuracy: 1e-10)
+        XCTAssertGreaterThan(rates[total - 1], 0, "the last step still moves")
+        for (a, b) in zip(rates, rates.dropFirst()) { XCTAssertLessThan(b, a) }
+        XCTAssertEqual(LearningRateSchedule.constant.rate(base: 2e-4, step: 7, total: total), 2e-4)
+    }
 }

@@ -114,10 +114,13 @@ final class ModelFinetuningTests: XCTestCase {
     }
 
     func testResumedRunEndsExactlyLikeAnUninterruptedOne() throws {
+        // With the cosine schedule: the resumed steps must get the rates of their step numbers.
+        var settings = options()
+        settings.schedule = .cosine
         let straight = directory + "/straight", resumed = directory + "/resumed"
-        _ = try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath, outputPath: straight, options: options()).run()
+        _ = try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath, outputPath: straight, options: settings).run()
 
-        var interrupted = options()
+        var interrupted = settings
         interrupted.stopAfterSteps = 5
         XCTAssertNil(try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath, outputPath: resumed,
                                          options: interrupted).run())
@@ -128,7 +131,7 @@ final class ModelFinetuningTests: XCTestCase {
         XCTAssertEqual(progress["epoch"]?.int, 1, "stopped inside the second epoch")
 
         let report = try XCTUnwrap(try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath, outputPath: resumed,
-                                                       options: options()).run())
+                                                       options: settings).run())
         XCTAssertEqual(report.steps, 12)
         XCTAssertEqual(FileManager.default.contents(atPath: straight + "/model.safetensors"),
                        FileManager.default.contents(atPath: resumed + "/model.safetensors"))
