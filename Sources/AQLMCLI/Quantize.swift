@@ -65,6 +65,9 @@ struct Quantize: ParsableCommand {
     @Option(help: "Adam learning rate of block-wise fine-tuning.")
     var finetuneLr: Float?
 
+    @Option(help: "Learning-rate schedule of block-wise fine-tuning: constant, or cosine (from --finetune-lr down to 0 over the epochs).")
+    var finetuneLrSchedule: LearningRateSchedule?
+
     @Option(help: "Calibration sequences per Adam step of block-wise fine-tuning.")
     var finetuneBatch: Int?
 
@@ -105,6 +108,7 @@ struct Quantize: ParsableCommand {
         o.blockLimit = blocks
         if let finetuneEpochs { o.finetune.epochs = finetuneEpochs }
         if let finetuneLr { o.finetune.adam.learningRate = finetuneLr }
+        if let finetuneLrSchedule { o.finetune.schedule = finetuneLrSchedule }
         if let finetuneBatch { o.finetune.sequencesPerStep = finetuneBatch }
         if let finetuneSequences { o.finetune.sequencesPerEpoch = finetuneSequences }
         if let valSamples { o.finetune.validationSamples = valSamples }

@@ -11,6 +11,8 @@ public struct BlockFinetuneOptions: Sendable, Equatable {
     /// gives 0.0310, lr 3e-3 0.0292; 8 sequences per step 0.0311.
     public var epochs = 1
     public var adam = AdamOptions(learningRate: 1e-3)
+    /// How the rate moves from `adam.learningRate` over the planned epochs' steps.
+    public var schedule: LearningRateSchedule = .constant
     /// Sequences whose gradients are averaged into one Adam step.
     public var sequencesPerStep = 2
     /// Training sequences visited per epoch, a fresh random subset each epoch (nil: all).
@@ -99,6 +101,8 @@ public func finetuneBlock(_ block: TrainableBlock, config: LlamaConfig, inputs: 
     var optimizer = Adam(options: options.adam)
     var rng = SeededRandom(seed: options.seed)
     var gradients = BlockGradients(current)
+    let stepsPerEpoch = (min(options.sequencesPerEpoch ?? trainCount, trainCount) + options.sequencesPerStep - 1)
+        / options.sequencesPerStep
 
     for epoch in 0..<options.epochs {
         var order = Array(0..<trainCount)
@@ -118,6 +122,8 @@ public func finetuneBlock(_ block: TrainableBlock, config: LlamaConfig, inputs: 
                 }
             }
             optimizer.beginStep()
+            optimizer.options.learningRate = options.schedule.rate(base: options.adam.learningRate, step: optimizer.step,
+                                                                   total: options.epochs * stepsPerEpoch)
             current.update(with: gradients, trained: options.trained, prefix: "", optimizer: &optimizer)
             prepared = PreparedBlock(current)
         }

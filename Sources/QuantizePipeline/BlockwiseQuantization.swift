@@ -103,8 +103,10 @@ public struct BlockwiseQuantization {
                 let norms = normTensors(tuned, layer: b)
                 finetunedNorms.merge(norms) { $1 }
                 try saveFinetunedNorms(norms, layer: b, work: work)
-                outputErrorFinetuned = runQuantizedBlock(working, layer: b, hidden: &hidden, targets: targets, state: state)
+                // The pass below, which makes the next block's inputs, runs with or without
+                // fine-tuning, so it is not part of what fine-tuning adds.
                 finetuneSeconds = Date().timeIntervalSince(finetuneClock)
+                outputErrorFinetuned = runQuantizedBlock(working, layer: b, hidden: &hidden, targets: targets, state: state)
                 log(String(format: "block %2d fine-tuned: output error %.5f -> %.5f, %.1f s",
                            b, outputError, outputErrorFinetuned!, finetuneSeconds!))
             } else {
@@ -261,6 +263,7 @@ public struct BlockwiseQuantization {
                 String(f.adam.epsilon), String(f.sequencesPerStep), String(f.validationSamples), String(f.trained.rawValue),
                 f.codebookTransform.rawValue].joined(separator: ",")
             + (f.sequencesPerEpoch.map { ",\($0) per epoch" } ?? "")
+            + (f.schedule == .constant ? "" : "," + f.schedule.rawValue)
     }
 
     /// The block's seven linears as AQLM codes, when fine-tuning is on and they are codes.

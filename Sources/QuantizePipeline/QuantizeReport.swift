@@ -62,7 +62,9 @@ public struct BlockReport: Sendable {
     public var outputErrorFinetuned: Double?
     public var seconds: Double
     public var calibrationSeconds: Double
-    /// Block-wise fine-tuning's share of `seconds` (error measurements included), when it ran.
+    /// What block-wise fine-tuning adds to `seconds`, when it ran: measuring the error before
+    /// it, and training (with its validation passes). The pass that makes the next block's
+    /// inputs, which runs either way, is not counted.
     public var finetuneSeconds: Double?
     public var layers: [LayerReport]
 

@@ -132,4 +132,17 @@ final class BlockFinetuningTests: XCTestCase {
         let result = try finetuneBlock(p.block, config: config, inputs: p.inputs, targets: p.targets, options: o)
         XCTAssertEqual(result.steps, 3, "3 training sequences, one per step")
     }
+
+    func testCosineScheduleIsAppliedAndStillTrains() throws {
+        let p = try problem()
+        var o = options()
+        o.epochs = 3
+        o.validationSamples = 0
+        let constant = try finetuneBlock(p.block, config: config, inputs: p.inputs, targets: p.targets, options: o)
+        o.schedule = .cosine
+        let cosine = try finetuneBlock(p.block, config: config, inputs: p.inputs, targets: p.targets, options: o)
+        // The first step has the same rate either way, the later ones smaller: different results.
+        XCTAssertNotEqual(cosine.block.quantized[.down]!.codebooks, constant.block.quantized[.down]!.codebooks)
+        XCTAssertLessThan(error(cosine.block, p, sequences: 0..<20), 0.9 * error(p.block, p, sequences: 0..<20))
+    }
 }
