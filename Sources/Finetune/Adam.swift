@@ -42,24 +42,27 @@ public enum LearningRateSchedule: String, Sendable, CaseIterable {
 /// Adam with bias correction (Kingma & Ba 2015) over named parameter tensors. Call `beginStep`
 /// once per optimizer step, then `update` for each parameter with its gradient; the moments of
 /// a name are created at its first update. The state is plain data so it can be saved and
-/// restored for resuming (`moments`, `step`).
+/// restored for resuming (`moments`, `step`); the rate of a step is a function of its number
+/// (`schedule` over `totalSteps`), so a resumed run gets the same rates.
 public struct Adam: Sendable {
+    /// `learningRate` is the base rate that `schedule` scales.
     public var options: AdamOptions
+    public var schedule: LearningRateSchedule
+    /// The run's planned steps, what `schedule` spreads over.
+    public var totalSteps: Int
     /// Steps begun so far (t in the bias corrections).
     public internal(set) var step = 0
     /// name -> (first moment, second moment).
     public internal(set) var moments: [String: (first: [Float], second: [Float])] = [:]
 
-    public init(options: AdamOptions) {
+    public init(options: AdamOptions, schedule: LearningRateSchedule = .constant, totalSteps: Int = 1) {
         self.options = options
+        self.schedule = schedule
+        self.totalSteps = totalSteps
     }
 
-    /// Restores a saved state.
-    public init(options: AdamOptions, step: Int, moments: [String: (first: [Float], second: [Float])]) {
-        self.options = options
-        self.step = step
-        self.moments = moments
-    }
+    /// The learning rate of the current step.
+    public var learningRate: Float { schedule.rate(base: options.learningRate, step: step, total: totalSteps) }
 
     public mutating func beginStep() { step += 1 }
 
@@ -68,7 +71,7 @@ public struct Adam: Sendable {
         precondition(parameters.count == gradient.count, "\(name): \(parameters.count) parameters, \(gradient.count) gradients")
         var (m, v) = moments.removeValue(forKey: name)
             ?? ([Float](repeating: 0, count: parameters.count), [Float](repeating: 0, count: parameters.count))
-        let o = options
+        let o = options, rate = learningRate
         let c1 = Float(1 / (1 - pow(Double(o.beta1), Double(step))))
         let c2 = Float(1 / (1 - pow(Double(o.beta2), Double(step))))
         parameters.withUnsafeMutableBufferPointer { p in
@@ -76,7 +79,7 @@ public struct Adam: Sendable {
                 m.withUnsafeMutableBufferPointer { m in
                     v.withUnsafeMutableBufferPointer { v in
                         adamUpdate(p.baseAddress!, gradients: g.baseAddress!, firstMoment: m.baseAddress!, secondMoment: v.baseAddress!,
-                                   count: p.count, learningRate: o.learningRate, beta1: o.beta1, beta2: o.beta2,
+                                   count: p.count, learningRate: rate, beta1: o.beta1, beta2: o.beta2,
                                    epsilon: o.epsilon, firstMomentCorrection: c1, secondMomentCorrection: c2)
                     }
                 }

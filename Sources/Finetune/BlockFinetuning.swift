@@ -98,16 +98,16 @@ public func finetuneBlock(_ block: TrainableBlock, config: LlamaConfig, inputs: 
     var bestEpoch = 0
     var validationLoss = validation.isEmpty ? [] : [bestLoss]
     var trainingLoss: [Double] = []
-    var optimizer = Adam(options: options.adam)
+    let sequencesPerEpoch = min(options.sequencesPerEpoch ?? trainCount, trainCount)
+    let stepsPerEpoch = (sequencesPerEpoch + options.sequencesPerStep - 1) / options.sequencesPerStep
+    var optimizer = Adam(options: options.adam, schedule: options.schedule, totalSteps: options.epochs * stepsPerEpoch)
     var rng = SeededRandom(seed: options.seed)
     var gradients = BlockGradients(current)
-    let stepsPerEpoch = (min(options.sequencesPerEpoch ?? trainCount, trainCount) + options.sequencesPerStep - 1)
-        / options.sequencesPerStep
 
     for epoch in 0..<options.epochs {
         var order = Array(0..<trainCount)
         order.shuffle(using: &rng)
-        order = Array(order.prefix(options.sequencesPerEpoch ?? trainCount))
+        order = Array(order.prefix(sequencesPerEpoch))
         var prepared = PreparedBlock(current)
         var epochLoss = 0.0
         for stepStart in stride(from: 0, to: order.count, by: options.sequencesPerStep) {
@@ -122,8 +122,6 @@ public func finetuneBlock(_ block: TrainableBlock, config: LlamaConfig, inputs: 
                 }
             }
             optimizer.beginStep()
-            optimizer.options.learningRate = options.schedule.rate(base: options.adam.learningRate, step: optimizer.step,
-                                                                   total: options.epochs * stepsPerEpoch)
             current.update(with: gradients, trained: options.trained, prefix: "", optimizer: &optimizer)
             prepared = PreparedBlock(current)
         }

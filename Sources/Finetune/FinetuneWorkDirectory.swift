@@ -90,7 +90,8 @@ struct FinetuneWorkDirectory {
             guard let v = progress[key]?.int else { throw FinetuneError("\(file("progress.json")): '\(key)' is missing") }
             return v
         }
-        trainer.optimizer = Adam(options: trainer.options.adam, step: try int("adam_step"), moments: moments)
+        trainer.optimizer.step = try int("adam_step")
+        trainer.optimizer.moments = moments
         trainer.epoch = try int("epoch")
         trainer.stepInEpoch = try int("step_in_epoch")
         trainer.bestEpoch = try int("best_epoch")

@@ -205,8 +205,9 @@ struct ModelTrainer {
         self.options = options
         self.work = work
         self.log = log
-        optimizer = Adam(options: options.adam)
+        optimizer = Adam(options: options.adam, schedule: options.schedule)
         workspace = ModelWorkspace(config: model.config, tokens: options.sequenceLength)
+        optimizer.totalSteps = options.epochs * stepsPerEpoch
         if try !work.restore(into: &self) {
             let v = validation(model)
             validationLoss = v.map { [$0] } ?? []
@@ -215,6 +216,7 @@ struct ModelTrainer {
     }
 
     var trainCount: Int { sequences.count - options.validationSamples }
+    var stepsPerEpoch: Int { (trainCount + options.sequencesPerStep - 1) / options.sequencesPerStep }
 
     /// The order of the training sequences in `epoch` (a function of seed and epoch only, so a
     /// resumed run visits them in the same order).
@@ -246,7 +248,7 @@ struct ModelTrainer {
         var gradients = ModelGradients(model)
         while epoch < options.epochs {
             let order = order(epoch: epoch)
-            let steps = (order.count + perStep - 1) / perStep
+            let steps = stepsPerEpoch
             var prepared = model.blocks.map(PreparedBlock.init)
             let clock = Date(), cpu = processCPUSeconds(), firstStep = stepInEpoch
             while stepInEpoch < steps {
@@ -263,8 +265,6 @@ struct ModelTrainer {
                     model.backward(prepared: prepared, workspace: workspace, gradients: &gradients)
                 }
                 optimizer.beginStep()
-                optimizer.options.learningRate = options.schedule.rate(base: options.adam.learningRate, step: optimizer.step,
-                                                                       total: options.epochs * steps)
                 model.update(with: gradients, trained: options.trained, optimizer: &optimizer)
                 prepared = model.blocks.map(PreparedBlock.init)
                 stepInEpoch += 1

@@ -97,4 +97,21 @@ final class AdamTests: XCTestCase {
         for (a, b) in zip(rates, rates.dropFirst()) { XCTAssertLessThan(b, a) }
         XCTAssertEqual(LearningRateSchedule.constant.rate(base: 2e-4, step: 7, total: total), 2e-4)
     }
+
+    func testOptimizerTakesEachStepsScheduledRate() {
+        // A constant gradient gives m̂ = g and v̂ = g² at every step, so each update is the
+        // step's rate times sign(g): 0.1, then 0.1·cos²(π/4) = 0.05 with cosine over 2 steps.
+        var adam = Adam(options: AdamOptions(learningRate: 0.1), schedule: .cosine, totalSteps: 2)
+        var x: [Float] = [1, -1]
+        adam.beginStep()
+        XCTAssertEqual(adam.learningRate, 0.1)
+        adam.update(&x, gradient: [2, -3], name: "x")
+        XCTAssertEqual(x[0], 0.9, accuracy: 1e-6)
+        XCTAssertEqual(x[1], -0.9, accuracy: 1e-6)
+        adam.beginStep()
+        XCTAssertEqual(adam.options.learningRate, 0.1, "the base rate is kept")
+        adam.update(&x, gradient: [2, -3], name: "x")
+        XCTAssertEqual(x[0], 0.85, accuracy: 1e-6)
+        XCTAssertEqual(x[1], -0.85, accuracy: 1e-6)
+    }
 }
