@@ -55,6 +55,9 @@ struct Finetune: ParsableCommand {
     @Option(help: "Codebook parameterisation while training: none, or linear (SimVQ: each codebook times a learned g×g matrix).")
     var codebookTransform: CodebookTransform = .none
 
+    @Flag(help: "Also train the token embedding table and the head (tied: one tensor), which are not quantized; stored as fp16 like the input's. Off by default.")
+    var trainEmbeddings = false
+
     @Option(help: "Adam steps between saves of OUT.work/.")
     var saveEvery = ModelFinetuneOptions().saveEverySteps
 
@@ -79,6 +82,7 @@ struct Finetune: ParsableCommand {
         o.validationSamples = valSamples
         o.teacherTopK = teacherTopK
         o.codebookTransform = codebookTransform
+        if trainEmbeddings { o.trained.insert(.embeddings) }
         o.saveEverySteps = saveEvery
         o.seed = seed
         guard saveEvery >= 1 else { throw ValidationError("--save-every must be at least 1") }

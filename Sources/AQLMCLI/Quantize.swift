@@ -7,6 +7,7 @@ import QuantizePipeline
 extension QuantizeOptions.Preset: ExpressibleByArgument {}
 extension CodebookTransform: ExpressibleByArgument {}
 extension LearningRateSchedule: ExpressibleByArgument {}
+extension BlockFinetuneTargets: ExpressibleByArgument {}
 
 struct Quantize: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -68,6 +69,9 @@ struct Quantize: ParsableCommand {
     @Option(help: "Learning-rate schedule of block-wise fine-tuning: constant, or cosine (from --finetune-lr down to 0 over the epochs).")
     var finetuneLrSchedule: LearningRateSchedule?
 
+    @Option(help: "What block-wise fine-tuning matches: local (the full-precision block on the same inputs, as AQLM) or fp-chain (the full-precision model's own activations after the block, so each block also learns to undo earlier blocks' error; one more activation set in memory).")
+    var finetuneTargets: BlockFinetuneTargets?
+
     @Option(help: "Calibration sequences per Adam step of block-wise fine-tuning.")
     var finetuneBatch: Int?
 
@@ -109,6 +113,7 @@ struct Quantize: ParsableCommand {
         if let finetuneEpochs { o.finetune.epochs = finetuneEpochs }
         if let finetuneLr { o.finetune.adam.learningRate = finetuneLr }
         if let finetuneLrSchedule { o.finetune.schedule = finetuneLrSchedule }
+        if let finetuneTargets { o.finetuneTargets = finetuneTargets }
         if let finetuneBatch { o.finetune.sequencesPerStep = finetuneBatch }
         if let finetuneSequences { o.finetune.sequencesPerEpoch = finetuneSequences }
         if let valSamples { o.finetune.validationSamples = valSamples }

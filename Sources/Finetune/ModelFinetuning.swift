@@ -111,7 +111,9 @@ public struct ModelFinetuning {
         let teacher = try teacherTargets(sequences: sequences, config: packed.config, work: work)
         let teacherSeconds = Date().timeIntervalSince(teacherClock)
 
-        var trainer = try ModelTrainer(model: TrainableModel(packed: packed, transform: o.codebookTransform), sequences: sequences,
+        let student = try TrainableModel(packed: packed, transform: o.codebookTransform,
+                                         trainsEmbeddings: o.trained.contains(.embeddings))
+        var trainer = try ModelTrainer(model: student, sequences: sequences,
                                        teacher: teacher, options: o, work: work, log: log)
         guard try trainer.train() else {
             log("stopped after \(trainer.optimizer.step) steps; rerun the same command to continue from \(work.path)")
@@ -260,9 +262,11 @@ struct ModelTrainer {
                 gradients.zero()
                 let scale = 1 / Float(batch.count * length)
                 for s in batch {
-                    epochLoss += model.sequenceLoss(sequences[s], teacher: teacherRows(s), prepared: prepared, workspace: workspace,
-                                                    gradientScale: scale)
-                    model.backward(prepared: prepared, workspace: workspace, gradients: &gradients)
+                    epochLoss += gradients.withHeadGradient {
+                        model.sequenceLoss(sequences[s], teacher: teacherRows(s), prepared: prepared, workspace: workspace,
+                                           gradientScale: scale, headGradient: $0)
+                    }
+                    model.backward(sequences[s], prepared: prepared, workspace: workspace, gradients: &gradients)
                 }
                 optimizer.beginStep()
                 model.update(with: gradients, trained: options.trained, optimizer: &optimizer)

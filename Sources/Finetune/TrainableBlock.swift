@@ -14,6 +14,10 @@ public struct TrainedParameters: OptionSet, Sendable, Hashable {
     public static let scales = TrainedParameters(rawValue: 2)
     /// RMSNorm gains.
     public static let norms = TrainedParameters(rawValue: 4)
+    /// The token embedding table and the head (one tensor when tied). Not quantized, so not
+    /// in `.all`: end-to-end fine-tuning only, on request (AQLM's and PV-tuning's "update
+    /// non-quantized parameters").
+    public static let embeddings = TrainedParameters(rawValue: 8)
     public static let all: TrainedParameters = [.codebooks, .scales, .norms]
 }
 

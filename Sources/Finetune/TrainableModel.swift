@@ -6,19 +6,25 @@ import PackedFormat
 import Quantizer
 
 /// A packed AQLM model under end-to-end fine-tuning: every block's codebooks, scales and norm
-/// gains, and the final norm's gain, are trainable; embeddings, head and codes are frozen.
+/// gains, and the final norm's gain, are trainable; codes are frozen, and so are the embedding
+/// table and head unless `trainsEmbeddings`.
 public struct TrainableModel: Sendable {
     public let config: LlamaConfig
     public var blocks: [TrainableBlock]
     public var finalNorm: [Float]
     /// [vocab × hidden] embedding table.
-    let embedding: [Float]
+    public private(set) var embedding: [Float]
     /// hidden -> vocabulary (the embedding itself when tied).
-    let head: DenseLinear
+    private(set) var head: DenseLinear
+    /// Whether the embedding table and head are parameters (and in `parameters`).
+    public let trainsEmbeddings: Bool
     /// Tokenizer, scheme and the dense tensors the output is written with.
     let packed: PackedModel
 
-    public init(packed: PackedModel, transform: CodebookTransform = .none) throws {
+    static let embeddingName = "model.embed_tokens"
+    static let headName = "lm_head"
+
+    public init(packed: PackedModel, transform: CodebookTransform = .none, trainsEmbeddings: Bool = false) throws {
         let model = try packed.llamaModel()
         config = packed.config
         blocks = (0..<config.numLayers).map { l in
@@ -31,6 +37,7 @@ public struct TrainableModel: Sendable {
         guard let head = model.head as? DenseLinear else { throw FinetuneError("the packed model's head is not dense") }
         self.head = head
         self.packed = packed
+        self.trainsEmbeddings = trainsEmbeddings
     }
 
     /// The model as a packed checkpoint: codewords and scales rounded to fp16 (transforms
@@ -46,6 +53,13 @@ public struct TrainableModel: Sendable {
                                                                                           values: block.postAttentionNorm)
         }
         out.dense["model.norm.weight"] = WeightTensor(shape: [config.hiddenSize], values: finalNorm)
+        if trainsEmbeddings {
+            let shape = [config.vocabSize, config.hiddenSize]
+            out.dense[Self.embeddingName + ".weight"] = WeightTensor(shape: shape, values: embedding).roundedForPacking()
+            if !config.tiedEmbeddings {
+                out.dense[Self.headName + ".weight"] = WeightTensor(shape: shape, values: head.weights).roundedForPacking()
+            }
+        }
         return out
     }
 
@@ -56,6 +70,10 @@ public struct TrainableModel: Sendable {
     public var parameters: [String: [Float]] {
         var out = [Self.finalNormName: finalNorm]
         for (l, block) in blocks.enumerated() { out.merge(block.parameters(prefix: Self.blockPrefix(l))) { $1 } }
+        if trainsEmbeddings {
+            out[Self.embeddingName] = embedding
+            if !config.tiedEmbeddings { out[Self.headName] = head.weights }
+        }
         return out
     }
 
@@ -65,6 +83,20 @@ public struct TrainableModel: Sendable {
         }
         finalNorm = norm
         for l in blocks.indices { try blocks[l].setParameters(values, prefix: Self.blockPrefix(l)) }
+        if trainsEmbeddings {
+            guard let table = values[Self.embeddingName], table.count == embedding.count else {
+                throw FinetuneError("checkpoint lacks '\(Self.embeddingName)'")
+            }
+            embedding = table
+            if config.tiedEmbeddings {
+                head = DenseLinear(weights: embedding, outputSize: head.outputSize, inputSize: head.inputSize)
+            } else {
+                guard let weights = values[Self.headName], weights.count == head.weights.count else {
+                    throw FinetuneError("checkpoint lacks '\(Self.headName)'")
+                }
+                head = DenseLinear(weights: weights, outputSize: head.outputSize, inputSize: head.inputSize)
+            }
+        }
     }
 
     mutating func update(with gradients: ModelGradients, trained: TrainedParameters, optimizer: inout Adam) {
@@ -74,6 +106,15 @@ public struct TrainableModel: Sendable {
         for l in blocks.indices {
             blocks[l].update(with: gradients.blocks[l], trained: trained, prefix: Self.blockPrefix(l), optimizer: &optimizer)
         }
+        if let tableGradient = gradients.embedding {
+            let (outputs, inputs) = (head.outputSize, head.inputSize)
+            // Drop the head's reference first so the tied table is updated in place, not copied.
+            var weights = config.tiedEmbeddings ? [] : head.weights
+            head = DenseLinear(weights: [], outputSize: 0, inputSize: 0)
+            optimizer.update(&embedding, gradient: tableGradient, name: Self.embeddingName)
+            if let headGradient = gradients.head { optimizer.update(&weights, gradient: headGradient, name: Self.headName) }
+            head = DenseLinear(weights: config.tiedEmbeddings ? embedding : weights, outputSize: outputs, inputSize: inputs)
+        }
     }
 }
 
@@ -81,15 +122,33 @@ public struct TrainableModel: Sendable {
 public struct ModelGradients: Sendable {
     public var blocks: [BlockGradients]
     public var finalNorm: [Float]
+    /// The embedding table's (with a tied head, the head's too), when it is trained.
+    public var embedding: [Float]?
+    /// An untied head's, when the embeddings are trained.
+    public var head: [Float]?
 
     public init(_ model: TrainableModel) {
         blocks = model.blocks.map(BlockGradients.init)
         finalNorm = [Float](repeating: 0, count: model.finalNorm.count)
+        if model.trainsEmbeddings {
+            embedding = [Float](repeating: 0, count: model.embedding.count)
+            if !model.config.tiedEmbeddings { head = [Float](repeating: 0, count: model.embedding.count) }
+        }
     }
 
     mutating func zero() {
         for l in blocks.indices { blocks[l].zero() }
         finalNorm.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+        embedding?.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+        head?.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+    }
+
+    /// Where the head's gradient accumulates (the embedding table's when tied; nil when the
+    /// head is not trained).
+    mutating func withHeadGradient<R>(_ body: (UnsafeMutablePointer<Float>?) -> R) -> R {
+        if head != nil { return head!.withUnsafeMutableBufferPointer { body($0.baseAddress) } }
+        if embedding != nil { return embedding!.withUnsafeMutableBufferPointer { body($0.baseAddress) } }
+        return body(nil)
     }
 }
 
@@ -135,16 +194,19 @@ extension TrainableModel {
         let prepared = blocks.map(PreparedBlock.init)
         let workspace = ModelWorkspace(config: config, tokens: tokens.count)
         var gradients = ModelGradients(self)
-        let loss = sequenceLoss(tokens, teacher: teacher, prepared: prepared, workspace: workspace, gradientScale: 1)
-        backward(prepared: prepared, workspace: workspace, gradients: &gradients)
+        let loss = gradients.withHeadGradient {
+            sequenceLoss(tokens, teacher: teacher, prepared: prepared, workspace: workspace, gradientScale: 1, headGradient: $0)
+        }
+        backward(tokens, prepared: prepared, workspace: workspace, gradients: &gradients)
         return (loss, gradients)
     }
 
     /// Distillation loss of one sequence, summed over its positions (see `distillationStep`).
     /// With a `gradientScale`, leaves `gradientScale`·∂L/∂(final norm output) in
-    /// `w.gradNormed` for `backward`.
+    /// `w.gradNormed` for `backward`, and adds `gradientScale`·∂L/∂W_head to `headGradient`
+    /// when given ([vocab × hidden]).
     func sequenceLoss(_ tokens: [Int], teacher: TeacherTargets, prepared: [PreparedBlock], workspace w: ModelWorkspace,
-                      gradientScale: Float?) -> Double {
+                      gradientScale: Float?, headGradient: UnsafeMutablePointer<Float>? = nil) -> Double {
         let c = config, d = c.hiddenSize, v = c.vocabSize, t = tokens.count
         precondition(t == w.tokens && teacher.positions == t, "sequence, workspace and teacher rows disagree")
         embedding.withUnsafeBufferPointer { table in
@@ -177,15 +239,20 @@ extension TrainableModel {
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(d), Int32(v), 1,
                                 w.logits, Int32(v), e.baseAddress!, Int32(d), 0, w.gradNormed + first * d, Int32(d))
                 }
+                // ∂L/∂W_head += (∂L/∂logits)ᵀ · normed rows.
+                if let headGradient {
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(v), Int32(d), Int32(rows), 1,
+                                w.logits, Int32(v), w.normed + first * d, Int32(d), 1, headGradient, Int32(d))
+                }
             }
             first += rows
         }
         return loss
     }
 
-    /// Backward from `w.gradNormed` (left by `sequenceLoss`) through the final norm and every
-    /// block, adding the parameter gradients to `gradients`.
-    func backward(prepared: [PreparedBlock], workspace w: ModelWorkspace, gradients: inout ModelGradients) {
+    /// Backward from `w.gradNormed` (left by `sequenceLoss` on `tokens`) through the final norm
+    /// and every block, adding the parameter gradients to `gradients`.
+    func backward(_ tokens: [Int], prepared: [PreparedBlock], workspace w: ModelWorkspace, gradients: inout ModelGradients) {
         let c = config, d = c.hiddenSize, t = w.tokens
         w.gradient.update(repeating: 0, count: t * d)
         finalNorm.withUnsafeBufferPointer { weight in
@@ -197,6 +264,12 @@ extension TrainableModel {
         }
         for l in prepared.indices.reversed() {
             prepared[l].backward(w.gradient, activations: w.activations[l], gradients: &gradients.blocks[l], workspace: w.backward)
+        }
+        // The embedding lookup routes each position's input gradient to its token's row.
+        gradients.embedding?.withUnsafeMutableBufferPointer { table in
+            for (row, token) in tokens.enumerated() {
+                add(w.gradient + row * d, into: table.baseAddress! + token * d, count: d)
+            }
         }
     }
 }

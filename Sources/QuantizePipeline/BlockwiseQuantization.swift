@@ -54,6 +54,10 @@ public struct BlockwiseQuantization {
         var reports: [BlockReport] = []
         var working = model
         var hidden: [[Float]]
+        /// The full-precision model's own hidden states, when fine-tuning targets them.
+        var fullPrecisionHidden: [[Float]]?
+        let keepsFullPrecisionChain = options.finetune.epochs > 0 && options.finetuneTargets == .fullPrecisionChain
+            && options.choice.additiveScheme != nil
         let resumeFrom = try work.finishedBlocks()
         if resumeFrom > 0 {
             for b in 0..<min(resumeFrom, blockCount) {
@@ -66,9 +70,14 @@ public struct BlockwiseQuantization {
                 finetunedNorms.merge(norms) { $1 }
             }
             hidden = try work.loadHidden(sequences: sequences.count, width: options.sequenceLength * config.hiddenSize)
+            if keepsFullPrecisionChain {
+                fullPrecisionHidden = try work.loadHidden(sequences: sequences.count, width: options.sequenceLength * config.hiddenSize,
+                                                          name: "hidden-fp.f32")
+            }
             log("resuming after block \(resumeFrom - 1) from \(work.path)")
         } else {
             hidden = sequences.map { model.embed($0) }
+            if keepsFullPrecisionChain { fullPrecisionHidden = hidden }
         }
 
         let state = model.makeState(maxPositions: options.sequenceLength, maxBatch: options.sequenceLength, maxLogitRows: 1)
@@ -96,8 +105,11 @@ public struct BlockwiseQuantization {
             if let codes = finetunableCodes(linears, layer: b) {
                 let finetuneClock = Date()
                 outputError = measureQuantizedBlock(working, layer: b, hidden: hidden, targets: targets, state: state)
+                if fullPrecisionHidden != nil {
+                    runFullPrecisionChain(model, layer: b, hidden: &fullPrecisionHidden!, state: state)
+                }
                 let tuned = try finetuneQuantizedBlock(model.layers[b], layer: b, codes: codes, config: config,
-                                                       inputs: hidden, targets: targets)
+                                                       inputs: hidden, targets: fullPrecisionHidden ?? targets)
                 for (linear, layer) in tuned.quantized { linears["model.layers.\(b).\(linear.rawValue)"] = .additive(layer.additiveCode) }
                 working.layers[b] = tuned.llamaBlock()
                 let norms = normTensors(tuned, layer: b)
@@ -119,7 +131,7 @@ public struct BlockwiseQuantization {
                        b, outputErrorFinetuned ?? outputError, report.seconds, calibrationSeconds))
             stored.merge(linears) { $1 }
             reports.append(report)
-            try work.saveBlock(b, linears: linears, report: report, hidden: hidden)
+            try work.saveBlock(b, linears: linears, report: report, hidden: hidden, fullPrecisionHidden: fullPrecisionHidden)
         }
 
         var finetunedWeights = weights
@@ -153,6 +165,7 @@ public struct BlockwiseQuantization {
                 String(options.samples), String(options.sequenceLength), String(options.seed), String(a.beamSize),
                 String(a.maxIterations), String(a.tolerance), String(a.kmeansIterations), String(a.weightedInitialization),
                 String(a.restartDeadCodes), String(options.blockLimit ?? -1), finetuneFingerprint].joined(separator: "|")
+            + (options.finetuneTargets == .local ? "" : "|targets " + options.finetuneTargets.rawValue)
     }
 
     // MARK: - One block
@@ -178,6 +191,13 @@ public struct BlockwiseQuantization {
             targets.append(y)
         }
         return (targets, accumulators.mapValues { $0.hessian() })
+    }
+
+    /// Advances the full-precision model's own activations through block b, in place.
+    func runFullPrecisionChain(_ model: LlamaModel, layer b: Int, hidden: inout [[Float]], state: LlamaState) {
+        for s in hidden.indices {
+            model.forwardBlock(layer: b, hidden: &hidden[s], startPosition: 0, state: state)
+        }
     }
 
     /// The reference's block output error of the quantized block, leaving the hidden states as they are.

@@ -78,6 +78,8 @@ public struct QuantizeOptions: Sendable {
     /// Block-wise fine-tuning of each quantized block's codebooks, scales and norms against the
     /// full-precision block's outputs (`finetune.epochs` 0 turns it off).
     public var finetune = BlockFinetuneOptions()
+    /// What each quantized block is fine-tuned to reproduce.
+    public var finetuneTargets: BlockFinetuneTargets = .local
 
     public init() {}
 
@@ -106,4 +108,16 @@ public struct QuantizeOptions: Sendable {
         }
         return o
     }
+}
+
+/// The outputs block-wise fine-tuning asks a quantized block to reproduce.
+public enum BlockFinetuneTargets: String, Sendable, CaseIterable {
+    /// The full-precision block applied to the same (quantized-prefix) inputs, as AQLM does:
+    /// each block is judged on its own error alone.
+    case local
+    /// The full-precision model's own hidden states after the block (the full-precision
+    /// prefix's activations). The quantized block then also learns to undo the error the
+    /// quantized blocks before it left in its inputs; costs one more full-precision block pass
+    /// and one more set of calibration activations (memory and work directory).
+    case fullPrecisionChain = "fp-chain"
 }

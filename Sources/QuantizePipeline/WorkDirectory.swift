@@ -32,12 +32,14 @@ struct WorkDirectory {
         return json["finished_blocks"]?.int ?? 0
     }
 
-    func saveBlock(_ index: Int, linears: [String: StoredLinear], report: BlockReport, hidden: [[Float]]) throws {
+    /// - Parameter fullPrecisionHidden: the full-precision model's hidden states after the
+    ///   block, kept when fine-tuning targets them (`hidden-fp.f32`).
+    func saveBlock(_ index: Int, linears: [String: StoredLinear], report: BlockReport, hidden: [[Float]],
+                   fullPrecisionHidden: [[Float]]? = nil) throws {
         try BlockCheckpoint.write(linears, to: file("block-\(index).safetensors"))
         try writeJSONFile(report.json, to: file("block-\(index).json"))
-        try writeFileAtomically(file("hidden.f32")) { out in
-            for h in hidden { try h.withUnsafeBytes { try out.write($0) } }
-        }
+        try saveActivations(hidden, name: "hidden.f32")
+        if let fullPrecisionHidden { try saveActivations(fullPrecisionHidden, name: "hidden-fp.f32") }
         try writeJSONFile(.object([("fingerprint", .string(fingerprint)), ("finished_blocks", .int(index + 1))]),
                           to: file("progress.json"))
     }
@@ -48,10 +50,16 @@ struct WorkDirectory {
         return (linears, report)
     }
 
-    func loadHidden(sequences: Int, width: Int) throws -> [[Float]] {
-        let mapped = try MappedFile(path: file("hidden.f32"))
+    private func saveActivations(_ sequences: [[Float]], name: String) throws {
+        try writeFileAtomically(file(name)) { out in
+            for h in sequences { try h.withUnsafeBytes { try out.write($0) } }
+        }
+    }
+
+    func loadHidden(sequences: Int, width: Int, name: String = "hidden.f32") throws -> [[Float]] {
+        let mapped = try MappedFile(path: file(name))
         guard mapped.bytes.count == sequences * width * 4 else {
-            throw PackedFormatError("\(file("hidden.f32")) has \(mapped.bytes.count) bytes, expected \(sequences * width * 4)")
+            throw PackedFormatError("\(file(name)) has \(mapped.bytes.count) bytes, expected \(sequences * width * 4)")
         }
         let floats = mapped.bytes.bindMemory(to: Float.self)
         return (0..<sequences).map { Array(floats[($0 * width)..<(($0 + 1) * width)]) }

@@ -24,15 +24,26 @@ final class CLIResumeTests: CLITestCase {
     }
 
     func testKillNineThenResumeGivesTheUninterruptedFiles() throws {
+        try killThenResume(extraArguments: [])
+    }
+
+    /// With full-precision-chain targets the work directory also carries the full-precision
+    /// activations; a resume that lost or misread them would train later blocks toward other
+    /// targets and write other codebooks.
+    func testKillNineThenResumeWithFullPrecisionChainTargets() throws {
+        try killThenResume(extraArguments: ["--finetune-targets", "fp-chain"])
+    }
+
+    func killThenResume(extraArguments: [String]) throws {
         let model = try tinyGGUF("six-blocks.gguf", seed: 3, config: config)
         let calibration = try writeText("calibration.txt", words: 2000)
 
         let reference = path("uninterrupted")
-        try succeed(quantizeArguments(model: model, calibration: calibration, out: reference), timeout: 60)
+        try succeed(quantizeArguments(model: model, calibration: calibration, out: reference) + extraArguments, timeout: 60)
 
         // Kill as soon as one block is on disk (polling faster than a block takes).
         let out = path("interrupted")
-        let arguments = quantizeArguments(model: model, calibration: calibration, out: out)
+        let arguments = quantizeArguments(model: model, calibration: calibration, out: out) + extraArguments
         let first = try CLIProcess(arguments, scratch: directory)
         let deadline = Date().addingTimeInterval(60)
         var finished = 0

@@ -117,6 +117,24 @@ final class ModelFinetuningTests: XCTestCase {
         // With the cosine schedule: the resumed steps must get the rates of their step numbers.
         var settings = options()
         settings.schedule = .cosine
+        try assertResumedRunEndsLikeAnUninterruptedOne(settings)
+    }
+
+    /// The embedding table (tied head) is a parameter like the others: trained, saved in the
+    /// work directory with its moments, and written to the output.
+    func testTrainsTheEmbeddingsWhenAskedAndResumesThem() throws {
+        var settings = options()
+        settings.trained.insert(.embeddings)
+        try assertResumedRunEndsLikeAnUninterruptedOne(settings)
+        let before = try PackedCheckpoint.read(directory: studentPath)
+        let after = try PackedCheckpoint.read(directory: directory + "/straight")
+        let name = "model.embed_tokens.weight"
+        XCTAssertEqual(after.dense[name]!.shape, before.dense[name]!.shape)
+        XCTAssertNotEqual(after.dense[name]!.values, before.dense[name]!.values)
+        XCTAssertEqual(after.dense[name]!.values, after.dense[name]!.roundedForPacking().values, "stored as fp16")
+    }
+
+    func assertResumedRunEndsLikeAnUninterruptedOne(_ settings: ModelFinetuneOptions) throws {
         let straight = directory + "/straight", resumed = directory + "/resumed"
         _ = try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath, outputPath: straight, options: settings).run()
 

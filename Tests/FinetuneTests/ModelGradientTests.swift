@@ -34,7 +34,8 @@ final class ModelGradientTests: XCTestCase {
     struct ReferenceModel {
         var blocks: [ReferenceBlock]
         var finalNorm: [Double]
-        let embedding: [Double]
+        /// Tied: the lookup table and the head.
+        var embedding: [Double]
         let config: LlamaConfig
 
         /// Σ over positions of Σ_top p(log p − log q) + p_tail(log p_tail − log q_tail).
@@ -64,7 +65,7 @@ final class ModelGradientTests: XCTestCase {
 
     func testGradientsMatchFiniteDifferences() throws {
         let packed = try packedModel()
-        let model = try TrainableModel(packed: packed)
+        let model = try TrainableModel(packed: packed, trainsEmbeddings: true)
         let targets = try teacher()
         let (loss, gradients) = model.distillationGradients(tokens: tokens, teacher: targets)
         let reference = ReferenceModel(blocks: model.blocks.map { ReferenceBlock($0, config: config) },
@@ -88,6 +89,14 @@ final class ModelGradientTests: XCTestCase {
             }
         }
         check("model.norm", gradients.finalNorm) { $0.finalNorm[$1] += $2 }
+        // Rows of tokens in the sequence collect both the lookup's and the head's gradient;
+        // every other row only the head's.
+        let embeddingGradient = try XCTUnwrap(gradients.embedding)
+        check("model.embed_tokens", embeddingGradient) { $0.embedding[$1] += $2 }
+        let d = config.hiddenSize, sequence = tokens
+        check("model.embed_tokens (rows in the sequence)", sequence.flatMap { Array(embeddingGradient[($0 * d)..<(($0 + 1) * d)]) }) {
+            $0.embedding[sequence[$1 / d] * d + $1 % d] += $2
+        }
         for l in 0..<config.numLayers {
             check("layers.\(l).input_layernorm", gradients.blocks[l].inputNorm) { $0.blocks[l].inputNorm[$1] += $2 }
             check("layers.\(l).post_attention_layernorm", gradients.blocks[l].postAttentionNorm) {

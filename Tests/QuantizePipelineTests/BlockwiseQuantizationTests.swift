@@ -5,6 +5,8 @@ import Kernels
 import PackedFormat
 import Quantizer
 import QuantizePipeline
+import Llama
+import Tokenizer
 
 /// The whole-model pipeline on the tiny random Llama (2 blocks, hidden 64) with a small text.
 final class BlockwiseQuantizationTests: XCTestCase {
@@ -90,6 +92,40 @@ final class BlockwiseQuantizationTests: XCTestCase {
             let opened = try openModel(out)
             XCTAssertEqual(opened.packed == nil, scheme == "rtn2", "rtn is written dense, the others packed")
         }
+    }
+
+    /// Fine-tuning toward the full-precision model's own activations: block 0 sees the same
+    /// inputs either way (the embeddings), so it ends identical; block 1 is then trained to
+    /// also undo block 0's error, so the quantized model's last hidden states land closer to
+    /// the full-precision model's than with block-local targets.
+    func testFullPrecisionChainTargetsPullTheLastHiddenStatesTowardTheOriginal() throws {
+        var local = try options("1x8")
+        local.finetune.epochs = 3
+        local.finetune.validationSamples = 0
+        var chain = local
+        chain.finetuneTargets = .fullPrecisionChain
+        let a = try BlockwiseQuantization(modelPath: modelPath, outputPath: directory + "/local", options: local).run()
+        let b = try BlockwiseQuantization(modelPath: modelPath, outputPath: directory + "/chain", options: chain).run()
+        XCTAssertEqual(a.blocks[0].outputErrorFinetuned, b.blocks[0].outputErrorFinetuned)
+        XCTAssertNotEqual(a.blocks[1].outputErrorFinetuned, b.blocks[1].outputErrorFinetuned)
+
+        let original = try openModel(modelPath)
+        let text = "The weather in the north is cold and the rain falls on the green hills every morning. The weather"
+        let tokens = try BPETokenizer(spec: original.tokenizer).encode(Array(text.utf8))
+        func lastHidden(_ model: LlamaModel) -> [Float] {
+            let state = model.makeState(maxPositions: tokens.count, maxBatch: tokens.count, maxLogitRows: 1)
+            var h = model.embed(tokens)
+            for l in 0..<model.config.numLayers { model.forwardBlock(layer: l, hidden: &h, state: state) }
+            return h
+        }
+        let target = lastHidden(original.model)
+        func error(_ path: String) throws -> Double {
+            let h = lastHidden(try openModel(path, dequantize: true).model)
+            let num = zip(h, target).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) }
+            return num / target.reduce(0.0) { $0 + Double($1 * $1) }
+        }
+        let localError = try error(directory + "/local"), chainError = try error(directory + "/chain")
+        XCTAssertLessThan(chainError, localError, "fp-chain \(chainError) vs local \(localError)")
     }
 
     func testBadInputsAreOneClearError() throws {
