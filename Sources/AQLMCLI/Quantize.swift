@@ -69,7 +69,7 @@ struct Quantize: ParsableCommand {
     @Option(help: "Learning-rate schedule of block-wise fine-tuning: constant, or cosine (from --finetune-lr down to 0 over the epochs).")
     var finetuneLrSchedule: LearningRateSchedule?
 
-    @Option(help: "What block-wise fine-tuning matches: local (the full-precision block on the same inputs, as AQLM) or fp-chain (the full-precision model's own activations after the block, so each block also learns to undo earlier blocks' error; one more activation set in memory).")
+    @Option(help: "What block-wise fine-tuning matches: fp-chain (the default: the full-precision model's own activations after the block, so each block also learns to undo earlier blocks' error; one more set of calibration activations in memory) or local (the full-precision block on the same inputs, as the AQLM reference does).")
     var finetuneTargets: BlockFinetuneTargets?
 
     @Option(help: "Calibration sequences per Adam step of block-wise fine-tuning.")

@@ -26,6 +26,8 @@ public struct ModelFinetuneOptions: Sendable {
     public var teacherTopK = 64
     /// Seeds calibration sampling and the order of sequences in each epoch.
     public var seed: UInt64 = 0
+    /// Adding `.embeddings` (SmolLM2-135M 2x8, defaults otherwise) lowered the held-out
+    /// calibration KL 0.343 -> 0.301 but not the test PPL (38.03 against 37.25): off by default.
     public var trained: TrainedParameters = .all
     public var codebookTransform: CodebookTransform = .none
     /// Optimizer steps between saves of the work directory (epoch ends are always saved).

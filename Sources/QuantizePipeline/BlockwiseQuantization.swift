@@ -165,7 +165,7 @@ public struct BlockwiseQuantization {
                 String(options.samples), String(options.sequenceLength), String(options.seed), String(a.beamSize),
                 String(a.maxIterations), String(a.tolerance), String(a.kmeansIterations), String(a.weightedInitialization),
                 String(a.restartDeadCodes), String(options.blockLimit ?? -1), finetuneFingerprint].joined(separator: "|")
-            + (options.finetuneTargets == .local ? "" : "|targets " + options.finetuneTargets.rawValue)
+            + "|targets " + options.finetuneTargets.rawValue
     }
 
     // MARK: - One block

@@ -78,8 +78,11 @@ public struct QuantizeOptions: Sendable {
     /// Block-wise fine-tuning of each quantized block's codebooks, scales and norms against the
     /// full-precision block's outputs (`finetune.epochs` 0 turns it off).
     public var finetune = BlockFinetuneOptions()
-    /// What each quantized block is fine-tuned to reproduce.
-    public var finetuneTargets: BlockFinetuneTargets = .local
+    /// What each quantized block is fine-tuned to reproduce. Measured on SmolLM2-135M, 2x8,
+    /// first 100 test chunks: fp-chain 45.55 (KLD 0.597) against local 47.64 (0.620), and
+    /// 37.25 (0.463) against 37.88 (0.471) after the default end-to-end fine-tuning; 1.09x the
+    /// time of local on the first 8 blocks.
+    public var finetuneTargets: BlockFinetuneTargets = .fullPrecisionChain
 
     public init() {}
 

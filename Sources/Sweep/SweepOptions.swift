@@ -63,6 +63,9 @@ public struct SweepOptions: Sendable {
     /// directory made with other settings is refused rather than silently mixed.
     var settings: JSONValue {
         let a = quantize.aqlm
+        // Fine-tuning targets only matter with fine-tuning on (sweeps without it keep their old settings).
+        let targets: [(String, JSONValue)] = quantize.finetune.epochs > 0
+            ? [("finetune_targets", .string(quantize.finetuneTargets.rawValue))] : []
         return .object([
             ("model", .string(ModelPaths.resolve(model))),
             ("text", .string(textPath)),
@@ -80,6 +83,6 @@ public struct SweepOptions: Sendable {
             ("kmeans_iterations", .int(a.kmeansIterations)),
             ("finetune_epochs", .int(quantize.finetune.epochs)),
             ("block_limit", quantize.blockLimit.map(JSONValue.int) ?? .null),
-        ])
+        ] + targets)
     }
 }

@@ -23,15 +23,15 @@ final class CLIResumeTests: CLITestCase {
         return object["finished_blocks"] as? Int
     }
 
+    /// With the default full-precision-chain targets the work directory also carries the
+    /// full-precision activations; a resume that lost or misread them would train later blocks
+    /// toward other targets and write other codebooks.
     func testKillNineThenResumeGivesTheUninterruptedFiles() throws {
         try killThenResume(extraArguments: [])
     }
 
-    /// With full-precision-chain targets the work directory also carries the full-precision
-    /// activations; a resume that lost or misread them would train later blocks toward other
-    /// targets and write other codebooks.
-    func testKillNineThenResumeWithFullPrecisionChainTargets() throws {
-        try killThenResume(extraArguments: ["--finetune-targets", "fp-chain"])
+    func testKillNineThenResumeWithBlockLocalTargets() throws {
+        try killThenResume(extraArguments: ["--finetune-targets", "local"])
     }
 
     func killThenResume(extraArguments: [String]) throws {

@@ -100,6 +100,7 @@ final class BlockwiseQuantizationTests: XCTestCase {
     /// the full-precision model's than with block-local targets.
     func testFullPrecisionChainTargetsPullTheLastHiddenStatesTowardTheOriginal() throws {
         var local = try options("1x8")
+        local.finetuneTargets = .local
         local.finetune.epochs = 3
         local.finetune.validationSamples = 0
         var chain = local
