@@ -106,7 +106,7 @@ public struct BlockwiseQuantization {
                 let finetuneClock = Date()
                 outputError = measureQuantizedBlock(working, layer: b, hidden: hidden, targets: targets, state: state)
                 if fullPrecisionHidden != nil {
-                    runFullPrecisionChain(model, layer: b, hidden: &fullPrecisionHidden!, state: state)
+                    runBlock(model, layer: b, hidden: &fullPrecisionHidden!, state: state)
                 }
                 let tuned = try finetuneQuantizedBlock(model.layers[b], layer: b, codes: codes, config: config,
                                                        inputs: hidden, targets: fullPrecisionHidden ?? targets)
@@ -165,7 +165,6 @@ public struct BlockwiseQuantization {
                 String(options.samples), String(options.sequenceLength), String(options.seed), String(a.beamSize),
                 String(a.maxIterations), String(a.tolerance), String(a.kmeansIterations), String(a.weightedInitialization),
                 String(a.restartDeadCodes), String(options.blockLimit ?? -1), finetuneFingerprint].joined(separator: "|")
-            + "|targets " + options.finetuneTargets.rawValue
     }
 
     // MARK: - One block
@@ -193,8 +192,8 @@ public struct BlockwiseQuantization {
         return (targets, accumulators.mapValues { $0.hessian() })
     }
 
-    /// Advances the full-precision model's own activations through block b, in place.
-    func runFullPrecisionChain(_ model: LlamaModel, layer b: Int, hidden: inout [[Float]], state: LlamaState) {
+    /// Runs block b of `model` in place on every sequence's hidden states.
+    func runBlock(_ model: LlamaModel, layer b: Int, hidden: inout [[Float]], state: LlamaState) {
         for s in hidden.indices {
             model.forwardBlock(layer: b, hidden: &hidden[s], startPosition: 0, state: state)
         }
@@ -215,12 +214,8 @@ public struct BlockwiseQuantization {
     /// block output error, mean over sequences of ‖Y_q − Y_target‖² / ‖Y_q‖².
     func runQuantizedBlock(_ model: LlamaModel, layer b: Int, hidden: inout [[Float]], targets: [[Float]],
                            state: LlamaState) -> Double {
-        var total = 0.0
-        for s in hidden.indices {
-            model.forwardBlock(layer: b, hidden: &hidden[s], startPosition: 0, state: state)
-            total += relativeSquaredDifference(hidden[s], targets[s])
-        }
-        return total / Double(hidden.count)
+        runBlock(model, layer: b, hidden: &hidden, state: state)
+        return hidden.indices.reduce(0.0) { $0 + relativeSquaredDifference(hidden[$1], targets[$1]) } / Double(hidden.count)
     }
 
     func quantizeLinear(name: String, weight: WeightTensor, hessian: [Double], layer: Int, linear: LlamaLinear) throws
@@ -284,6 +279,7 @@ public struct BlockwiseQuantization {
                 f.codebookTransform.rawValue].joined(separator: ",")
             + (f.sequencesPerEpoch.map { ",\($0) per epoch" } ?? "")
             + (f.schedule == .constant ? "" : "," + f.schedule.rawValue)
+            + ",targets " + options.finetuneTargets.rawValue
     }
 
     /// The block's seven linears as AQLM codes, when fine-tuning is on and they are codes.

@@ -63,8 +63,9 @@ public struct BlockReport: Sendable {
     public var seconds: Double
     public var calibrationSeconds: Double
     /// What block-wise fine-tuning adds to `seconds`, when it ran: measuring the error before
-    /// it, and training (with its validation passes). The pass that makes the next block's
-    /// inputs, which runs either way, is not counted.
+    /// it, advancing the full-precision chain (fp-chain targets), and training (with its
+    /// validation passes). The pass that makes the next block's inputs, which runs either way,
+    /// is not counted.
     public var finetuneSeconds: Double?
     public var layers: [LayerReport]
 
