@@ -8,6 +8,10 @@ public enum Threads {
         return ProcessInfo.processInfo.activeProcessorCount
     }()
 
+    /// Chunks per worker in `parallelChunks`: 4 leaves the others three quarters of a
+    /// descheduled worker's share to take over, at ~0.1 µs per extra claim.
+    nonisolated(unsafe) public static var chunksPerWorker = 4
+
     /// Sets both our worker count and OpenBLAS's, so `--threads N` means N cores in total.
     public static func set(_ n: Int) {
         count = max(1, n)
@@ -23,18 +27,21 @@ public enum ParallelBackend: String, Sendable, CaseIterable {
     case pool, dispatch
 }
 
-/// Runs `body(chunkStart, chunkEnd)` over `0..<n` split into contiguous chunks, one per worker.
-/// Chunks are contiguous so each worker streams through its own rows (cache- and
-/// prefetch-friendly); do not call multi-threaded BLAS inside `body`.
+/// Runs `body(chunkStart, chunkEnd)` over `0..<n` split into contiguous chunks, up to
+/// `chunksPerWorker` per worker, claimed dynamically. Chunks are contiguous so each worker
+/// streams through its own rows (cache- and prefetch-friendly). More than one chunk per worker
+/// because on a shared machine a worker can lose its core halfway: with one chunk each, the
+/// others would wait for its whole half; with several, they take the chunks it has not started.
+/// Do not call multi-threaded BLAS inside `body`.
 @inline(__always)
 public func parallelChunks(_ n: Int, minChunk: Int = 1, _ body: (Int, Int) -> Void) {
-    let workers = min(Threads.count, max(1, n / max(1, minChunk)))
-    if workers <= 1 || n <= 1 {
+    let chunks = min(Threads.count * Threads.chunksPerWorker, max(1, n / max(1, minChunk)))
+    if Threads.count <= 1 || chunks <= 1 || n <= 1 {
         body(0, n)
         return
     }
-    runParallel(workers, workers: workers) { w in
-        let lo = n * w / workers, hi = n * (w + 1) / workers
+    runParallel(chunks, workers: min(Threads.count, chunks)) { c in
+        let lo = n * c / chunks, hi = n * (c + 1) / chunks
         if lo < hi { body(lo, hi) }
     }
 }

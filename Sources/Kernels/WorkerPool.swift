@@ -19,6 +19,12 @@ import Glibc
 /// a helper has already started. A claim is a compare-exchange on the whole ticket, so a helper
 /// that wakes late cannot claim an index of a newer job with an older job's body.
 ///
+/// The caller waits for the indices helpers have started the same way a helper waits for a job:
+/// it spins briefly, then sleeps until the last index completes. On a shared machine a helper can
+/// be descheduled halfway through its index; a caller spinning for it would hold the very core
+/// the helper needs to finish (one busy process beside us took perplexity from 620 to 190
+/// tokens/s), while a sleeping caller lets the scheduler hand that core to the helper.
+///
 /// One job runs at a time. A loop started while another is running (nested inside a job body,
 /// or from a second thread) runs serially on its own thread.
 public final class WorkerPool: @unchecked Sendable {
@@ -36,6 +42,8 @@ public final class WorkerPool: @unchecked Sendable {
     private let allowedHelpers = Atomic<Int>(0)
     private let running = Atomic<Bool>(false)
     private let sleepers = Atomic<Int>(0)
+    /// The caller is asleep on `jobDone` (or about to be): the helper completing the last index wakes it.
+    private let callerAsleep = Atomic<Bool>(false)
     private var generation: UInt32 = 0
     /// The current job's body: written by the caller before the ticket publishes the job, read
     /// by a helper only after it has claimed one of the job's indices.
@@ -43,12 +51,15 @@ public final class WorkerPool: @unchecked Sendable {
     private var helperCount = 0
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let wakeUp: UnsafeMutablePointer<pthread_cond_t>
+    private let jobDone: UnsafeMutablePointer<pthread_cond_t>
 
     public init() {
         mutex = .allocate(capacity: 1)
         wakeUp = .allocate(capacity: 1)
+        jobDone = .allocate(capacity: 1)
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(wakeUp, nil)
+        pthread_cond_init(jobDone, nil)
     }
 
     /// Helper threads started so far.
@@ -73,7 +84,7 @@ public final class WorkerPool: @unchecked Sendable {
             generation &+= 1
             publish(UInt64(generation) << 32)
             runIndices(of: generation)
-            while completed.load(ordering: .acquiring) < n {}
+            waitForCompletion(of: n)
             // Close the job before the next one changes `count` and `body`: a helper that read
             // this job's last ticket (index n, nothing left) and then a larger next `count`
             // would otherwise claim index n and run it with the next job's body. After this
@@ -105,12 +116,38 @@ public final class WorkerPool: @unchecked Sendable {
                                                          ordering: .acquiringAndReleasing)
             if claimed {
                 body!(index)
-                completed.add(1, ordering: .releasing)
+                let done = completed.add(1, ordering: .sequentiallyConsistent).newValue
+                if done == count.load(ordering: .relaxed) && callerAsleep.load(ordering: .sequentiallyConsistent) {
+                    pthread_mutex_lock(mutex)
+                    pthread_cond_broadcast(jobDone)
+                    pthread_mutex_unlock(mutex)
+                }
                 current = current + 1
             } else {
                 current = seen
             }
         }
+    }
+
+    /// Returns once all `n` indices have completed: spins for up to `spinMicroseconds` (an index a
+    /// helper is running on a free core ends within microseconds in a decode step), then sleeps.
+    /// `callerAsleep` and `completed` are sequentially consistent on both sides: either the
+    /// helper completing the last index sees the caller asleep and wakes it, or the caller's
+    /// re-check under the mutex sees the count complete.
+    private func waitForCompletion(of n: Int) {
+        if completed.load(ordering: .acquiring) >= n { return }
+        let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(Self.spinMicroseconds) * 1000
+        repeat {
+            for _ in 0..<16 where completed.load(ordering: .acquiring) >= n { return }
+        } while DispatchTime.now().uptimeNanoseconds < deadline
+
+        pthread_mutex_lock(mutex)
+        callerAsleep.store(true, ordering: .sequentiallyConsistent)
+        while completed.load(ordering: .sequentiallyConsistent) < n {
+            pthread_cond_wait(jobDone, mutex)
+        }
+        callerAsleep.store(false, ordering: .sequentiallyConsistent)
+        pthread_mutex_unlock(mutex)
     }
 
     private func startHelpers(upTo wanted: Int) {

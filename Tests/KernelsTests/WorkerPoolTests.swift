@@ -81,4 +81,49 @@ final class WorkerPoolTests: XCTestCase {
             XCTAssertEqual(tally.all, Array(repeating: 1, count: 1000), "\(choice)")
         }
     }
+
+    /// One chunk stalls (as a worker that lost its core would) until every other chunk has run:
+    /// the other thread must take them all, and the stalled chunk is a small part of the range
+    /// (with one chunk per worker it would be half).
+    func testAStalledChunkLeavesTheRestToTheOtherWorker() {
+        let saved = (Threads.count, Threads.backend)
+        defer { Threads.count = saved.0; Threads.backend = saved.1 }
+        Threads.count = 2
+        Threads.backend = .pool
+        let n = 800
+        let tally = Tally(n)
+        let finished = Atomic<Int>(0)
+        var stalledWaited = false, stalledShare = 0
+        parallelChunks(n, minChunk: 1) { lo, hi in
+            if lo == 0 {
+                stalledShare = hi - lo
+                let deadline = Date().addingTimeInterval(5)
+                while finished.load(ordering: .acquiring) < n - hi && Date() < deadline { usleep(100) }
+                stalledWaited = finished.load(ordering: .acquiring) == n - hi
+            } else {
+                finished.add(hi - lo, ordering: .releasing)
+            }
+            for i in lo..<hi { tally.hit(i) }
+        }
+        XCTAssertTrue(stalledWaited, "the chunks after the stalled one were not taken over within 5 s")
+        // What the other worker had to take over: all but one of the stalled worker's chunks.
+        XCTAssertLessThanOrEqual(stalledShare, n / (2 * Threads.chunksPerWorker))
+        XCTAssertEqual(tally.all, Array(repeating: 1, count: n))
+    }
+
+    /// The caller finishes its share at once and waits (spinning, then asleep) for a helper
+    /// whose index takes 30 ms: it must be woken when that index completes, over many jobs.
+    func testTheCallerWakesWhenASlowHelperFinishes() {
+        let pool = WorkerPool()
+        for _ in 0..<20 {
+            let tally = Tally(2)
+            let start = Date()
+            pool.run(2, workers: 2) { i in
+                if i == 1 { usleep(30_000) }
+                tally.hit(i)
+            }
+            XCTAssertEqual(tally.all, [1, 1])
+            XCTAssertLessThan(Date().timeIntervalSince(start), 2.0)
+        }
+    }
 }
