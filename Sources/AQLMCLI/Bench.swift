@@ -78,7 +78,6 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
-        BLASCore.applyRequestedCore()
         if let threads { Threads.set(threads) }
         Threads.backend = parallel
         if child {

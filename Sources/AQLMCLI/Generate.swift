@@ -49,7 +49,6 @@ struct Generate: ParsableCommand {
     }
 
     func run() throws {
-        BLASCore.applyRequestedCore()
         if let threads { Threads.set(threads) }
         let (llama, spec) = try loadModel(model, head: head)
         if bench {

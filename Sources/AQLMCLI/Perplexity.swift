@@ -60,7 +60,6 @@ struct Perplexity: ParsableCommand {
     var json = false
 
     func run() throws {
-        BLASCore.applyRequestedCore()
         if let threads { Threads.set(threads) }
         let (llama, spec) = try loadModel(model, head: head)
         let (tokens, textName) = try loadTokens(spec: spec)

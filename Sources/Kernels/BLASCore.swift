@@ -16,7 +16,8 @@ public enum BLASCore {
     public static var name: String { String(cString: openblas_get_corename()) }
 
     /// Applies `AQLM_BLAS_CORE=<name>` (e.g. `SkylakeX`) when set and the CPU supports it;
-    /// otherwise leaves OpenBLAS's kernel set alone. Call once at startup, before any BLAS
+    /// otherwise replaces OpenBLAS's generic fallback (Prescott) by Haswell on a CPU with AVX2 and
+    /// FMA, and leaves any other choice alone. Call once at startup, before any BLAS
     /// call; returns the kernel set in use afterwards.
     @discardableResult
     public static func applyRequestedCore() -> String {
@@ -26,9 +27,18 @@ public enum BLASCore {
     private static let choice: String = {
         let requested = ProcessInfo.processInfo.environment["AQLM_BLAS_CORE"]
         let target: String
-        guard let requested, !requested.isEmpty else { return name }
-        if requested.lowercased() == "skylakex" && !cpuHasAVX512() { return name }
-        target = requested
+        if let requested, !requested.isEmpty {
+            if requested.lowercased() == "skylakex" && !cpuHasAVX512() { return name }
+            target = requested
+        } else if name.lowercased() == "prescott" && cpuHas(["avx2", "fma"]) {
+            // OpenBLAS 0.3.21 does not know newer CPUs (seen: a Sapphire Rapids reporting itself
+            // as "Intel(R) Xeon(R) Processor") and falls back to its generic SSE3 kernels:
+            // sgemm 2.35x and sgemv 1.66x slower than its Haswell (AVX2 + FMA) set, which every
+            // CPU with those flags runs correctly.
+            target = "Haswell"
+        } else {
+            return name
+        }
         guard target.lowercased() != name.lowercased(),
               let quit = symbol("gotoblas_dynamic_quit"), let initialize = symbol("gotoblas_dynamic_init")
         else { return name }
@@ -44,11 +54,13 @@ public enum BLASCore {
     }
 
     /// The SkylakeX kernels use AVX-512 F, BW, DQ and VL.
-    private static func cpuHasAVX512() -> Bool {
+    private static func cpuHasAVX512() -> Bool { cpuHas(["avx512f", "avx512bw", "avx512dq", "avx512vl"]) }
+
+    private static func cpuHas(_ wanted: [String]) -> Bool {
         guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
               let flagsLine = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") })
         else { return false }
         let flags = Set(flagsLine.split(separator: " ").map(String.init))
-        return ["avx512f", "avx512bw", "avx512dq", "avx512vl"].allSatisfy(flags.contains)
+        return wanted.allSatisfy(flags.contains)
     }
 }
