@@ -72,7 +72,9 @@ struct Generate: ParsableCommand {
             return
         }
         let tokenizer = try makeTokenizer(spec)
-        let promptIds = try chatFormat.map { try $0.encode(system: system, user: prompt, with: tokenizer) } ?? tokenizer.encode(prompt)
+        let promptIds = try chatFormat.map { format in
+            try namingModel(model) { try format.encode(system: system, user: prompt, with: tokenizer) }
+        } ?? tokenizer.encode(prompt)
         var stopTokens = tokenizer.endOfGenerationIds
         if let eos = spec.eosId { stopTokens.insert(eos) }
         let options = GenerationOptions(maxNewTokens: n, sampling: SamplingOptions(temperature: temp, topP: topP, seed: seed),
@@ -99,8 +101,13 @@ struct Generate: ParsableCommand {
 
 /// The model's chat template as ChatML, or one line naming the model when it has none or another.
 private func chatTemplate(_ model: String) throws -> ChatML {
+    try namingModel(model) { try ChatML(template: openTokenizer(model).chatTemplate) }
+}
+
+/// A tokenizer error (no ChatML template, no `<|im_start|>` token) as one line naming the model's file.
+private func namingModel<T>(_ model: String, _ body: () throws -> T) throws -> T {
     do {
-        return try ChatML(template: openTokenizer(model).chatTemplate)
+        return try body()
     } catch let error as TokenizerError {
         throw CLIError("\(ModelPaths.resolve(model)): \(error)")
     }

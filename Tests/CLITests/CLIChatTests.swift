@@ -12,6 +12,11 @@ final class CLIChatTests: CLITestCase {
         }
         try assertOneLineError(["generate", "--model", llama3, "--chat", "--prompt", "hi"], mentions: [llama3, "not ChatML"])
         try assertOneLineError(["generate", "--model", none, "--system", "be brief", "--prompt", "hi"], mentions: ["--system", "--chat"])
+        // A ChatML template over a vocabulary without the marker tokens (the tiny model has none).
+        let markerless = try tinyGGUF("markerless.gguf") {
+            $0.tokenizer.chatTemplate = "{% for m in messages %}{{'<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n'}}{% endfor %}{{ '<|im_start|>assistant\\n' }}"
+        }
+        try assertOneLineError(["generate", "--model", markerless, "--chat", "--prompt", "hi"], mentions: [markerless, "<|im_start|>"])
     }
 
     /// The default model as a chat assistant: the reply to a ChatML-wrapped question ends with
