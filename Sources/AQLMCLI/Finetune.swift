@@ -19,7 +19,7 @@ struct Finetune: ParsableCommand {
     @Option(help: "Packed AQLM checkpoint directory to fine-tune (the output of aqlm quantize).")
     var model: String
 
-    @Option(help: "The original model: the alias smollm2-135m, a GGUF file or a Hugging Face model directory.")
+    @Option(help: "The original model: the alias smollm2-135m or qwen2.5-coder-0.5b, a GGUF file or a Hugging Face model directory.")
     var teacher: String
 
     @Option(help: "Output directory (must not exist).")

@@ -15,7 +15,7 @@ struct Inspect: ParsableCommand {
         the scheme comes from quantization_config and the run's totals from report.json, if present.
         """)
 
-    @Argument(help: "A GGUF file, a Hugging Face model directory, a packed AQLM directory, or the alias smollm2-135m.")
+    @Argument(help: "A GGUF file, a Hugging Face model directory, a packed AQLM directory, or the alias smollm2-135m or qwen2.5-coder-0.5b.")
     var model: String = "smollm2-135m"
 
     @Flag(name: .long, help: """

@@ -20,7 +20,7 @@ struct Perplexity: ParsableCommand {
         """
     )
 
-    @Option(help: "Model: the alias smollm2-135m, a GGUF file, a Hugging Face directory or a packed AQLM directory.")
+    @Option(help: "Model: the alias smollm2-135m or qwen2.5-coder-0.5b, a GGUF file, a Hugging Face directory or a packed AQLM directory.")
     var model = "smollm2-135m"
 
     @Option(help: "Storage of the embedding table and tied head: f32, f16, q8 (default: q8 for a packed model, f32 otherwise).")

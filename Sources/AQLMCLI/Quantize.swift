@@ -21,7 +21,7 @@ struct Quantize: ParsableCommand {
         """
     )
 
-    @Option(help: "Model to quantize: the alias smollm2-135m, a GGUF file or a Hugging Face model directory.")
+    @Option(help: "Model to quantize: the alias smollm2-135m or qwen2.5-coder-0.5b, a GGUF file or a Hugging Face model directory.")
     var model = "smollm2-135m"
 
     @Option(help: "Output directory (must not exist).")

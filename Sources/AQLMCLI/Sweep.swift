@@ -18,7 +18,7 @@ struct SweepCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "Model to quantize: the alias smollm2-135m, a GGUF file or a Hugging Face model directory.")
+    @Option(help: "Model to quantize: the alias smollm2-135m or qwen2.5-coder-0.5b, a GGUF file or a Hugging Face model directory.")
     var model = "smollm2-135m"
 
     @Option(help: "Comma-separated schemes: AQLM MxB[gG] (1x8, 2x8, 3x8, 4x8, 2x8g16, 1x16), rvqMxB, pqMxB, rtn2/3/4.")

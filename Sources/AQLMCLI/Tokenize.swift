@@ -10,7 +10,7 @@ struct Tokenize: ParsableCommand {
         discussion: "The file is read as raw bytes (CRLF kept); no BOS is added unless the model asks for it."
     )
 
-    @Option(help: "Model: the alias smollm2-135m, a GGUF file, a Hugging Face directory or a packed AQLM directory.")
+    @Option(help: "Model: the alias smollm2-135m or qwen2.5-coder-0.5b, a GGUF file, a Hugging Face directory or a packed AQLM directory.")
     var model = "smollm2-135m"
 
     @Option(help: "Text file to tokenize.")

@@ -65,6 +65,7 @@ extension ModelWeights {
         if let bos = t.bosId { m.append(("tokenizer.ggml.bos_token_id", .uint32(UInt32(bos)))) }
         if let eos = t.eosId { m.append(("tokenizer.ggml.eos_token_id", .uint32(UInt32(eos)))) }
         m.append(("tokenizer.ggml.add_bos_token", .bool(t.addBOS)))
+        if let template = t.chatTemplate { m.append(("tokenizer.chat_template", .string(template))) }
         return m
     }
 }

@@ -213,9 +213,17 @@ public enum HuggingFaceTokenizer {
         spec.bosId = try tokenId("bos_token") ?? spec.bosId ?? configBOS
         spec.eosId = try tokenId("eos_token") ?? configEOS
         if let add = tokenizerConfig?["add_bos_token"]?.bool { spec.addBOS = add }
+        spec.chatTemplate = chatTemplate(tokenizerConfig?["chat_template"])
         for id in [spec.bosId, spec.eosId].compactMap({ $0 }) where id < 0 || id >= spec.tokens.count {
             throw CheckpointError.invalid(configPath, detail: "special token id \(id) is outside the vocabulary (\(spec.tokens.count) tokens)")
         }
+    }
+
+    /// `chat_template` is one string, or (newer files) a list of named templates, of which the
+    /// one named "default" is what `apply_chat_template` uses.
+    static func chatTemplate(_ value: JSONValue?) -> String? {
+        if let text = value?.string { return text }
+        return value?.array?.first { $0["name"]?.string == "default" }?["template"]?.string
     }
 
     // MARK: writing
@@ -287,18 +295,20 @@ public enum HuggingFaceTokenizer {
         return .object([("type", .string("Sequence")), ("processors", .array([byteLevel, template]))])
     }
 
-    /// tokenizer_config.json naming BOS/EOS and whether BOS is added.
+    /// tokenizer_config.json naming BOS/EOS, whether BOS is added, and the chat template if any.
     public static func tokenizerConfigJSON(_ spec: TokenizerSpec) -> JSONValue {
         func name(_ id: Int?) -> JSONValue {
             guard let id, id >= 0, id < spec.tokens.count else { return .null }
             return .string(spec.tokens[id])
         }
-        return .object([
+        var fields: [(String, JSONValue)] = [
             ("add_bos_token", .bool(spec.addBOS)), ("add_eos_token", .bool(false)),
             ("bos_token", name(spec.bosId)), ("eos_token", name(spec.eosId)),
             ("clean_up_tokenization_spaces", .bool(false)),
             ("tokenizer_class", .string("PreTrainedTokenizerFast")),
-        ])
+        ]
+        if let template = spec.chatTemplate { fields.append(("chat_template", .string(template))) }
+        return .object(fields)
     }
 
     /// Writes tokenizer.json and tokenizer_config.json into `directory`.

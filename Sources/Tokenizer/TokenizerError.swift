@@ -2,6 +2,7 @@
 public enum TokenizerError: Error, CustomStringConvertible, Equatable {
     case unsupportedPreTokenizer(String)
     case invalidVocabulary(String)
+    case unsupportedChatTemplate(String)
 
     public var description: String {
         switch self {
@@ -9,6 +10,8 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable {
             return "unsupported pre-tokenizer '\(name)' (supported: \(PreTokenizer.supportedNames))"
         case .invalidVocabulary(let detail):
             return "invalid tokenizer vocabulary: \(detail)"
+        case .unsupportedChatTemplate(let detail):
+            return "--chat needs a ChatML chat template: \(detail)"
         }
     }
 }

@@ -153,4 +153,18 @@ final class HuggingFaceTokenizerTests: TemporaryDirectoryTestCase {
             XCTAssertTrue(d.contains("<not-a-token>"), d)
         }
     }
+
+    func testChatTemplateRoundTripsThroughTokenizerConfigInBothSpellings() throws {
+        var spec = sampleSpec()
+        spec.chatTemplate = "{{ '<|im_start|>' + m['role'] + '\n' }}"
+        let dir = try write(spec)
+        XCTAssertEqual(try HuggingFaceTokenizer.read(directory: dir), spec)
+        // Newer files list named templates; "default" is the one apply_chat_template uses.
+        let tokCfg = (dir as NSString).appendingPathComponent("tokenizer_config.json")
+        try #"{"chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}]}"#
+            .write(toFile: tokCfg, atomically: true, encoding: .utf8)
+        XCTAssertEqual(try HuggingFaceTokenizer.read(directory: dir).chatTemplate, "D")
+        try FileManager.default.removeItem(atPath: tokCfg)
+        XCTAssertNil(try HuggingFaceTokenizer.read(directory: dir).chatTemplate)
+    }
 }

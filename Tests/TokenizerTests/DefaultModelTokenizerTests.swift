@@ -5,29 +5,12 @@ import XCTest
 
 /// The default model's tokenizer against llama.cpp's own output (../shared/data/reference).
 final class DefaultModelTokenizerTests: XCTestCase {
-    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .deletingLastPathComponent().deletingLastPathComponent()
-    static let dataDirectory = packageRoot.appendingPathComponent("../shared/data").standardized
-
     /// One tokenizer for the whole class: building it reads 49k tokens and 49k merges.
-    private static let loaded: Result<BPETokenizer, Error>? = {
-        let path = ModelPaths.defaultModel
-        guard FileManager.default.fileExists(atPath: path) else { return nil }
-        return Result { try BPETokenizer(spec: GGUFFile(path: path).tokenizerSpec()) }
-    }()
+    private static let loaded = ReferenceData.loadTokenizer(ModelPaths.defaultModel)
 
-    func tokenizer() throws -> BPETokenizer {
-        guard let loaded = Self.loaded else { throw XCTSkip("default model not installed: run tools/setup.sh") }
-        return try loaded.get()
-    }
+    func tokenizer() throws -> BPETokenizer { try ReferenceData.unwrap(Self.loaded) }
 
-    func dataFile(_ relative: String) throws -> [UInt8] {
-        let url = Self.dataDirectory.appendingPathComponent(relative)
-        guard let data = FileManager.default.contents(atPath: url.path) else { throw XCTSkip("\(url.path) absent") }
-        return [UInt8](data)
-    }
-
-    func wikiTest() throws -> [UInt8] { try dataFile("wikitext-2/wiki.test.raw") }
+    func wikiTest() throws -> [UInt8] { try ReferenceData.wikiTest() }
 
     func testVocabularyFacts() throws {
         let t = try tokenizer()
@@ -42,20 +25,8 @@ final class DefaultModelTokenizerTests: XCTestCase {
     func testWholeWikiTestMatchesLlamaCpp() throws {
         let t = try tokenizer()
         let text = try wikiTest()
-        let reference = try dataFile("reference/wiki.test.raw.smollm2.ids")
-        let expected = String(decoding: reference, as: UTF8.self).split(whereSeparator: \.isNewline).map { Int($0)! }
-        XCTAssertEqual(expected.count, 304_830)
-        let ids = t.encode(text)
-        guard ids != expected else { return }
-        let common = min(ids.count, expected.count)
-        let i = (0..<common).first { ids[$0] != expected[$0] } ?? common
-        let around = max(0, i - 8)..<min(i + 8, expected.count)
-        XCTFail("""
-            \(ids.count) ids vs \(expected.count) reference ids; first difference at index \(i)
-            ours:      \(Array(ids[around.clamped(to: 0..<ids.count)]))
-            reference: \(Array(expected[around]))
-            text:      \(t.decode(Array(expected[around])).debugDescription)
-            """)
+        let expected = try ReferenceData.ids("reference/wiki.test.raw.smollm2.ids", count: 304_830)
+        ReferenceData.assertSameIds(t.encode(text), expected, tokenizer: t)
     }
 
     func testFirst2000CharactersGive539Ids() throws {
