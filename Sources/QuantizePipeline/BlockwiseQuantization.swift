@@ -209,7 +209,9 @@ public struct BlockwiseQuantization {
             }
             targets.append(y)
         }
-        return (targets, accumulators.mapValues { $0.hessian() })
+        var hessians: [LinearInputSite: [Double]] = [:]
+        for site in Array(accumulators.keys) { hessians[site] = accumulators[site]!.takeHessian() }
+        return (targets, hessians)
     }
 
     /// Runs block b of `model` in place on every sequence's hidden states.
