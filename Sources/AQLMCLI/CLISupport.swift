@@ -105,7 +105,8 @@ func makeTokenizer(_ spec: TokenizerSpec) throws -> BPETokenizer {
 /// The Hugging Face name of the first float tensor of `model` holding a NaN or infinity.
 /// Quantized layers are not scanned: AQLMLinear already refuses non-finite codebooks and scales.
 func firstNonFiniteTensor(_ model: LlamaModel) -> String? {
-    var tensors: [(String, [Float])] = [("model.embed_tokens.weight", model.embedding), ("model.norm.weight", model.finalNorm)]
+    if !model.embeddingTable.allFinite { return "model.embed_tokens.weight" }
+    var tensors: [(String, [Float])] = [("model.norm.weight", model.finalNorm)]
     for (b, block) in model.layers.enumerated() {
         let prefix = "model.layers.\(b)."
         tensors.append((prefix + "input_layernorm.weight", block.inputNorm))
@@ -118,6 +119,7 @@ func firstNonFiniteTensor(_ model: LlamaModel) -> String? {
         }
     }
     if let head = model.head as? DenseLinear { tensors.append(("lm_head.weight", head.weights)) }
+    if let head = model.head as? EmbeddingTable, !head.allFinite { return tensors.first { !allFinite($0.1) }?.0 ?? "lm_head.weight" }
     return tensors.first { !allFinite($0.1) }?.0
 }
 

@@ -36,9 +36,24 @@ public struct HessianAccumulator: Sendable {
     /// the sum makes the weighted error comparable across layers only through the relative error).
     public func hessian() -> [Double] {
         var h = total
+        Self.mirrorUpperTriangle(&h, dim: dim)
+        return h
+    }
+
+    /// `hessian()` without a copy: the total becomes H in place and the accumulator is emptied
+    /// (its batch buffer freed too). At Llama-3-8B's feed-forward width one H is 1.6 GB, so the
+    /// quantizer takes them rather than holding accumulator, batch and copy at once.
+    public mutating func takeHessian() -> [Double] {
+        batch = []
+        var h = total
+        total = []
+        Self.mirrorUpperTriangle(&h, dim: dim)
+        return h
+    }
+
+    private static func mirrorUpperTriangle(_ h: inout [Double], dim: Int) {
         for i in 0..<dim {
             for j in 0..<i { h[i * dim + j] = h[j * dim + i] }
         }
-        return h
     }
 }

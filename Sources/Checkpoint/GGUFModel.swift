@@ -106,7 +106,8 @@ extension GGUFFile {
         return suffixes[String(rest[rest.index(after: dot)...])].map { "\(newPrefix)\(layer).\($0)" }
     }
 
-    /// Reads the whole model into Float32, un-permuting q/k for llama-style RoPE.
+    /// The model description with every matrix left in the map in its stored type (rows of q/k
+    /// read in Hugging Face order for llama-style RoPE); vectors (norms, biases) are read now.
     public func modelWeights() throws -> ModelWeights {
         let config = try llamaConfig()
         let spec = try tokenizerSpec()
@@ -115,23 +116,31 @@ extension GGUFFile {
         var tensors: [String: WeightTensor] = [:]
         for info in self.tensors {
             guard let name = Self.huggingFaceName(info.name) else { continue }
-            var values = try floats(info)
+            guard info.type.canDequantize else {
+                throw CheckpointError.unsupportedTensorType(path, tensor: printable(info.name), type: info.type.name)
+            }
             let shape = info.shape
-            if permuted, name.hasSuffix("q_proj.weight") || name.hasSuffix("k_proj.weight") {
-                let heads = name.hasSuffix("q_proj.weight") ? config.numHeads : config.numKVHeads
+            let isQK = name.hasSuffix("q_proj.weight") || name.hasSuffix("k_proj.weight")
+            let isQKBias = name.hasSuffix("q_proj.bias") || name.hasSuffix("k_proj.bias")
+            let heads = name.hasSuffix("q_proj.weight") || name.hasSuffix("q_proj.bias") ? config.numHeads : config.numKVHeads
+            if permuted, isQK {
                 let expected = [heads * config.headDim, config.hiddenSize]
                 guard shape == expected else {
                     throw CheckpointError.shapeMismatch(path, tensor: info.name, expected: expected, found: shape)
                 }
-                values = unpermuteRopeRows(values, heads: heads, cols: shape[1])
-            } else if permuted, name.hasSuffix("q_proj.bias") || name.hasSuffix("k_proj.bias") {
-                let heads = name.hasSuffix("q_proj.bias") ? config.numHeads : config.numKVHeads
+            } else if permuted, isQKBias {
                 guard shape == [heads * config.headDim] else {
                     throw CheckpointError.shapeMismatch(path, tensor: info.name, expected: [heads * config.headDim], found: shape)
                 }
-                values = unpermuteRopeRows(values, heads: heads, cols: 1)
             }
-            tensors[name] = WeightTensor(shape: shape, values: values)
+            if shape.count == 2, shape[1] % info.type.blockSize == 0 {
+                let order = permuted && isQK ? ropeRowOrderFromGGUF(heads: heads, rows: shape[0]) : nil
+                tensors[name] = WeightTensor(shape: shape, mapped: rawBytes(info), type: info.type, owner: self, rowOrder: order)
+            } else {
+                var values = try floats(info)
+                if permuted, isQKBias { values = unpermuteRopeRows(values, heads: heads, cols: 1) }
+                tensors[name] = WeightTensor(shape: shape, values: values)
+            }
         }
         let weights = ModelWeights(config: config, tokenizer: spec, tensors: tensors, source: path)
         try weights.validate()

@@ -9,7 +9,8 @@ public enum HuggingFaceCheckpoint {
         fileExists(joinPath(directory, HuggingFaceConfig.fileName))
     }
 
-    /// Reads every tensor the config implies, converted to Float32, plus the tokenizer.
+    /// Every tensor the config implies, matrices left in the map as stored (F32, F16, BF16),
+    /// plus the tokenizer.
     public static func modelWeights(directory: String) throws -> ModelWeights {
         let configPath = joinPath(directory, HuggingFaceConfig.fileName)
         let config = try HuggingFaceConfig(path: configPath)
@@ -29,7 +30,7 @@ public enum HuggingFaceCheckpoint {
             guard info.shape == shape else {
                 throw CheckpointError.shapeMismatch(file.path, tensor: name, expected: shape, found: info.shape)
             }
-            tensors[name] = WeightTensor(shape: shape, values: try file.floats(info))
+            tensors[name] = try file.weightTensor(info)
         }
         let weights = ModelWeights(config: config.llama, tokenizer: spec, tensors: tensors, source: directory)
         try weights.validate()
@@ -58,7 +59,7 @@ public enum HuggingFaceCheckpoint {
         }
         var writer = SafeTensorsWriter(metadata: ["format": "pt"])
         for (name, shape) in weights.config.expectedShapes {
-            try writer.add(name, shape: shape, floats: weights[name].values, as: dtype)
+            try writer.add(name, tensor: weights[name], as: dtype)
         }
         try writer.write(to: joinPath(directory, SafeTensorsCheckpoint.singleFileName))
         try HuggingFaceTokenizer.write(weights.tokenizer, toDirectory: directory)

@@ -39,6 +39,21 @@ public final class MappedFile: @unchecked Sendable {
     }
 }
 
+/// Drops the whole pages of `bytes` (part of a read-only map whose contents were already
+/// converted) from this process's resident memory; touching them again reads them back from
+/// the page cache. Nothing where madvise does not exist.
+public func releaseMappedPages(_ bytes: UnsafeRawBufferPointer) {
+    #if canImport(Glibc)
+    guard let base = bytes.baseAddress else { return }
+    let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+    let start = (Int(bitPattern: base) + page - 1) / page * page
+    let end = (Int(bitPattern: base) + bytes.count) / page * page
+    if end > start {
+        madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, MADV_DONTNEED)
+    }
+    #endif
+}
+
 /// A bounds-checked little-endian cursor over a byte buffer. Every read names what it was
 /// reading so a truncated file is reported as e.g. "truncated (while reading tensor info 12)".
 struct ByteCursor {

@@ -1,5 +1,6 @@
-/// The one in-memory description every checkpoint reader produces: hyper-parameters, the
-/// tokenizer's vocabulary, and Float32 weights named in the Hugging Face scheme
+/// The one description every checkpoint reader produces: hyper-parameters, the tokenizer's
+/// vocabulary, and weights (left in the file's memory map until used, see `WeightTensor`)
+/// named in the Hugging Face scheme
 /// (`model.layers.3.self_attn.q_proj.weight`, ...), with q/k rows in Hugging Face order
 /// (rotate-half RoPE pairs), whatever order the file stored them in.
 
@@ -102,13 +103,143 @@ public struct TokenizerSpec: Sendable, Equatable {
     }
 }
 
-public struct WeightTensor: Sendable {
-    public var shape: [Int]
-    public var values: [Float]
+/// One named tensor: its row-major shape and its values, either held in memory as Float32 or
+/// left in the checkpoint's memory map in the type the file stores (GGUF blocks, F16, BF16, F32)
+/// and converted only when asked. Readers hand over mapped tensors, so opening a model reads
+/// nothing; `values` converts the whole tensor, `readRows` a slice of it (an embedding row, a
+/// chunk), and `releasePages` hands the map's pages back once a caller is done with them. The
+/// Float32 form exists only while a caller holds it: memory follows what is being worked on,
+/// not the model's size.
+public struct WeightTensor: @unchecked Sendable {
+    public let shape: [Int]
+    private var storage: Storage
+
+    private enum Storage {
+        case values([Float])
+        case mapped(MappedRows)
+    }
+
     public init(shape: [Int], values: [Float]) {
         precondition(shape.reduce(1, *) == values.count)
         self.shape = shape
-        self.values = values
+        self.storage = .values(values)
+    }
+
+    /// A tensor left in a memory map: `rows` × `width` values of `type` in `bytes` (which
+    /// `owner` keeps mapped), row r stored at row `rowOrder[r]` when given (a row permutation
+    /// such as GGUF's RoPE order, undone on reading). `width` must be whole blocks of `type`.
+    init(shape: [Int], mapped bytes: UnsafeRawBufferPointer, type: GGMLType, owner: AnyObject, rowOrder: [Int]? = nil) {
+        let width = shape.count > 1 ? shape.dropFirst().reduce(1, *) : shape.reduce(1, *)
+        precondition(type.canDequantize && width % type.blockSize == 0, "rows of \(type.name) are not whole blocks")
+        self.shape = shape
+        self.storage = .mapped(MappedRows(owner: owner, bytes: bytes, type: type, width: width, rowOrder: rowOrder))
+    }
+
+    /// Rows as the first dimension, the rest flattened into one row (a vector is one row).
+    public var rowCount: Int { shape.count > 1 ? shape[0] : 1 }
+    public var rowWidth: Int { shape.count > 1 ? shape.dropFirst().reduce(1, *) : shape.reduce(1, *) }
+    public var elementCount: Int { shape.reduce(1, *) }
+
+    /// The type the values are stored in (F32 once in memory).
+    public var storedType: GGMLType {
+        if case .mapped(let m) = storage { return m.type }
+        return .f32
+    }
+
+    /// Whether the values are still in the map (converted on every access, never kept).
+    public var isMapped: Bool {
+        if case .mapped = storage { return true }
+        return false
+    }
+
+    /// The Float32 values, converted from the stored type on each read of a mapped tensor;
+    /// setting them keeps them in memory.
+    public var values: [Float] {
+        get {
+            switch storage {
+            case .values(let v): return v
+            case .mapped(let m):
+                return [Float](unsafeUninitializedCapacity: elementCount) { buffer, count in
+                    m.read(0..<rowCount, into: buffer.baseAddress!)
+                    count = elementCount
+                }
+            }
+        }
+        set {
+            precondition(newValue.count == elementCount)
+            storage = .values(newValue)
+        }
+    }
+
+    /// Rows `range` as Float32 into `out[0 ..< range.count · rowWidth]`.
+    public func readRows(_ range: Range<Int>, into out: UnsafeMutablePointer<Float>) {
+        precondition(range.lowerBound >= 0 && range.upperBound <= rowCount, "rows \(range) outside 0..<\(rowCount)")
+        switch storage {
+        case .values(let v):
+            v.withUnsafeBufferPointer { out.update(from: $0.baseAddress! + range.lowerBound * rowWidth, count: range.count * rowWidth) }
+        case .mapped(let m): m.read(range, into: out)
+        }
+    }
+
+    /// The stored bytes of a mapped tensor in file order (nil once in memory): for readers that
+    /// keep a type as is, such as a Q8_0 head.
+    public var storedBytes: UnsafeRawBufferPointer? {
+        if case .mapped(let m) = storage, m.rowOrder == nil { return m.bytes }
+        return nil
+    }
+
+    /// Drops the map's pages of this tensor from the process (they stay in the page cache): once
+    /// a mapped tensor has been converted, its bytes need not stay resident.
+    public func releasePages() {
+        if case .mapped(let m) = storage { releaseMappedPages(m.bytes) }
+    }
+
+    /// Whether every value is finite, read in chunks of rows (no whole Float32 copy); the map's
+    /// pages are released after.
+    public func allValuesFinite() -> Bool {
+        defer { releasePages() }
+        let chunkRows = max(1, (1 << 16) / max(rowWidth, 1))
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: chunkRows * rowWidth)
+        defer { buffer.deallocate() }
+        for start in stride(from: 0, to: rowCount, by: chunkRows) {
+            let range = start..<min(rowCount, start + chunkRows)
+            readRows(range, into: buffer)
+            for i in 0..<(range.count * rowWidth) where !buffer[i].isFinite { return false }
+        }
+        return true
+    }
+}
+
+/// The mapped form of a `WeightTensor`: rows of whole `type` blocks, converted on demand.
+private final class MappedRows: @unchecked Sendable {
+    let owner: AnyObject
+    let bytes: UnsafeRawBufferPointer
+    let type: GGMLType
+    let width: Int
+    let rowBytes: Int
+    let rowOrder: [Int]?
+
+    init(owner: AnyObject, bytes: UnsafeRawBufferPointer, type: GGMLType, width: Int, rowOrder: [Int]?) {
+        self.owner = owner
+        self.bytes = bytes
+        self.type = type
+        self.width = width
+        self.rowBytes = width / type.blockSize * type.typeSize
+        self.rowOrder = rowOrder
+    }
+
+    func read(_ rows: Range<Int>, into out: UnsafeMutablePointer<Float>) {
+        if rowOrder == nil {
+            // Consecutive stored rows: one call over the whole run.
+            let raw = UnsafeRawBufferPointer(rebasing: bytes[(rows.lowerBound * rowBytes)..<(rows.upperBound * rowBytes)])
+            dequantize(type, raw, into: UnsafeMutableBufferPointer(start: out, count: rows.count * width))
+            return
+        }
+        for (i, r) in rows.enumerated() {
+            let s = rowOrder![r]
+            let raw = UnsafeRawBufferPointer(rebasing: bytes[(s * rowBytes)..<((s + 1) * rowBytes)])
+            dequantize(type, raw, into: UnsafeMutableBufferPointer(start: out + i * width, count: width))
+        }
     }
 }
 
@@ -155,6 +286,19 @@ public func unpermuteRopeRows(_ w: [Float], heads: Int, cols: Int) -> [Float] {
 /// The forward permutation (Hugging Face order -> GGUF order), used by writers and tests.
 public func permuteRopeRows(_ w: [Float], heads: Int, cols: Int) -> [Float] {
     reorderRopeRows(w, heads: heads, cols: cols, toGGUF: true)
+}
+
+/// For each row in Hugging Face order, the row of GGUF's interleaved order that holds it (the
+/// inverse of `permuteRopeRows` as an index list, for reading rows straight from the file).
+public func ropeRowOrderFromGGUF(heads: Int, rows: Int) -> [Int] {
+    let hd = rows / heads
+    var order = [Int](repeating: 0, count: rows)
+    for h in 0..<heads {
+        for i in 0..<(hd / 2) {
+            for half in 0..<2 { order[h * hd + half * (hd / 2) + i] = h * hd + 2 * i + half }
+        }
+    }
+    return order
 }
 
 /// Row (h, i, half) sits at h·hd + 2i + half in GGUF order and at h·hd + half·hd/2 + i in

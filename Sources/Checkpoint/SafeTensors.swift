@@ -150,6 +150,22 @@ public final class SafeTensorsFile: @unchecked Sendable {
         }
     }
 
+    /// The tensor as a `WeightTensor`: an F32, F16 or BF16 matrix stays in the map (converted
+    /// when read); vectors and F64 are converted now.
+    public func weightTensor(_ info: SafeTensorInfo) throws -> WeightTensor {
+        let type: GGMLType?
+        switch info.dtype {
+        case .f32: type = .f32
+        case .f16: type = .f16
+        case .bf16: type = .bf16
+        default: type = nil
+        }
+        if let type, info.shape.count == 2 {
+            return WeightTensor(shape: info.shape, mapped: rawBytes(info), type: type, owner: self)
+        }
+        return WeightTensor(shape: info.shape, values: try floats(info))
+    }
+
     /// The values of an integer tensor whose dtype is exactly `T`'s (I8 as Int8, I32 as Int32, ...).
     public func integers<T: FixedWidthInteger>(_ name: String, as: T.Type) throws -> [T] {
         let info = try info(name)
@@ -364,7 +380,14 @@ public struct SafeTensorsWriter {
         let name: String
         let dtype: SafeTensorsDType
         let shape: [Int]
-        let bytes: [UInt8]
+        let byteCount: Int
+        let source: Source
+    }
+
+    /// Bytes given now, or a tensor converted to `dtype` only while the file is written.
+    private enum Source {
+        case bytes([UInt8])
+        case tensor(WeightTensor)
     }
     private var entries: [Entry] = []
     private var names = Set<String>()
@@ -387,7 +410,43 @@ public struct SafeTensorsWriter {
             throw CheckpointError.invalid(name, detail: "\(bytes.count) bytes given, \(dtype.rawValue) \(shape) needs \(expected)")
         }
         names.insert(name)
-        entries.append(Entry(name: name, dtype: dtype, shape: shape, bytes: bytes))
+        entries.append(Entry(name: name, dtype: dtype, shape: shape, byteCount: bytes.count, source: .bytes(bytes)))
+    }
+
+    /// Adds a tensor stored as F32, F16 or BF16 (round to nearest even), converted chunk by
+    /// chunk of rows while the file is written: a memory-mapped tensor is never held whole,
+    /// neither in Float32 nor in its written form.
+    public mutating func add(_ name: String, tensor: WeightTensor, as dtype: SafeTensorsDType) throws {
+        guard [.f32, .f16, .bf16].contains(dtype) else {
+            throw CheckpointError.invalid(name, detail: "cannot store floats as \(dtype.rawValue)")
+        }
+        guard name != "__metadata__", !name.isEmpty else {
+            throw CheckpointError.invalid(name, detail: "is not a valid tensor name")
+        }
+        guard !names.contains(name) else { throw CheckpointError.invalid(name, detail: "tensor added twice") }
+        names.insert(name)
+        entries.append(Entry(name: name, dtype: dtype, shape: tensor.shape, byteCount: tensor.elementCount * dtype.byteSize,
+                             source: .tensor(tensor)))
+    }
+
+    /// Writes `tensor`'s values as `dtype` in chunks of about a million values.
+    private static func writeConverted(_ tensor: WeightTensor, as dtype: SafeTensorsDType, to out: OutputFile) throws {
+        defer { tensor.releasePages() }
+        let width = tensor.rowWidth
+        guard width > 0 else { return }
+        let chunkRows = max(1, (1 << 20) / width)
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: chunkRows * width)
+        defer { buffer.deallocate() }
+        for start in stride(from: 0, to: tensor.rowCount, by: chunkRows) {
+            let rows = start..<min(tensor.rowCount, start + chunkRows)
+            tensor.readRows(rows, into: buffer)
+            let values = UnsafeBufferPointer(start: buffer, count: rows.count * width)
+            switch dtype {
+            case .f16: try values.map(floatToHalf).withUnsafeBytes { try out.write($0) }
+            case .bf16: try values.map(floatToBF16).withUnsafeBytes { try out.write($0) }
+            default: try out.write(UnsafeRawBufferPointer(values))
+            }
+        }
     }
 
     /// Adds Float32 values stored as F32, F16 or BF16 (round to nearest even).
@@ -422,8 +481,8 @@ public struct SafeTensorsWriter {
         }
         var offset = 0
         return order.map { i in
-            defer { offset += entries[i].bytes.count }
-            return (i, offset..<(offset + entries[i].bytes.count))
+            defer { offset += entries[i].byteCount }
+            return (i, offset..<(offset + entries[i].byteCount))
         }
     }
 
@@ -451,7 +510,12 @@ public struct SafeTensorsWriter {
         let header = header(layout)
         try writeFileAtomically(path) { out in
             try out.write(header)
-            for (i, _) in layout { try out.write(entries[i].bytes) }
+            for (i, _) in layout {
+                switch entries[i].source {
+                case .bytes(let bytes): try out.write(bytes)
+                case .tensor(let t): try Self.writeConverted(t, as: entries[i].dtype, to: out)
+                }
+            }
         }
     }
 }

@@ -116,9 +116,31 @@ public struct EmbeddingTable: LinearOperator, @unchecked Sendable {
         }
     }
 
-    /// Builds the storage one Float32 row at a time from `fillRow(row, buffer)`.
-    private init(rows: Int, width: Int, precision: EmbeddingPrecision, name: String,
-                 fillRow: (Int, UnsafeMutablePointer<Float>) -> Void) throws {
+    /// A table from ggml Q8_0 blocks as a GGUF file stores them (block_q8_0 { f16 d; i8 qs[32] },
+    /// rows of width/32 blocks, no alignment needed): the same values, split into int8 values
+    /// and fp16 steps, never widened to Float32.
+    public init(q8Blocks bytes: UnsafeRawBufferPointer, rows: Int, width: Int, name: String = "embedding table") throws {
+        let blockBytes = 2 + q8BlockSize
+        guard rows > 0, width > 0, width % q8BlockSize == 0, bytes.count == rows * width / q8BlockSize * blockBytes else {
+            throw EmbeddingTableError("\(name): \(bytes.count) bytes are not [\(rows) × \(width)] in Q8_0 blocks")
+        }
+        let blocks = rows * width / q8BlockSize
+        var values = [Int8](repeating: 0, count: rows * width)
+        var scales = [UInt16](repeating: 0, count: blocks)
+        values.withUnsafeMutableBytes { v in
+            for b in 0..<blocks {
+                scales[b] = UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: b * blockBytes, as: UInt16.self))
+                v.baseAddress!.advanced(by: b * q8BlockSize)
+                    .copyMemory(from: bytes.baseAddress!.advanced(by: b * blockBytes + 2), byteCount: q8BlockSize)
+            }
+        }
+        self.init(rows: rows, width: width, storage: .q8(values: values, scales: scales))
+    }
+
+    /// Builds the storage one Float32 row at a time from `fillRow(row, buffer)`, so no Float32
+    /// copy of the whole table exists unless `precision` is Float32.
+    public init(rows: Int, width: Int, precision: EmbeddingPrecision, name: String,
+                fillRow: (Int, UnsafeMutablePointer<Float>) -> Void) throws {
         self.rows = rows
         self.width = width
         let row = UnsafeMutablePointer<Float>.allocate(capacity: width)

@@ -82,6 +82,52 @@ public struct LlamaBlock: Sendable {
     }
 }
 
+extension LlamaBlock {
+    /// Block `layer` of a checkpoint with its linears as dense Float32 layers, converted now
+    /// from the stored type; the map's pages of each tensor are released once converted.
+    public init(weights: ModelWeights, layer l: Int) {
+        let c = weights.config
+        let p = "model.layers.\(l)."
+        func values(_ name: String) -> [Float] {
+            let t = weights[name]
+            defer { t.releasePages() }
+            return t.values
+        }
+        func dense(_ linear: LlamaLinear) -> DenseLinear {
+            let name = linear.weightName(layer: l)
+            let shape = weights[name].shape
+            return DenseLinear(weights: values(name), outputSize: shape[0], inputSize: shape[1])
+        }
+        self.init(
+            inputNorm: values(p + "input_layernorm.weight"), postAttentionNorm: values(p + "post_attention_layernorm.weight"),
+            q: dense(.q), k: dense(.k), v: dense(.v), o: dense(.o), gate: dense(.gate), up: dense(.up), down: dense(.down),
+            qBias: c.attentionBias ? values(p + "self_attn.q_proj.bias") : nil,
+            kBias: c.attentionBias ? values(p + "self_attn.k_proj.bias") : nil,
+            vBias: c.attentionBias ? values(p + "self_attn.v_proj.bias") : nil)
+    }
+}
+
+extension EmbeddingTable {
+    /// A [rows × width] checkpoint tensor as a table in its stored type, never widened to
+    /// Float32 as a whole: GGUF Q8_0 blocks as Q8_0, F16 as F16, BF16 as F16 (bf16 values of a
+    /// weight's scale are exact in fp16), Float32 and other block types as Float32 (exact).
+    public init(storedTensor t: WeightTensor, name: String) throws {
+        precondition(t.shape.count == 2, "\(name) is not a matrix")
+        defer { t.releasePages() }
+        let (rows, width) = (t.shape[0], t.shape[1])
+        if t.storedType == .q8_0, let bytes = t.storedBytes {
+            try self.init(q8Blocks: bytes, rows: rows, width: width, name: name)
+            return
+        }
+        let precision: EmbeddingPrecision = t.storedType == .f16 || t.storedType == .bf16 ? .f16 : .f32
+        if precision == .f32 {
+            self.init(float32: t.values, rows: rows, width: width)
+            return
+        }
+        try self.init(rows: rows, width: width, precision: precision, name: name) { r, out in t.readRows(r..<(r + 1), into: out) }
+    }
+}
+
 /// A Llama-family decoder (llama, mistral, qwen2) in Float32: token embedding, `numLayers`
 /// pre-norm blocks (RMSNorm → GQA attention with RoPE → residual, RMSNorm → SwiGLU MLP →
 /// residual), a final RMSNorm and the output head. The forward pass is in LlamaForward.swift.
@@ -129,36 +175,35 @@ public struct LlamaModel: Sendable {
                   finalNorm: finalNorm, layers: layers, head: head)
     }
 
-    /// Dense Float32 model over a checkpoint's tensors (the arrays are shared, not copied). A
-    /// tied head is a `DenseLinear` over the embedding's own array.
+    /// The model over a checkpoint's tensors: block linears, norms and biases converted to
+    /// Float32 (one tensor at a time, the map's pages released after each), the embedding table
+    /// and an untied head in their stored type (`EmbeddingTable(storedTensor:)`). A tied head is
+    /// the embedding table itself.
     public init(weights: ModelWeights) throws {
         try weights.validate()
         let c = weights.config
-        func dense(_ name: String) -> DenseLinear {
-            let t = weights[name]
-            return DenseLinear(weights: t.values, outputSize: t.shape[0], inputSize: t.shape[1])
-        }
-        let layers = (0..<c.numLayers).map { l -> LlamaBlock in
-            let p = "model.layers.\(l)."
-            return LlamaBlock(
-                inputNorm: weights[p + "input_layernorm.weight"].values,
-                postAttentionNorm: weights[p + "post_attention_layernorm.weight"].values,
-                q: dense(LlamaLinear.q.weightName(layer: l)), k: dense(LlamaLinear.k.weightName(layer: l)),
-                v: dense(LlamaLinear.v.weightName(layer: l)), o: dense(LlamaLinear.o.weightName(layer: l)),
-                gate: dense(LlamaLinear.gate.weightName(layer: l)), up: dense(LlamaLinear.up.weightName(layer: l)),
-                down: dense(LlamaLinear.down.weightName(layer: l)),
-                qBias: c.attentionBias ? weights[p + "self_attn.q_proj.bias"].values : nil,
-                kBias: c.attentionBias ? weights[p + "self_attn.k_proj.bias"].values : nil,
-                vBias: c.attentionBias ? weights[p + "self_attn.v_proj.bias"].values : nil)
-        }
-        let table = EmbeddingTable(float32: weights["model.embed_tokens.weight"].values, rows: c.vocabSize, width: c.hiddenSize)
+        let layers = (0..<c.numLayers).map { LlamaBlock(weights: weights, layer: $0) }
+        let table = try EmbeddingTable(storedTensor: weights["model.embed_tokens.weight"], name: "model.embed_tokens.weight")
         let head: any LinearOperator
         if let untied = weights.tensors["lm_head.weight"] {
-            head = DenseLinear(weights: untied.values, outputSize: untied.shape[0], inputSize: untied.shape[1])
+            head = try EmbeddingTable(storedTensor: untied, name: "lm_head.weight").headLinear
         } else {
             head = table.headLinear
         }
         self.init(config: c, embeddingTable: table, finalNorm: weights["model.norm.weight"].values, layers: layers, head: head)
+    }
+
+    /// A model of block `layer` of `weights` alone (`config.numLayers` 1, the block as layer 0),
+    /// without the embedding and head: what runs one block over calibration activations while
+    /// the rest of the model stays in the file. Its vocabulary is a one-token placeholder, so
+    /// only `forwardBlock(layer: 0, ...)` is meaningful.
+    public init(block: LlamaBlock, config: LlamaConfig) {
+        var c = config
+        c.numLayers = 1
+        c.vocabSize = 1
+        let placeholder = EmbeddingTable(float32: [Float](repeating: 0, count: c.hiddenSize), rows: 1, width: c.hiddenSize)
+        self.init(config: c, embeddingTable: placeholder, finalNorm: [Float](repeating: 1, count: c.hiddenSize),
+                  layers: [block], head: placeholder.headLinear)
     }
 
     /// The Float32 embedding values (a dequantized copy unless the table is Float32).

@@ -24,7 +24,7 @@ public struct OpenedModel {
 }
 
 /// - Parameter embedding: how to store the embedding table and tied head; nil keeps each
-///   path's default (Float32 for dense models, `PackedModel.defaultEmbeddingPrecision` for
+///   path's default (the stored type for dense models: see `EmbeddingTable(storedTensor:)`, `PackedModel.defaultEmbeddingPrecision` for
 ///   packed ones run through the kernels, Float32 for packed ones dequantized).
 public func openModel(_ nameOrPath: String, dequantize: Bool = false, embedding: EmbeddingPrecision? = nil) throws -> OpenedModel {
     let path = ModelPaths.resolve(nameOrPath)
@@ -41,7 +41,8 @@ public func openModel(_ nameOrPath: String, dequantize: Bool = false, embedding:
         return OpenedModel(model: model, tokenizer: tokenizer, scheme: scheme, path: path)
     }
     let weights = try loadCheckpoint(path)
-    let model = try LlamaModel(weights: weights).withEmbedding(embedding ?? .f32)
+    let stored = try LlamaModel(weights: weights)
+    let model = try embedding.map { try stored.withEmbedding($0) } ?? stored
     return OpenedModel(model: model, tokenizer: weights.tokenizer, scheme: nil, path: path)
 }
 

@@ -85,7 +85,7 @@ public enum PackedCheckpoint {
         for name in model.dense.keys.sorted() {
             let t = model.dense[name]!
             let dtype: SafeTensorsDType = t.shape.count == 1 ? .f32 : .f16
-            try writer.add(name, shape: t.shape, floats: t.values, as: dtype)
+            try writer.add(name, tensor: t, as: dtype)
         }
         try writer.write(to: (directory as NSString).appendingPathComponent(SafeTensorsCheckpoint.singleFileName))
 

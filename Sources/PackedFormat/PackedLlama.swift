@@ -76,7 +76,7 @@ extension PackedCheckpoint {
         }
         func vector(_ name: String) throws -> [Float] {
             let (info, file) = try info(name)
-            defer { releasePages(file.rawBytes(info)) }
+            defer { releaseMappedPages(file.rawBytes(info)) }
             return try file.floats(info)
         }
         func linear(_ base: String) throws -> any LinearOperator {
@@ -91,7 +91,7 @@ extension PackedCheckpoint {
         func table(_ name: String) throws -> EmbeddingTable {
             let (info, file) = try info(name)
             let bytes = file.rawBytes(info)
-            defer { releasePages(bytes) }
+            defer { releaseMappedPages(bytes) }
             let precision = embedding ?? PackedModel.defaultEmbeddingPrecision(hiddenSize: config.hiddenSize)
             if info.dtype == .f16 {
                 return try EmbeddingTable(float16Bytes: bytes, rows: config.vocabSize, width: config.hiddenSize,
@@ -113,7 +113,7 @@ extension PackedCheckpoint {
     private static func kernelLayer(_ base: String, dOut: Int, dIn: Int, scheme s: AQLMScheme,
                                     info: (String) throws -> (SafeTensorInfo, SafeTensorsFile)) throws -> AQLMLinear {
         let tensors = try [".codes", ".codebooks", ".scales"].map { try info(base + $0) }
-        defer { for (i, file) in tensors { releasePages(file.rawBytes(i)) } }
+        defer { for (i, file) in tensors { releaseMappedPages(file.rawBytes(i)) } }
         guard dIn % s.groupSize == 0 else {
             throw PackedFormatError("\(tensors[0].1.path): '\(base)' has d_in \(dIn), not a multiple of in_group_size \(s.groupSize)")
         }
@@ -151,20 +151,6 @@ extension PackedCheckpoint {
         } catch let e as QuantizerError {
             throw PackedFormatError("\(configPath): \(e.description)")
         }
-    }
-
-    /// Drops the whole pages of `bytes` (a tensor already converted) from this process's
-    /// memory-mapped view of the file; they would be read again from the page cache if touched.
-    private static func releasePages(_ bytes: UnsafeRawBufferPointer) {
-        #if canImport(Glibc)
-        guard let base = bytes.baseAddress else { return }
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let start = (Int(bitPattern: base) + page - 1) / page * page
-        let end = (Int(bitPattern: base) + bytes.count) / page * page
-        if end > start {
-            madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, MADV_DONTNEED)
-        }
-        #endif
     }
 }
 

@@ -37,22 +37,23 @@ public struct BlockwiseQuantization {
         guard !FileManager.default.fileExists(atPath: outputPath) else {
             throw PackedFormatError("output \(outputPath) already exists; choose another path or remove it")
         }
+        // The weights stay in the checkpoint's map in their stored type: one block at a time is
+        // converted to Float32 when it is worked on and dropped after, so memory does not grow
+        // with the model's depth.
         let weights = try loadCheckpoint(modelPath)
         let config = weights.config
-        for (name, t) in weights.tensors where !t.values.allSatisfy({ $0.isFinite }) {
+        for name in weights.tensors.keys.sorted() where !weights[name].allValuesFinite() {
             throw CheckpointError.invalid(weights.source, detail: "tensor '\(name)' contains NaN or infinity")
         }
         let blockCount = min(options.blockLimit ?? config.numLayers, config.numLayers)
         let sequences = try calibrationSequences(tokenizer: weights.tokenizer)
         let work = WorkDirectory(output: outputPath, fingerprint: fingerprint(weights: weights))
-        let model = try LlamaModel(weights: weights)
         let names = (0..<blockCount).map { LlamaConfig.linearNames(layer: $0) }
 
         var stored: [String: StoredLinear] = [:]
         /// RMSNorm gains changed by block-wise fine-tuning, by tensor name.
         var finetunedNorms: [String: WeightTensor] = [:]
         var reports: [BlockReport] = []
-        var working = model
         var hidden: [[Float]]
         /// The full-precision model's own hidden states, when fine-tuning targets them.
         var fullPrecisionHidden: [[Float]]?
@@ -64,10 +65,7 @@ public struct BlockwiseQuantization {
                 let (linears, report) = try work.loadBlock(b, names: names[b])
                 stored.merge(linears) { $1 }
                 reports.append(report)
-                working.layers[b] = quantizedBlock(model.layers[b], layer: b, linears: linears)
-                let norms = try loadFinetunedNorms(b, work: work)
-                applyNorms(norms, to: &working.layers[b], layer: b)
-                finetunedNorms.merge(norms) { $1 }
+                finetunedNorms.merge(try loadFinetunedNorms(b, work: work)) { $1 }
             }
             hidden = try work.loadHidden(sequences: sequences.count, width: options.sequenceLength * config.hiddenSize)
             if keepsFullPrecisionChain {
@@ -76,20 +74,27 @@ public struct BlockwiseQuantization {
             }
             log("resuming after block \(resumeFrom - 1) from \(work.path)")
         } else {
-            hidden = sequences.map { model.embed($0) }
+            let embedding = weights["model.embed_tokens.weight"]
+            hidden = sequences.map { embeddingRows(embedding, tokens: $0) }
+            embedding.releasePages()
             if keepsFullPrecisionChain { fullPrecisionHidden = hidden }
         }
 
-        let state = model.makeState(maxPositions: options.sequenceLength, maxBatch: options.sequenceLength, maxLogitRows: 1)
         for b in resumeFrom..<blockCount {
             let blockClock = Date()
-            let (targets, hessians) = runFullPrecisionBlock(model, layer: b, inputs: hidden, state: state)
+            // Every model below holds this one block as its layer 0 (`LlamaModel(block:config:)`).
+            let original = LlamaBlock(weights: weights, layer: b)
+            let fullPrecision = LlamaModel(block: original, config: config)
+            let state = fullPrecision.makeState(maxPositions: options.sequenceLength, maxBatch: options.sequenceLength, maxLogitRows: 1)
+            let (targets, hessians) = runFullPrecisionBlock(fullPrecision, inputs: hidden, state: state)
             let calibrationSeconds = Date().timeIntervalSince(blockClock)
             var linears: [String: StoredLinear] = [:]
             var layerReports: [LayerReport] = []
             for linear in LlamaLinear.allCases {
                 let name = "model.layers.\(b).\(linear.rawValue)"
-                let (result, report) = try quantizeLinear(name: name, weight: weights[name + ".weight"],
+                // LlamaBlock(weights:layer:) makes every linear a DenseLinear.
+                let dense = original[linear] as! DenseLinear
+                let (result, report) = try quantizeLinear(name: name, weight: WeightTensor(shape: [dense.outputSize, dense.inputSize], values: dense.weights),
                                                           hessian: hessians[linear.input]!, layer: b, linear: linear)
                 linears[name] = result
                 layerReports.append(report)
@@ -99,36 +104,37 @@ public struct BlockwiseQuantization {
                            report.usageEntropyBits.map { String(format: "%.2f", $0) }.joined(separator: "/") as NSString,
                            report.seconds))
             }
-            working.layers[b] = quantizedBlock(model.layers[b], layer: b, linears: linears)
+            var quantized = LlamaModel(block: quantizedBlock(original, layer: b, linears: linears), config: config)
             let outputError: Double
             var outputErrorFinetuned: Double?, finetuneSeconds: Double?
             if let codes = finetunableCodes(linears, layer: b) {
                 let finetuneClock = Date()
-                outputError = measureQuantizedBlock(working, layer: b, hidden: hidden, targets: targets, state: state)
+                outputError = measureQuantizedBlock(quantized, hidden: hidden, targets: targets, state: state)
                 if fullPrecisionHidden != nil {
-                    runBlock(model, layer: b, hidden: &fullPrecisionHidden!, state: state)
+                    runBlock(fullPrecision, hidden: &fullPrecisionHidden!, state: state)
                 }
-                let tuned = try finetuneQuantizedBlock(model.layers[b], layer: b, codes: codes, config: config,
+                let tuned = try finetuneQuantizedBlock(original, layer: b, codes: codes, config: config,
                                                        inputs: hidden, targets: fullPrecisionHidden ?? targets)
                 for (linear, layer) in tuned.quantized { linears["model.layers.\(b).\(linear.rawValue)"] = .additive(layer.additiveCode) }
-                working.layers[b] = tuned.llamaBlock()
+                quantized = LlamaModel(block: tuned.llamaBlock(), config: config)
                 let norms = normTensors(tuned, layer: b)
                 finetunedNorms.merge(norms) { $1 }
                 try saveFinetunedNorms(norms, layer: b, work: work)
                 // The pass below, which makes the next block's inputs, runs with or without
                 // fine-tuning, so it is not part of what fine-tuning adds.
                 finetuneSeconds = Date().timeIntervalSince(finetuneClock)
-                outputErrorFinetuned = runQuantizedBlock(working, layer: b, hidden: &hidden, targets: targets, state: state)
+                outputErrorFinetuned = runQuantizedBlock(quantized, hidden: &hidden, targets: targets, state: state)
                 log(String(format: "block %2d fine-tuned: output error %.5f -> %.5f, %.1f s",
                            b, outputError, outputErrorFinetuned!, finetuneSeconds!))
             } else {
-                outputError = runQuantizedBlock(working, layer: b, hidden: &hidden, targets: targets, state: state)
+                outputError = runQuantizedBlock(quantized, hidden: &hidden, targets: targets, state: state)
             }
             let report = BlockReport(index: b, outputError: outputError, outputErrorFinetuned: outputErrorFinetuned,
                                      seconds: Date().timeIntervalSince(blockClock), calibrationSeconds: calibrationSeconds,
-                                     finetuneSeconds: finetuneSeconds, layers: layerReports)
-            log(String(format: "block %2d done: output error %.5f, %.1f s (%.1f s calibration forward)",
-                       b, outputErrorFinetuned ?? outputError, report.seconds, calibrationSeconds))
+                                     finetuneSeconds: finetuneSeconds, peakRSSBytes: peakResidentBytes(), layers: layerReports)
+            log(String(format: "block %2d done: output error %.5f, %.1f s (%.1f s calibration forward), peak RSS %.2f GB",
+                       b, outputErrorFinetuned ?? outputError, report.seconds, calibrationSeconds,
+                       Double(report.peakRSSBytes ?? 0) / 1e9))
             stored.merge(linears) { $1 }
             reports.append(report)
             try work.saveBlock(b, linears: linears, report: report, hidden: hidden, fullPrecisionHidden: fullPrecisionHidden)
@@ -136,10 +142,22 @@ public struct BlockwiseQuantization {
 
         var finetunedWeights = weights
         finetunedWeights.tensors.merge(finetunedNorms) { $1 }
+        // hidden, targets (one block's, while it runs) and the full-precision chain.
+        let activationBytes = (2 + (keepsFullPrecisionChain ? 1 : 0)) * sequences.count * options.sequenceLength * config.hiddenSize
+            * MemoryLayout<Float>.size
         let report = try writeOutput(weights: finetunedWeights, stored: stored, blockCount: blockCount, reports: reports,
-                                     wallSeconds: Date().timeIntervalSince(clock))
+                                     calibrationActivationBytes: activationBytes, wallSeconds: Date().timeIntervalSince(clock))
         work.remove()
         return report
+    }
+
+    /// The embedding rows of `tokens` [count × width], read from the checkpoint as stored.
+    func embeddingRows(_ embedding: WeightTensor, tokens: [Int]) -> [Float] {
+        let width = embedding.rowWidth
+        return [Float](unsafeUninitializedCapacity: tokens.count * width) { out, count in
+            for (i, t) in tokens.enumerated() { embedding.readRows(t..<(t + 1), into: out.baseAddress! + i * width) }
+            count = tokens.count * width
+        }
     }
 
     // MARK: - Calibration data
@@ -169,9 +187,11 @@ public struct BlockwiseQuantization {
 
     // MARK: - One block
 
+    // The models below hold one block (`LlamaModel(block:config:)`), run as their layer 0.
+
     /// The full-precision block on every calibration sequence: its outputs (the targets) and
     /// H = XᵀX at each of the four linear inputs.
-    func runFullPrecisionBlock(_ model: LlamaModel, layer b: Int, inputs: [[Float]], state: LlamaState)
+    func runFullPrecisionBlock(_ model: LlamaModel, inputs: [[Float]], state: LlamaState)
         -> (targets: [[Float]], hessians: [LinearInputSite: [Double]]) {
         let c = model.config
         var accumulators: [LinearInputSite: HessianAccumulator] = [
@@ -184,27 +204,29 @@ public struct BlockwiseQuantization {
         targets.reserveCapacity(inputs.count)
         for x in inputs {
             var y = x
-            model.forwardBlock(layer: b, hidden: &y, startPosition: 0, state: state) { input in
+            model.forwardBlock(layer: 0, hidden: &y, startPosition: 0, state: state) { input in
                 accumulators[input.site]!.add(input.rows.baseAddress!, rows: input.tokens)
             }
             targets.append(y)
         }
-        return (targets, accumulators.mapValues { $0.hessian() })
+        var hessians: [LinearInputSite: [Double]] = [:]
+        for site in Array(accumulators.keys) { hessians[site] = accumulators[site]!.takeHessian() }
+        return (targets, hessians)
     }
 
     /// Runs block b of `model` in place on every sequence's hidden states.
-    func runBlock(_ model: LlamaModel, layer b: Int, hidden: inout [[Float]], state: LlamaState) {
+    func runBlock(_ model: LlamaModel, hidden: inout [[Float]], state: LlamaState) {
         for s in hidden.indices {
-            model.forwardBlock(layer: b, hidden: &hidden[s], startPosition: 0, state: state)
+            model.forwardBlock(layer: 0, hidden: &hidden[s], startPosition: 0, state: state)
         }
     }
 
     /// The reference's block output error of the quantized block, leaving the hidden states as they are.
-    func measureQuantizedBlock(_ model: LlamaModel, layer b: Int, hidden: [[Float]], targets: [[Float]], state: LlamaState) -> Double {
+    func measureQuantizedBlock(_ model: LlamaModel, hidden: [[Float]], targets: [[Float]], state: LlamaState) -> Double {
         var total = 0.0
         for s in hidden.indices {
             var y = hidden[s]
-            model.forwardBlock(layer: b, hidden: &y, startPosition: 0, state: state)
+            model.forwardBlock(layer: 0, hidden: &y, startPosition: 0, state: state)
             total += relativeSquaredDifference(y, targets[s])
         }
         return total / Double(hidden.count)
@@ -212,9 +234,9 @@ public struct BlockwiseQuantization {
 
     /// Runs the quantized block in place on the hidden states and returns the reference's
     /// block output error, mean over sequences of ‖Y_q − Y_target‖² / ‖Y_q‖².
-    func runQuantizedBlock(_ model: LlamaModel, layer b: Int, hidden: inout [[Float]], targets: [[Float]],
+    func runQuantizedBlock(_ model: LlamaModel, hidden: inout [[Float]], targets: [[Float]],
                            state: LlamaState) -> Double {
-        runBlock(model, layer: b, hidden: &hidden, state: state)
+        runBlock(model, hidden: &hidden, state: state)
         return hidden.indices.reduce(0.0) { $0 + relativeSquaredDifference(hidden[$1], targets[$1]) } / Double(hidden.count)
     }
 
@@ -310,11 +332,6 @@ public struct BlockwiseQuantization {
                                                                             values: block.postAttentionNorm)]
     }
 
-    func applyNorms(_ norms: [String: WeightTensor], to block: inout LlamaBlock, layer b: Int) {
-        if let t = norms["model.layers.\(b).input_layernorm.weight"] { block.inputNorm = t.values }
-        if let t = norms["model.layers.\(b).post_attention_layernorm.weight"] { block.postAttentionNorm = t.values }
-    }
-
     /// Fine-tuned norms live next to the block's linears in the work directory, written before
     /// progress.json names the block finished.
     func saveFinetunedNorms(_ norms: [String: WeightTensor], layer b: Int, work: WorkDirectory) throws {
@@ -336,12 +353,14 @@ public struct BlockwiseQuantization {
     // MARK: - Output
 
     func writeOutput(weights: ModelWeights, stored: [String: StoredLinear], blockCount: Int, reports: [BlockReport],
-                     wallSeconds: Double) throws -> QuantizeReport {
+                     calibrationActivationBytes: Int, wallSeconds: Double) throws -> QuantizeReport {
         let config = weights.config
+        // Still mapped: the packed writer converts them to its stored widths (matrices fp16,
+        // vectors fp32) chunk by chunk.
         var dense: [String: WeightTensor] = [:]
         for (name, t) in weights.tensors {
             let base = name.hasSuffix(".weight") ? String(name.dropLast(7)) : name
-            if stored[base] == nil { dense[name] = t.roundedForPacking() }
+            if stored[base] == nil { dense[name] = t }
         }
         var quantizedBits = 0.0, quantizedParameters = 0
         for (_, linear) in stored {
@@ -357,15 +376,16 @@ public struct BlockwiseQuantization {
         if case .rtn = options.choice {
             quantizedBits = layerReports.reduce(0) { $0 + $1.bitsPerWeight * Double($1.shape[0] * $1.shape[1]) }
         }
-        let otherParameters = dense.values.reduce(0) { $0 + $1.values.count }
-        let otherBytes = dense.values.reduce(0) { $0 + $1.values.count * ($1.shape.count == 1 ? 4 : 2) }
+        let otherParameters = dense.values.reduce(0) { $0 + $1.elementCount }
+        let otherBytes = dense.values.reduce(0) { $0 + $1.elementCount * ($1.shape.count == 1 ? 4 : 2) }
         var report = QuantizeReport(
             scheme: options.choice.description, model: weights.source, output: outputPath, samples: options.samples,
             sequenceLength: options.sequenceLength, seed: options.seed, beam: options.aqlm.beamSize,
             bitsPerWeight: quantizedParameters > 0 ? quantizedBits / Double(quantizedParameters) : 0,
             modelBitsPerWeight: (quantizedBits + Double(otherBytes * 8)) / Double(quantizedParameters + otherParameters),
             quantizedParameters: quantizedParameters, otherParameters: otherParameters, otherBytes: otherBytes,
-            fileBytes: 0, wallSeconds: wallSeconds, peakRSSBytes: peakResidentBytes() ?? 0, blocks: reports)
+            fileBytes: 0, wallSeconds: wallSeconds, peakRSSBytes: peakResidentBytes() ?? 0,
+            calibrationActivationBytes: calibrationActivationBytes, blocks: reports)
 
         if let scheme = options.choice.additiveScheme {
             var codes: [String: AdditiveCode] = [:]
@@ -376,7 +396,7 @@ public struct BlockwiseQuantization {
                 return ["report.json": report.json]
             }
         } else {
-            var tensors = dense
+            var tensors = dense.mapValues { $0.roundedForPacking() }
             for (name, linear) in stored { tensors[name + ".weight"] = WeightTensor(shape: weights[name + ".weight"].shape, values: linear.dequantized()) }
             let out = ModelWeights(config: config, tokenizer: weights.tokenizer, tensors: tensors, source: outputPath)
             let temporary = outputPath + ".partial-\(ProcessInfo.processInfo.processIdentifier)"

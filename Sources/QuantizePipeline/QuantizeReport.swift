@@ -67,6 +67,9 @@ public struct BlockReport: Sendable {
     /// validation passes). The pass that makes the next block's inputs, which runs either way,
     /// is not counted.
     public var finetuneSeconds: Double?
+    /// The process's peak resident memory when the block was done (nil where unknown): flat
+    /// from block to block when memory does not grow with depth.
+    public var peakRSSBytes: Int?
     public var layers: [LayerReport]
 
     var json: JSONValue {
@@ -80,6 +83,7 @@ public struct BlockReport: Sendable {
             ("calibration_seconds", .double(calibrationSeconds)),
         ]
         if let f = finetuneSeconds { members.append(("finetune_seconds", .double(f))) }
+        if let p = peakRSSBytes { members.append(("peak_rss_bytes", .int(p))) }
         members.append(("layers", .array(layers.map(\.json))))
         return .object(members)
     }
@@ -91,17 +95,19 @@ public struct BlockReport: Sendable {
         seconds = j["seconds"]?.double ?? .nan
         calibrationSeconds = j["calibration_seconds"]?.double ?? .nan
         finetuneSeconds = j["finetune_seconds"]?.double
+        peakRSSBytes = j["peak_rss_bytes"]?.int
         layers = j["layers"]?.array?.map(LayerReport.init(json:)) ?? []
     }
 
     init(index: Int, outputError: Double, outputErrorFinetuned: Double?, seconds: Double, calibrationSeconds: Double,
-         finetuneSeconds: Double? = nil, layers: [LayerReport]) {
+         finetuneSeconds: Double? = nil, peakRSSBytes: Int? = nil, layers: [LayerReport]) {
         self.index = index
         self.outputError = outputError
         self.outputErrorFinetuned = outputErrorFinetuned
         self.seconds = seconds
         self.calibrationSeconds = calibrationSeconds
         self.finetuneSeconds = finetuneSeconds
+        self.peakRSSBytes = peakRSSBytes
         self.layers = layers
     }
 }
@@ -125,6 +131,9 @@ public struct QuantizeReport: Sendable {
     public var fileBytes: Int
     public var wallSeconds: Double
     public var peakRSSBytes: Int
+    /// Bytes of calibration activations held in memory: the hidden states, one block's targets
+    /// and, with fp-chain fine-tuning, the full-precision chain (Float32, samples × seqlen × hidden each).
+    public var calibrationActivationBytes: Int
     public var blocks: [BlockReport]
 
     /// The whole report: totals, then every block and every layer.
@@ -154,6 +163,7 @@ public struct QuantizeReport: Sendable {
             ("file_bytes", .int(fileBytes)),
             ("wall_seconds", .double(wallSeconds)),
             ("peak_rss_bytes", .int(peakRSSBytes)),
+            ("calibration_activation_bytes", .int(calibrationActivationBytes)),
             ("block_output_errors", .array(blocks.map { .double($0.outputError) })),
         ] + (blocks.contains { $0.outputErrorFinetuned != nil }
             ? [("block_output_errors_finetuned", .array(blocks.map { $0.outputErrorFinetuned.map(JSONValue.double) ?? .null }))]

@@ -98,6 +98,35 @@ final class TinyModelTests: TemporaryDirectoryTestCase {
         }
     }
 
+    /// Readers leave matrices in the map in their stored type; rows read one by one (q/k in
+    /// Hugging Face order) equal the whole conversion, a streamed write equals the values, and
+    /// setting values keeps them in memory.
+    func testMappedTensorsReadAsStored() throws {
+        let p = path("mapped.gguf")
+        try TinyModel.writeGGUF(to: p, seed: 5, weightType: .q8_0)
+        let read = try loadCheckpoint(p)
+        var q = read["model.layers.1.self_attn.q_proj.weight"]
+        XCTAssertTrue(q.isMapped)
+        XCTAssertEqual(q.storedType, .q8_0)
+        XCTAssertNil(q.storedBytes, "q rows are permuted on reading, so not readable as stored bytes")
+        XCTAssertNotNil(read["model.embed_tokens.weight"].storedBytes)
+        let all = q.values
+        var row = [Float](repeating: 0, count: q.rowWidth)
+        for r in [0, 1, 9, q.rowCount - 1] {
+            row.withUnsafeMutableBufferPointer { q.readRows(r..<(r + 1), into: $0.baseAddress!) }
+            XCTAssertEqual(row, Array(all[(r * q.rowWidth)..<((r + 1) * q.rowWidth)]), "row \(r)")
+        }
+        XCTAssertTrue(q.allValuesFinite())
+        q.values[3] = .nan
+        XCTAssertFalse(q.isMapped)
+        XCTAssertFalse(q.allValuesFinite())
+
+        let dir = path("mapped-hf")
+        try HuggingFaceCheckpoint.write(read, toDirectory: dir, dtype: .f32)
+        let back = try loadCheckpoint(dir)
+        for (name, t) in read.tensors { XCTAssertEqual(back[name].values, t.values, name) }
+    }
+
     func testUntiedHeadAndBiases() throws {
         var llama = TinyModel.config
         llama.tiedEmbeddings = false

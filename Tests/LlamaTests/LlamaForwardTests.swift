@@ -1,3 +1,4 @@
+import Foundation
 import Checkpoint
 import Kernels
 import Llama
@@ -83,6 +84,31 @@ final class LlamaForwardTests: XCTestCase {
         assertClose((0..<rows.count).map { Array(state.logits(row: $0)) }, whole[9..<15].map { $0.map(Double.init) }, relative: 1e-5)
         XCTAssertEqual(llama.forward(tokens, startPosition: 0, state: state, logits: .last), (tokens.count - 1)..<tokens.count)
         assertClose([Array(state.logits(row: 0))], [whole.last!.map(Double.init)], relative: 1e-5)
+    }
+
+    /// Quantization's streaming path: each block alone (`LlamaModel(block:config:)`, built from
+    /// the checkpoint by `LlamaBlock(weights:layer:)`) gives exactly what the whole model's
+    /// block gives; a Q8_0 head is kept as Q8_0 with the same values.
+    func testOneBlockModelsMatchTheWholeModel() throws {
+        let (llama, weights) = try model(Self.biased, seed: 7)
+        let state = llama.makeState(maxPositions: tokens.count)
+        var whole = llama.embed(tokens), alone = whole
+        for layer in 0..<Self.biased.numLayers {
+            llama.forwardBlock(layer: layer, hidden: &whole, state: state)
+            let single = LlamaModel(block: LlamaBlock(weights: weights, layer: layer), config: Self.biased)
+            single.forwardBlock(layer: 0, hidden: &alone, state: single.makeState(maxPositions: tokens.count))
+            XCTAssertEqual(alone, whole, "block \(layer)")
+        }
+
+        let p = FileManager.default.temporaryDirectory.appendingPathComponent("llama-q8-\(getpid()).gguf").path
+        defer { try? FileManager.default.removeItem(atPath: p) }
+        var untied = Self.tied
+        untied.tiedEmbeddings = false
+        try TinyModel.weights(config: untied, seed: 7).writeGGUF(to: p, weightType: .q8_0)
+        let read = try loadCheckpoint(p)
+        let head = try EmbeddingTable(storedTensor: read["lm_head.weight"], name: "lm_head.weight")
+        XCTAssertEqual(head.precision, .q8)
+        XCTAssertEqual(head.dequantized(), read["lm_head.weight"].values)
     }
 
     /// Calibration's path: embed, run block by block with the observer, apply the head.
