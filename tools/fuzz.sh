@@ -7,6 +7,8 @@
 #   bash tools/fuzz.sh --time 900           # every harness 900 s
 #   bash tools/fuzz.sh --time 900 FuzzGGUF  # only the named harnesses
 #   bash tools/fuzz.sh --runs 2000000 FuzzHFConfig   # a fixed number of executions instead
+#   bash tools/fuzz.sh --no-asan --time 900  # without AddressSanitizer (about twice the executions;
+#                                            # built into .build-fuzz-noasan)
 #
 # Harnesses: FuzzGGUF (GGUF reader and model load), FuzzSafeTensors (safetensors header and
 # tensors), FuzzHFConfig (JSON + config.json), FuzzTokenizerJSON (tokenizer.json + BPE tables),
@@ -25,12 +27,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=15
+asan=1
 runs=""
 harnesses=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --time) seconds="$2"; shift 2 ;;
     --runs) runs="$2"; shift 2 ;;
+    --no-asan) asan=0; shift ;;
     -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     -*) echo "fuzz.sh: unknown option $1" >&2; exit 2 ;;
     *) harnesses+=("$1"); shift ;;
@@ -39,12 +43,12 @@ done
 all=(FuzzGGUF FuzzSafeTensors FuzzHFConfig FuzzTokenizerJSON FuzzTokenize FuzzPackedCheckpoint)
 [ ${#harnesses[@]} -gt 0 ] || harnesses=("${all[@]}")
 
-scratch_path=.build-fuzz
 # libFuzzer's main and coverage (edges, comparisons for its value profile) plus AddressSanitizer;
 # dead stripping off, since it drops the coverage counters' registration.
+scratch_path=.build-fuzz sanitizers=(--sanitize=fuzzer --sanitize=address)
+[ $asan = 1 ] || { scratch_path=.build-fuzz-noasan; sanitizers=(--sanitize=fuzzer); }
 mkdir -p "$scratch_path"
-if ! swift build -c release --package-path Fuzz --scratch-path "$scratch_path" \
-  --sanitize=fuzzer --sanitize=address --disable-dead-strip \
+if ! swift build -c release --package-path Fuzz --scratch-path "$scratch_path" "${sanitizers[@]}" --disable-dead-strip \
   -Xswiftc -sanitize-coverage=edge,trace-cmp,inline-8bit-counters,pc-table >"$scratch_path/build.log" 2>&1; then
   grep -E "error" "$scratch_path/build.log" >&2 || tail -n 20 "$scratch_path/build.log" >&2
   echo "fuzz.sh: building the harnesses failed (log: $scratch_path/build.log)" >&2
@@ -68,14 +72,15 @@ export SWIFT_BACKTRACE="enable=no"
 printf '%-22s %12s %8s %14s %10s\n' harness executions seconds corpus_files corpus_kb
 status=0
 for h in "${harnesses[@]}"; do
-  seeds="$scratch_path/seeds/$h" corpus="$scratch_path/corpus/$h" findings="$scratch_path/findings/$h"
+  # Corpora, seeds, findings and logs stay in .build-fuzz whichever build runs.
+  seeds=".build-fuzz/seeds/$h" corpus=".build-fuzz/corpus/$h" findings=".build-fuzz/findings/$h"
   rm -rf "$seeds"
   mkdir -p "$corpus" "$findings"
   AQLM_FUZZ_WRITE_SEEDS="$seeds" "$bin/$h" >/dev/null
   dirs=("$corpus" "$seeds")
   [ -d "Fuzz/Seeds/$h" ] && dirs+=("Fuzz/Seeds/$h")
   limit=(-max_total_time="$seconds"); [ -n "$runs" ] && limit=(-runs="$runs")
-  log="$scratch_path/$h.log"
+  log=".build-fuzz/$h.log"
   start=$(date +%s)
   set +e
   "$bin/$h" "${limit[@]}" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=2048 -max_len=65536 \
