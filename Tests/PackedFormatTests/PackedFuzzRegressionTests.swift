@@ -43,6 +43,20 @@ final class PackedFuzzRegressionTests: XCTestCase {
         XCTAssertLessThan(Date().timeIntervalSince(start), 2)
     }
 
+    /// `inspect` counted a linear's weights as d_out · d_in/g · in_group_size and its bits as
+    /// codes · nbits_per_codebook straight from quantization_config: huge values overflowed (a trap).
+    func testHugeQuantizationFieldsAreRefusedByInspect() throws {
+        let original = try readJSONFile(directory + "/config.json")
+        for key in ["in_group_size", "nbits_per_codebook", "num_codebooks", "out_group_size"] {
+            let q = original["quantization_config"]!.setting(key, .number("4611686018427387904"))
+            try writeJSONFile(original.setting("quantization_config", q), to: directory + "/config.json")
+            XCTAssertThrowsError(try summarizeCheckpoint(directory), key) { error in
+                XCTAssertTrue("\(error)".contains("config.json: quantization_config.\(key)"), "\(error)")
+            }
+            XCTAssertThrowsError(try openModel(directory), key)
+        }
+    }
+
     /// A tokenizer with more tokens than the embedding has rows was accepted (ids past the
     /// embedding at run time); the Hugging Face reader already refused it.
     func testTokenizerLargerThanVocabularyIsRefused() throws {
