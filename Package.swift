@@ -12,6 +12,9 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "aqlm", targets: ["AQLMCLI"]),
+        // The file parsers, for the libFuzzer harnesses of Fuzz/ (a package of its own, built with
+        // its own flags: see tools/fuzz.sh); the product build does not use this library.
+        .library(name: "AQLMParsers", targets: ["Checkpoint", "Tokenizer", "Kernels", "Quantizer", "Llama", "PackedFormat"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

@@ -20,8 +20,8 @@ public enum HuggingFaceCheckpoint {
             }
             throw CheckpointError.invalid(configPath, detail: "quantization_config quant_method '\(method)' is not supported")
         }
-        let spec = try tokenizer(directory: directory, vocabSize: config.llama.vocabSize)
         let checkpoint = try SafeTensorsCheckpoint(directory: directory)
+        let spec = try tokenizer(directory: directory, config: config.llama, checkpoint: checkpoint)
         var tensors: [String: WeightTensor] = [:]
         for (name, shape) in config.llama.expectedShapes {
             guard let info = checkpoint.info(name), let file = checkpoint.file(for: name) else {
@@ -37,8 +37,18 @@ public enum HuggingFaceCheckpoint {
         return weights
     }
 
-    /// The tokenizer, padded with unused tokens to the embedding's rows as llama.cpp does.
-    static func tokenizer(directory: String, vocabSize: Int) throws -> TokenizerSpec {
+    /// The tokenizer, padded with unused tokens to the embedding's rows as llama.cpp does. The
+    /// embedding's shape is checked first: a corrupt vocab_size (up to 2^24) must be refused
+    /// before millions of padding tokens are made for it.
+    public static func tokenizer(directory: String, config: LlamaConfig, checkpoint: SafeTensorsCheckpoint) throws -> TokenizerSpec {
+        let embedding = "model.embed_tokens.weight", shape = [config.vocabSize, config.hiddenSize]
+        guard let info = checkpoint.info(embedding), let file = checkpoint.file(for: embedding) else {
+            throw CheckpointError.missingTensor(checkpoint.path, tensor: embedding)
+        }
+        guard info.shape == shape else {
+            throw CheckpointError.shapeMismatch(file.path, tensor: embedding, expected: shape, found: info.shape)
+        }
+        let vocabSize = config.vocabSize
         let spec = try HuggingFaceTokenizer.read(directory: directory)
         guard spec.tokens.count <= vocabSize else {
             throw CheckpointError.invalid(joinPath(directory, HuggingFaceTokenizer.fileName),

@@ -9,6 +9,10 @@ public struct HuggingFaceConfig {
         "LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2",
     ]
 
+    /// More layers than any real model has (a few hundred at most); each one names nine tensors
+    /// or more, so a corrupt count would have readers list millions of names.
+    static let maxLayers = 1 << 12
+
     public var llama: LlamaConfig
     public var bosTokenId: Int?
     public var eosTokenId: Int?
@@ -48,7 +52,7 @@ public struct HuggingFaceConfig {
             vocabSize: try reader.positive("vocab_size"),
             hiddenSize: hidden,
             intermediateSize: try reader.positive("intermediate_size"),
-            numLayers: try reader.positive("num_hidden_layers"),
+            numLayers: try reader.positive("num_hidden_layers", limit: HuggingFaceConfig.maxLayers),
             numHeads: heads,
             numKVHeads: kvHeads,
             headDim: headDim,
@@ -135,13 +139,22 @@ struct ConfigReader {
     let json: JSONValue
     let path: String
 
-    func positive(_ key: String, default fallback: Int? = nil) throws -> Int {
-        guard let value = json[key], !value.isNull else {
-            if let fallback { return fallback }
-            throw CheckpointError.missingKey(path, key: key)
-        }
-        guard let v = value.int, v > 0 else {
-            throw CheckpointError.invalid(path, detail: "\(key) is \(value.serialized(indent: nil)), expected a positive integer")
+    /// A positive integer up to `limit`; a missing key takes `fallback` (derived from other keys),
+    /// which must be in the same range. Sizes are bounded like GGUF's (2^24) so that no shape
+    /// product can overflow; a larger value is corruption, not a model to enumerate.
+    func positive(_ key: String, default fallback: Int? = nil, limit: Int = GGUFFile.maxHyperParameter) throws -> Int {
+        let v: Int
+        if let value = json[key], !value.isNull {
+            guard let i = value.int, i > 0, i <= limit else {
+                throw CheckpointError.invalid(path, detail: "\(key) is \(value.serialized(indent: nil).prefix(40)), expected a positive integer up to \(limit)")
+            }
+            v = i
+        } else {
+            guard let fallback else { throw CheckpointError.missingKey(path, key: key) }
+            guard fallback > 0, fallback <= limit else {
+                throw CheckpointError.invalid(path, detail: "\(key) is missing and its default \(fallback) is not a positive integer up to \(limit)")
+            }
+            v = fallback
         }
         return v
     }

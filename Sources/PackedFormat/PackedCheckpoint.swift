@@ -127,8 +127,8 @@ public enum PackedCheckpoint {
             throw PackedFormatError("\(configPath): \(e.description)")
         }
         let config = hf.llama
-        let tokenizer = try HuggingFaceTokenizer.read(directory: directory).padded(toVocabSize: config.vocabSize)
         let st = try SafeTensorsCheckpoint(directory: directory)
+        let tokenizer = try HuggingFaceCheckpoint.tokenizer(directory: directory, config: config, checkpoint: st)
 
         var linears: [String: AdditiveCode] = [:]
         var dense: [String: WeightTensor] = [:]

@@ -61,8 +61,8 @@ extension PackedCheckpoint {
         -> (model: LlamaModel, tokenizer: TokenizerSpec, scheme: AQLMScheme) {
         let scheme = try codingScheme(directory: directory)
         let config = try HuggingFaceConfig(path: (directory as NSString).appendingPathComponent(HuggingFaceConfig.fileName)).llama
-        let tokenizer = try HuggingFaceTokenizer.read(directory: directory).padded(toVocabSize: config.vocabSize)
         let st = try SafeTensorsCheckpoint(directory: directory)
+        let tokenizer = try HuggingFaceCheckpoint.tokenizer(directory: directory, config: config, checkpoint: st)
         let shapes = Dictionary(uniqueKeysWithValues: config.expectedShapes.map { ($0.0, $0.1) })
 
         func info(_ name: String) throws -> (SafeTensorInfo, SafeTensorsFile) {

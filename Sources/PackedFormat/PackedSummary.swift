@@ -34,13 +34,14 @@ extension PackedCheckpoint {
                                  quantization: quantization, report: try reportTotals(directory: directory))
     }
 
-    /// quantization_config's coding, each field required.
+    /// quantization_config's coding, each field required, up to 2^16 (far above any real coding)
+    /// so that the weight and bit counts `countedHonestly` derives from it stay within an Int.
     static func quantizationSummary(directory: String) throws -> QuantizationSummary {
         let path = (directory as NSString).appendingPathComponent(HuggingFaceConfig.fileName)
         let q = try readJSONFile(path)["quantization_config"]
         func positive(_ key: String) throws -> Int {
-            guard let v = q?[key]?.int, v > 0 else {
-                throw PackedFormatError("\(path): quantization_config.\(key) is missing or not a positive integer")
+            guard let v = q?[key]?.int, v > 0, v <= 1 << 16 else {
+                throw PackedFormatError("\(path): quantization_config.\(key) is missing or not a positive integer up to 65536")
             }
             return v
         }
@@ -57,8 +58,16 @@ extension PackedCheckpoint {
             guard row.shape.count == 3, row.shape[2] == q.numCodebooks else {
                 throw PackedFormatError("\(directory): tensor '\(row.name)' has shape \(row.shape), expected [d_out, d_in/\(q.inGroupSize), \(q.numCodebooks)]")
             }
-            r.parameters = row.shape[0] * row.shape[1] * q.inGroupSize
-            r.bits = row.shape.reduce(1, *) * q.nbitsPerCodebook
+            // The stored shape bounds d_out·d_in/g·M by the file's size; the factors from the config
+            // are bounded above, and the products are checked all the same.
+            let (weights, o1) = row.shape[0].multipliedReportingOverflow(by: row.shape[1])
+            let (parameters, o2) = weights.multipliedReportingOverflow(by: q.inGroupSize)
+            let (bits, o3) = row.shape.reduce(1, *).multipliedReportingOverflow(by: q.nbitsPerCodebook)
+            guard !(o1 || o2 || o3) else {
+                throw PackedFormatError("\(directory): tensor '\(row.name)' with shape \(row.shape) codes more weights than can be counted")
+            }
+            r.parameters = parameters
+            r.bits = bits
         } else if row.name.hasSuffix(".codebooks") || row.name.hasSuffix(".scales") {
             r.parameters = 0
         }

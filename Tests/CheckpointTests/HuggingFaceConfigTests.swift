@@ -94,7 +94,7 @@ final class HuggingFaceConfigTests: TemporaryDirectoryTestCase {
             ("{\(base)}", .missingKey("c.json", key: "num_attention_heads")),
             ("{\(base), \"num_attention_heads\": 4, \"num_key_value_heads\": 3}",
              .invalid("c.json", detail: "num_attention_heads 4 is not a multiple of num_key_value_heads 3")),
-            ("{\(base), \"num_attention_heads\": \"4\"}", .invalid("c.json", detail: "num_attention_heads is \"4\", expected a positive integer")),
+            ("{\(base), \"num_attention_heads\": \"4\"}", .invalid("c.json", detail: "num_attention_heads is \"4\", expected a positive integer up to 16777216")),
             ("{\(base), \"num_attention_heads\": 4, \"hidden_act\": \"gelu\"}", .invalid("c.json", detail: "hidden_act 'gelu' is not supported (only silu)")),
             ("{\(base), \"num_attention_heads\": 4, \"tie_word_embeddings\": 1}", .invalid("c.json", detail: "tie_word_embeddings is 1, expected true or false")),
             ("{\(base), \"num_attention_heads\": 4, \"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}}",
