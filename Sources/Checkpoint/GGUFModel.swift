@@ -64,7 +64,8 @@ extension GGUFFile {
             preTokenizer: metadata["tokenizer.ggml.pre"]?.string ?? "default",
             bosId: metadata["tokenizer.ggml.bos_token_id"]?.int,
             eosId: metadata["tokenizer.ggml.eos_token_id"]?.int,
-            addBOS: metadata["tokenizer.ggml.add_bos_token"]?.bool ?? false)
+            addBOS: metadata["tokenizer.ggml.add_bos_token"]?.bool ?? false,
+            chatTemplate: metadata["tokenizer.chat_template"]?.string)
     }
 
     /// Per-block tensors: GGUF suffix after `blk.N.` -> Hugging Face suffix after `model.layers.N.`.

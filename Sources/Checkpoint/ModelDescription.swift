@@ -85,9 +85,12 @@ public struct TokenizerSpec: Sendable, Equatable {
     public var bosId: Int?
     public var eosId: Int?
     public var addBOS: Bool
+    /// The Jinja chat template (GGUF `tokenizer.chat_template`, tokenizer_config.json
+    /// `chat_template`), carried through so written checkpoints keep it for chat clients.
+    public var chatTemplate: String?
 
     public init(tokens: [String], merges: [String], tokenTypes: [Int], preTokenizer: String,
-                bosId: Int?, eosId: Int?, addBOS: Bool) {
+                bosId: Int?, eosId: Int?, addBOS: Bool, chatTemplate: String? = nil) {
         self.tokens = tokens
         self.merges = merges
         self.tokenTypes = tokenTypes
@@ -95,6 +98,7 @@ public struct TokenizerSpec: Sendable, Equatable {
         self.bosId = bosId
         self.eosId = eosId
         self.addBOS = addBOS
+        self.chatTemplate = chatTemplate
     }
 }
 

@@ -104,6 +104,11 @@ public enum HuggingFaceTokenizer {
         let modelConfigPath = joinPath(directory, HuggingFaceConfig.fileName)
         let modelConfig = fileExists(modelConfigPath) ? try readJSONFile(modelConfigPath) : nil
         try applySpecialTokens(&spec, tokenizerConfig: tokenizerConfig, configPath: configPath, modelConfig: modelConfig)
+        // transformers 5 saves the template as its own file instead of a tokenizer_config.json key.
+        let templatePath = joinPath(directory, "chat_template.jinja")
+        if spec.chatTemplate == nil, fileExists(templatePath) {
+            spec.chatTemplate = try readUTF8File(templatePath)
+        }
         return spec
     }
 
@@ -213,6 +218,7 @@ public enum HuggingFaceTokenizer {
         spec.bosId = try tokenId("bos_token") ?? spec.bosId ?? configBOS
         spec.eosId = try tokenId("eos_token") ?? configEOS
         if let add = tokenizerConfig?["add_bos_token"]?.bool { spec.addBOS = add }
+        if let template = tokenizerConfig?["chat_template"]?.string { spec.chatTemplate = template }
         for id in [spec.bosId, spec.eosId].compactMap({ $0 }) where id < 0 || id >= spec.tokens.count {
             throw CheckpointError.invalid(configPath, detail: "special token id \(id) is outside the vocabulary (\(spec.tokens.count) tokens)")
         }
@@ -287,18 +293,20 @@ public enum HuggingFaceTokenizer {
         return .object([("type", .string("Sequence")), ("processors", .array([byteLevel, template]))])
     }
 
-    /// tokenizer_config.json naming BOS/EOS and whether BOS is added.
+    /// tokenizer_config.json naming BOS/EOS, whether BOS is added, and the chat template.
     public static func tokenizerConfigJSON(_ spec: TokenizerSpec) -> JSONValue {
         func name(_ id: Int?) -> JSONValue {
             guard let id, id >= 0, id < spec.tokens.count else { return .null }
             return .string(spec.tokens[id])
         }
-        return .object([
+        var members: [(String, JSONValue)] = [
             ("add_bos_token", .bool(spec.addBOS)), ("add_eos_token", .bool(false)),
             ("bos_token", name(spec.bosId)), ("eos_token", name(spec.eosId)),
             ("clean_up_tokenization_spaces", .bool(false)),
             ("tokenizer_class", .string("PreTrainedTokenizerFast")),
-        ])
+        ]
+        if let template = spec.chatTemplate { members.append(("chat_template", .string(template))) }
+        return .object(members)
     }
 
     /// Writes tokenizer.json and tokenizer_config.json into `directory`.
