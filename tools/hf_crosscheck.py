@@ -22,6 +22,7 @@ Usage: hf_crosscheck.py DIR --aqlm .build/release/aqlm --text wiki.test.raw [--c
 Needs: tools/pyenv-hf.sh 4|5 (torch, transformers, aqlm[cpu], accelerate).
 """
 import argparse
+import importlib.metadata
 import json
 import math
 import subprocess
@@ -32,11 +33,10 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import aqlm
 from aqlm import QuantizedLinear
 from aqlm.utils import _dequantize_weight, unpack_int_data
 
-MAJOR = int(transformers.__version__.split(".")[0])
+AQLM_VERSION = importlib.metadata.version("aqlm")
 
 
 def fail(message, code=2):
@@ -46,9 +46,8 @@ def fail(message, code=2):
 
 def load(directory, dtype):
     """The model as a user gets it; loading problems are fatal (they are what this tool is for)."""
-    kwargs = {"dtype" if MAJOR >= 5 else "torch_dtype": dtype}
-    try:
-        model, info = AutoModelForCausalLM.from_pretrained(directory, output_loading_info=True, **kwargs)
+    try:  # `dtype` (4.56+; `torch_dtype` before)
+        model, info = AutoModelForCausalLM.from_pretrained(directory, output_loading_info=True, dtype=dtype)
     except Exception as e:  # the message is the finding
         fail(f"{directory}: transformers {transformers.__version__} cannot load it: {type(e).__name__}: {e}")
     problems = {k: sorted(v) for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
@@ -133,7 +132,7 @@ def native_decode(directory, steps, prompt):
         seconds = time.perf_counter() - start
         runs.append({"ids": out[0, enc["input_ids"].shape[1]:].tolist(), "seconds": seconds,
                      "tokens_per_second": steps / seconds})
-    return {"transformers": transformers.__version__, "aqlm": aqlm.__version__, "torch": torch.__version__,
+    return {"transformers": transformers.__version__, "aqlm": AQLM_VERSION, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "steps": steps, "runs": runs,
             "deterministic": runs[0]["ids"] == runs[1]["ids"]}
 
@@ -165,7 +164,7 @@ def main():
         fail(f"{a.directory}: the head loaded as {head_type}, not a dense Linear")
     replaced = replace_quantized(model)
     tokenizer = AutoTokenizer.from_pretrained(a.directory)
-    with open(a.text, encoding="utf-8") as f:
+    with open(a.text, encoding="utf-8", newline="") as f:  # the bytes as they are: wiki.test.raw has CRLF
         text = f.read()
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     bos = tokenizer.bos_token_id if adds_bos(tokenizer) else None
@@ -179,7 +178,7 @@ def main():
     relative = abs(ppl - ours_ppl["ppl"]) / ours_ppl["ppl"]
     same_tokens = tokens == ours_gen["ids"]
     report = {
-        "checkpoint": a.directory, "transformers": transformers.__version__, "aqlm": aqlm.__version__,
+        "checkpoint": a.directory, "transformers": transformers.__version__, "aqlm": AQLM_VERSION,
         "torch": torch.__version__, "default_dtype": default_dtype, "quantized_linears": len(replaced),
         "bos": bos, "eos": tokenizer.eos_token_id, "has_chat_template": bool(tokenizer.chat_template),
         "chunks": chunks, "ctx": a.ctx, "ppl_transformers": ppl, "ppl_aqlm": ours_ppl["ppl"],

@@ -86,7 +86,7 @@ def main():
         sys.exit(f"hf_write_aqlm: {a.out_dir} already exists")
 
     generator = torch.Generator().manual_seed(a.seed)
-    model = AutoModelForCausalLM.from_pretrained(a.hf_dir, **{"dtype" if transformers.__version__ >= "5" else "torch_dtype": torch.float32})
+    model = AutoModelForCausalLM.from_pretrained(a.hf_dir, dtype=torch.float32)
     layers = model.model.layers
     blocks = len(layers) if a.blocks is None else a.blocks
     kept = ["model.embed_tokens.weight", "lm_head.weight", "lm_head"]

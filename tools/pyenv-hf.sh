@@ -11,13 +11,14 @@ set -euo pipefail
 
 generation="${1:-5}"
 case "$generation" in
-  4) transformers=transformers==4.57.6 ;;
-  5) transformers=transformers==5.25.0 ;;
+  # Each transformers pins its own tokenizers range (4.57: < 0.23.1).
+  4) transformers=transformers==4.57.6 tokenizers=tokenizers==0.22.2 ;;
+  5) transformers=transformers==5.25.0 tokenizers=tokenizers==0.23.3 ;;
   *) echo "pyenv-hf: generation must be 4 or 5, got '$generation'" >&2; exit 2 ;;
 esac
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/aqlm/venv-hf$generation"
 packages=(torch==2.13.0+cpu "$transformers" "aqlm[cpu]==1.1.7" accelerate==1.16.0
-          numpy==2.4.6 gguf==0.19.0 safetensors==0.8.0 tokenizers==0.23.3)
+          numpy==2.4.6 gguf==0.19.0 safetensors==0.8.0 "$tokenizers")
 py="$venv/bin/python"
 stamp="$venv/.aqlm-packages"
 probe="import torch, transformers, aqlm, accelerate, numba, gguf, safetensors, tokenizers"
