@@ -21,6 +21,15 @@ public func readJSONFile(_ path: String) throws -> JSONValue {
     }
 }
 
+/// The text file at `path`; a missing file or invalid UTF-8 is a `CheckpointError` naming it.
+public func readUTF8File(_ path: String) throws -> String {
+    let file = try MappedFile(path: path)
+    guard let text = String(validating: file.bytes, as: UTF8.self) else {
+        throw CheckpointError.invalid(path, detail: "is not valid UTF-8 text")
+    }
+    return text
+}
+
 /// Writes `value` as indented JSON, atomically.
 public func writeJSONFile(_ value: JSONValue, to path: String) throws {
     try writeFileAtomically(path) { out in try out.write(Array(value.serialized(indent: 2).utf8)) }

@@ -104,6 +104,11 @@ public enum HuggingFaceTokenizer {
         let modelConfigPath = joinPath(directory, HuggingFaceConfig.fileName)
         let modelConfig = fileExists(modelConfigPath) ? try readJSONFile(modelConfigPath) : nil
         try applySpecialTokens(&spec, tokenizerConfig: tokenizerConfig, configPath: configPath, modelConfig: modelConfig)
+        // transformers 5 saves the template as its own file instead of a tokenizer_config.json key.
+        let templatePath = joinPath(directory, "chat_template.jinja")
+        if spec.chatTemplate == nil, fileExists(templatePath) {
+            spec.chatTemplate = try readUTF8File(templatePath)
+        }
         return spec
     }
 

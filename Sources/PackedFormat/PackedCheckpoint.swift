@@ -89,7 +89,7 @@ public enum PackedCheckpoint {
         }
         try writer.write(to: (directory as NSString).appendingPathComponent(SafeTensorsCheckpoint.singleFileName))
 
-        let notQuantized = model.dense.keys.sorted().map(JSONValue.string)
+        let notQuantized = notQuantizedNames(model).map(JSONValue.string)
         let quantization: JSONValue = .object([
             ("quant_method", .string("aqlm")),
             ("nbits_per_codebook", .int(s.codeBits)),
@@ -98,35 +98,34 @@ public enum PackedCheckpoint {
             ("out_group_size", .int(1)),
             ("linear_weights_not_to_quantize", .array(notQuantized)),
         ])
+        // 4.x reads `torch_dtype`, 5.x `dtype`: the dtype `dtype="auto"` loads the model in.
         try HuggingFaceConfig.write(model.config, bosTokenId: model.tokenizer.bosId, eosTokenId: model.tokenizer.eosId,
-                                    extra: [("torch_dtype", .string("float16")), ("quantization_config", quantization)],
+                                    extra: [("torch_dtype", .string("float16")), ("dtype", .string("float16")),
+                                            ("quantization_config", quantization)],
                                     to: (directory as NSString).appendingPathComponent(HuggingFaceConfig.fileName))
         try HuggingFaceTokenizer.write(model.tokenizer, toDirectory: directory)
+    }
+
+    /// `quantization_config.linear_weights_not_to_quantize`: every tensor kept dense, and every
+    /// linear module that stays unquantized in both spellings transformers has used, since an
+    /// unlisted `nn.Linear` is replaced by an AQLM `QuantizedLinear` before the weights load:
+    /// 4.x compares parameter names ("lm_head.weight"), 5.x module names ("lm_head"). The head
+    /// is listed even when tied (no tensor of its own): otherwise 4.x silently runs a randomly
+    /// initialised quantized head and 5.x fails on its missing `weight`.
+    static func notQuantizedNames(_ model: PackedModel) -> [String] {
+        let embedding = "model.embed_tokens.weight"
+        var names = Set(model.dense.keys)
+        let denseLinears = model.dense.filter { $0.key != embedding && $0.key.hasSuffix(".weight") && $0.value.shape.count == 2 }
+        for name in denseLinears.keys { names.insert(String(name.dropLast(".weight".count))) }
+        names.formUnion(["lm_head.weight", "lm_head"])
+        return names.sorted()
     }
 
     /// Reads a packed checkpoint directory back into memory (codes, fp16 codebooks and scales
     /// widened to Float32, other tensors to Float32).
     public static func read(directory: String) throws -> PackedModel {
-        let configPath = (directory as NSString).appendingPathComponent(HuggingFaceConfig.fileName)
-        let hf = try HuggingFaceConfig(path: configPath)
-        guard let q = hf.json["quantization_config"], q["quant_method"]?.string == "aqlm" else {
-            throw PackedFormatError("\(configPath): not a packed AQLM checkpoint (no quantization_config with quant_method \"aqlm\")")
-        }
-        func int(_ key: String) throws -> Int {
-            guard let v = q[key]?.int else { throw PackedFormatError("\(configPath): quantization_config.\(key) is missing or not an integer") }
-            return v
-        }
-        guard try int("out_group_size") == 1 else {
-            throw PackedFormatError("\(configPath): out_group_size \(try int("out_group_size")) is not supported (only 1)")
-        }
-        let scheme: AQLMScheme
-        do {
-            scheme = try AQLMScheme.validated(codebookCount: try int("num_codebooks"), codeBits: try int("nbits_per_codebook"),
-                                              groupSize: try int("in_group_size"))
-        } catch let e as QuantizerError {
-            throw PackedFormatError("\(configPath): \(e.description)")
-        }
-        let config = hf.llama
+        let scheme = try codingScheme(directory: directory)
+        let config = try HuggingFaceConfig(path: (directory as NSString).appendingPathComponent(HuggingFaceConfig.fileName)).llama
         let st = try SafeTensorsCheckpoint(directory: directory)
         let tokenizer = try HuggingFaceCheckpoint.tokenizer(directory: directory, config: config, checkpoint: st)
 

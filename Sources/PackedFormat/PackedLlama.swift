@@ -143,8 +143,15 @@ extension PackedCheckpoint {
         guard q.method == "aqlm" else {
             throw PackedFormatError("\(configPath): quantization_config.quant_method is '\(q.method)', not \"aqlm\"")
         }
-        guard q.outGroupSize == 1 else {
-            throw PackedFormatError("\(configPath): out_group_size \(q.outGroupSize) is not supported (only 1)")
+        // Each layout we do not run is refused naming its field, before any tensor is read.
+        func refuse(_ key: String, _ value: Int, _ supported: String) -> PackedFormatError {
+            PackedFormatError("\(configPath): quantization_config.\(key) \(value) is not supported (\(supported))")
+        }
+        guard q.outGroupSize == 1 else { throw refuse("out_group_size", q.outGroupSize, "only 1: each code covers one output row") }
+        guard q.nbitsPerCodebook <= 16 else { throw refuse("nbits_per_codebook", q.nbitsPerCodebook, "1...16: int8/int16 codes") }
+        guard q.numCodebooks <= 8 else { throw refuse("num_codebooks", q.numCodebooks, "1...8") }
+        guard AQLMScheme.supportedGroupSizes.contains(q.inGroupSize) else {
+            throw refuse("in_group_size", q.inGroupSize, "one of \(AQLMScheme.supportedGroupSizes.map(String.init).joined(separator: ", "))")
         }
         do {
             return try AQLMScheme.validated(codebookCount: q.numCodebooks, codeBits: q.nbitsPerCodebook, groupSize: q.inGroupSize)

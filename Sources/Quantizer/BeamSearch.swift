@@ -150,7 +150,9 @@ struct BeamSearchTables: @unchecked Sendable {
         let codebooks = code.codebooks
         energies.withUnsafeMutableBufferPointer { energies in
             products.withUnsafeMutableBufferPointer { products in
-                let energies = energies.baseAddress!, products = products.baseAddress
+                // An empty array's buffer may still have a base address: without the product table
+                // (1x16 on real widths) the pointer must be nil, or the loop writes past it.
+                let energies = energies.baseAddress!, products = keepProducts ? products.baseAddress : nil
                 parallelChunks(groups) { lo, hi in
                     var product = [Float](repeating: 0, count: g)
                     for j in lo..<hi {

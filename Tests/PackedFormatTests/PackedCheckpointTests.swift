@@ -132,4 +132,49 @@ final class PackedCheckpointTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("model.layers.1.mlp.up_proj.codes"), "\(error)")
         }
     }
+    /// Layouts the kernels do not run (the aqlm package can write them) are refused before any
+    /// tensor is read, by every reader path, with one line naming the field and its value.
+    func testUnsupportedLayoutsNameTheField() throws {
+        let model = try Self.packedTinyModel(scheme: .preset1x8)
+        let original = directory + "/original"
+        try PackedCheckpoint.write(model, to: original)
+        let config = try readJSONFile(original + "/config.json")
+        for (key, value) in [("out_group_size", 2), ("nbits_per_codebook", 20), ("num_codebooks", 9), ("in_group_size", 7)] {
+            let path = directory + "/\(key)"
+            try FileManager.default.copyItem(atPath: original, toPath: path)
+            let q = try XCTUnwrap(config["quantization_config"]).setting(key, .int(value))
+            try writeJSONFile(config.setting("quantization_config", q), to: path + "/config.json")
+            let expected = "quantization_config.\(key) \(value) is not supported"
+            XCTAssertThrowsError(try PackedCheckpoint.read(directory: path)) { error in
+                XCTAssertTrue("\(error)".contains(expected) && "\(error)".contains(path), "\(error)")
+                XCTAssertFalse("\(error)".contains("\n"), "one line: \(error)")
+            }
+            XCTAssertThrowsError(try openModel(path)) { error in
+                XCTAssertTrue("\(error)".contains(expected), "\(error)")
+            }
+        }
+    }
+
+    /// The head is declared unquantized in both spellings transformers uses (4.x parameter
+    /// names, 5.x module names) even when tied, and so is every block linear left dense.
+    func testEveryDenseLinearIsDeclaredForBothTransformersGenerations() throws {
+        var model = try Self.packedTinyModel(scheme: .preset1x8)
+        let dense = "model.layers.1.mlp.up_proj"
+        let code = try XCTUnwrap(model.linears.removeValue(forKey: dense))
+        model.dense[dense + ".weight"] = WeightTensor(shape: [code.dOut, code.dIn], values: code.dequantized())
+        model.tokenizer.chatTemplate = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+        let path = directory + "/partly"
+        try PackedCheckpoint.write(model, to: path)
+        let json = try readJSONFile(path + "/config.json")
+        let kept = Set(json["quantization_config"]?["linear_weights_not_to_quantize"]?.array?.compactMap(\.string) ?? [])
+        for name in ["lm_head.weight", "lm_head", dense + ".weight", dense, "model.embed_tokens.weight"] {
+            XCTAssertTrue(kept.contains(name), "\(name) not in \(kept.sorted())")
+        }
+        XCTAssertFalse(kept.contains { $0.hasPrefix("model.layers.0.self_attn.q_proj") }, "\(kept.sorted())")
+        XCTAssertEqual(json["torch_dtype"]?.string, "float16")
+        XCTAssertEqual(json["dtype"]?.string, "float16")
+        let back = try PackedCheckpoint.read(directory: path)
+        XCTAssertEqual(back.dense[dense + ".weight"]?.shape, [code.dOut, code.dIn])
+        XCTAssertEqual(back.tokenizer.chatTemplate, model.tokenizer.chatTemplate, "the chat template is kept")
+    }
 }

@@ -279,6 +279,20 @@ final class QuantizerTests: XCTestCase {
         XCTAssertEqual(result.bitsPerWeight, (codeBits + codebookBits + scaleBits) / 128, accuracy: 1e-9)
     }
 
+    /// Past `maximumProductTable` (32 groups × 65536 codes × 8 > 2^23 floats) the search runs
+    /// without the H·code products: this once wrote through an empty array's pointer (SIGSEGV
+    /// quantizing SmolLM2 at 1x16).
+    func testOneBy16WithoutTheProductTable() throws {
+        let problem = try LayerProblem(weight: Synthetic.gaussianWeight(dOut: 2, dIn: 256, seed: 29), dOut: 2, dIn: 256,
+                                       hessian: Synthetic.identity(256))
+        var options = AQLMOptions()
+        options.beamSize = 1
+        options.maxIterations = 1
+        options.kmeansIterations = 1
+        let result = try quantizeLinear(problem, scheme: .preset1x16, options: options)
+        XCTAssertLessThan(result.finalError.relative, 1e-6, "64 groups, 65536 codes: an exact fit")
+    }
+
     func testRankDeficientHessianWithDeadInputs() throws {
         let dOut = 24, dIn = 64
         // Fewer calibration tokens than inputs, and inputs 0..<8 never active: H is singular.
