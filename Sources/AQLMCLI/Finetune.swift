@@ -17,7 +17,10 @@ struct Finetune: ParsableCommand {
         KL(teacher ‖ student) over next-token distributions on calibration text (the teacher's top-k \
         tokens plus one merged outcome for the rest). Progress is saved in OUT.work/ (after each epoch \
         and every --save-every steps): rerunning the same command after an interruption continues \
-        from there. The output (a packed checkpoint with finetune.json) appears only when complete.
+        from there. The output (a packed checkpoint with finetune.json) appears only when complete. \
+        With --code-fraction > 0 the codes move too (PV-tuning's V steps): every --code-every steps, \
+        each quantized linear's codes in the --code-fraction of groups that a normalised gradient step \
+        moved most are re-encoded by beam search toward the stepped weights.
         """
     )
 
