@@ -3,6 +3,11 @@ import Finetune
 import Foundation
 import Kernels
 
+/// The error a V step re-encodes codes under.
+enum CodeObjective: String, ExpressibleByArgument, CaseIterable {
+    case xtx, plain
+}
+
 struct Finetune: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "finetune",
@@ -12,7 +17,10 @@ struct Finetune: ParsableCommand {
         KL(teacher ‖ student) over next-token distributions on calibration text (the teacher's top-k \
         tokens plus one merged outcome for the rest). Progress is saved in OUT.work/ (after each epoch \
         and every --save-every steps): rerunning the same command after an interruption continues \
-        from there. The output (a packed checkpoint with finetune.json) appears only when complete.
+        from there. The output (a packed checkpoint with finetune.json) appears only when complete. \
+        With --code-fraction > 0 the codes move too (PV-tuning's V steps): every --code-every steps, \
+        each quantized linear's codes in the --code-fraction of groups that a normalised gradient step \
+        moved most are re-encoded by beam search toward the stepped weights.
         """
     )
 
@@ -58,6 +66,21 @@ struct Finetune: ParsableCommand {
     @Flag(help: "Also train the token embedding table and the head (tied: one tensor), which are not quantized; stored as fp16 like the input's. Off by default.")
     var trainEmbeddings = false
 
+    @Option(help: "PV-tuning V steps: fraction τ of each linear's code groups re-encoded per V step, those the gradient step moved most (0: codes stay frozen).")
+    var codeFraction = ModelFinetuneOptions().codeUpdate.fraction
+
+    @Option(help: "V step size η: the largest move of one weight toward which codes are re-encoded, in units of its row's RMS.")
+    var codeStep = ModelFinetuneOptions().codeUpdate.stepSize
+
+    @Option(help: "Adam steps between V steps (each epoch also ends with one); with V steps on, OUT.work/ is saved after each V step instead of every --save-every steps.")
+    var codeEvery = ModelFinetuneOptions().codeUpdate.everySteps
+
+    @Option(help: "Beam width of the V steps' code search.")
+    var codeBeam = ModelFinetuneOptions().codeUpdate.beamSize
+
+    @Option(help: "Error the V steps re-encode under: xtx (activation-weighted, XᵀX of the window's inputs) or plain.")
+    var codeObjective: CodeObjective = .xtx
+
     @Option(help: "Adam steps between saves of OUT.work/.")
     var saveEvery = ModelFinetuneOptions().saveEverySteps
 
@@ -85,6 +108,11 @@ struct Finetune: ParsableCommand {
         if trainEmbeddings { o.trained.insert(.embeddings) }
         o.saveEverySteps = saveEvery
         o.seed = seed
+        o.codeUpdate.fraction = codeFraction
+        o.codeUpdate.stepSize = codeStep
+        o.codeUpdate.everySteps = codeEvery
+        o.codeUpdate.beamSize = codeBeam
+        o.codeUpdate.activationWeighted = codeObjective == .xtx
         guard saveEvery >= 1 else { throw ValidationError("--save-every must be at least 1") }
         return o
     }

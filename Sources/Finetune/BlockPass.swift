@@ -200,6 +200,7 @@ extension PreparedBlock {
         guard let trainable = trainable.quantized[linear], let codewords = codewords[linear] else { return }
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dOut, dIn, Int32(t), 1, dy, dOut, x, dIn, 0, w.weightGrad, dIn)
         trainable.accumulateGradient(weightGrad: w.weightGrad, codewords: codewords, into: &gradients.linears[linear]!)
+        gradients.linears[linear]!.addWeightGradient(w.weightGrad)
     }
 }
 

@@ -40,6 +40,14 @@ struct FinetuneWorkDirectory {
         for (name, values) in trainer.best.parameters.sorted(by: { $0.key < $1.key }) {
             try writer.add("best." + name, shape: [values.count], floats: values)
         }
+        if trainer.options.codeUpdate.enabled {
+            // V steps move the codes: both the current and the best epoch's are state.
+            for (prefix, model) in [("codes.", trainer.model), ("best_codes.", trainer.best)] {
+                for (name, codes) in model.codeTensors.sorted(by: { $0.key < $1.key }) {
+                    try writer.add(prefix + name, shape: [codes.count], floats: codes.map { Float($0) })
+                }
+            }
+        }
         for (name, moments) in trainer.optimizer.moments.sorted(by: { $0.key < $1.key }) {
             try writer.add("adam.m." + name, shape: [moments.first.count], floats: moments.first)
             try writer.add("adam.v." + name, shape: [moments.second.count], floats: moments.second)
@@ -54,6 +62,9 @@ struct FinetuneWorkDirectory {
             ("training_loss", .array(trainer.trainingLoss.map(JSONValue.double))),
             ("validation_loss", .array(trainer.validationLoss.map(JSONValue.double))),
             ("best_epoch", .int(trainer.bestEpoch)),
+            ("codes_changed", .array(trainer.codesChanged.map(JSONValue.double))),
+            ("epoch_codes_changed", .int(trainer.epochCodesChanged)),
+            ("code_updates", .int(trainer.codeUpdates)),
         ]), to: file("progress.json"))
     }
 
@@ -67,20 +78,28 @@ struct FinetuneWorkDirectory {
         let state = try SafeTensorsFile(path: file("state.safetensors"))
         var parameters: [String: [Float]] = [:], best: [String: [Float]] = [:]
         var first: [String: [Float]] = [:], second: [String: [Float]] = [:]
+        var codes: [String: [UInt16]] = [:], bestCodes: [String: [UInt16]] = [:]
         for info in state.tensors {
             let values = try state.floats(info)
-            for (prefix, table) in [("param.", 0), ("best.", 1), ("adam.m.", 2), ("adam.v.", 3)] where info.name.hasPrefix(prefix) {
+            let tables = [("param.", 0), ("best.", 1), ("adam.m.", 2), ("adam.v.", 3), ("codes.", 4), ("best_codes.", 5)]
+            for (prefix, table) in tables where info.name.hasPrefix(prefix) {
                 let name = String(info.name.dropFirst(prefix.count))
                 switch table {
                 case 0: parameters[name] = values
                 case 1: best[name] = values
                 case 2: first[name] = values
-                default: second[name] = values
+                case 3: second[name] = values
+                case 4: codes[name] = values.map { UInt16($0) }
+                default: bestCodes[name] = values.map { UInt16($0) }
                 }
             }
         }
         try trainer.model.setParameters(parameters)
         try trainer.best.setParameters(best)
+        if trainer.options.codeUpdate.enabled {
+            try trainer.model.setCodeTensors(codes)
+            try trainer.best.setCodeTensors(bestCodes)
+        }
         var moments: [String: (first: [Float], second: [Float])] = [:]
         for (name, m) in first {
             guard let v = second[name] else { throw FinetuneError("\(file("state.safetensors")): no second moment for '\(name)'") }
@@ -98,6 +117,9 @@ struct FinetuneWorkDirectory {
         trainer.epochLoss = progress["epoch_loss"]?.double ?? 0
         trainer.trainingLoss = progress["training_loss"]?.array?.compactMap(\.double) ?? []
         trainer.validationLoss = progress["validation_loss"]?.array?.compactMap(\.double) ?? []
+        trainer.codesChanged = progress["codes_changed"]?.array?.compactMap(\.double) ?? []
+        trainer.epochCodesChanged = progress["epoch_codes_changed"]?.int ?? 0
+        trainer.codeUpdates = progress["code_updates"]?.int ?? 0
         return true
     }
 

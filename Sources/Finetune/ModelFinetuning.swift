@@ -34,7 +34,10 @@ public struct ModelFinetuneOptions: Sendable {
     public var saveEverySteps = 8
     /// Stop (saving the work directory, writing no output) once this many optimizer steps are
     /// done in total: lets tests interrupt a run, and long runs be done in time-boxed parts.
+    /// With V steps on, the stop waits for the end of the current V-step window.
     public var stopAfterSteps: Int?
+    /// PV-tuning's V steps (code updates between the Adam steps); off when `fraction` is 0.
+    public var codeUpdate = CodeUpdateOptions()
 
     public init() {}
 }
@@ -53,6 +56,8 @@ public struct ModelFinetuneReport: Sendable {
     public var validationLoss: [Double]
     public var bestEpoch: Int
     public var steps: Int
+    /// Fraction of all codes changed by the V steps of each epoch (empty without V steps).
+    public var codesChanged: [Double] = []
     public var teacherSeconds: Double
     public var wallSeconds: Double
     /// CPU time of the process (all threads) over the run.
@@ -65,6 +70,7 @@ public struct ModelFinetuneReport: Sendable {
             ("training_loss", .array(trainingLoss.map(JSONValue.double))),
             ("validation_loss", .array(validationLoss.map(JSONValue.double))),
             ("best_epoch", .int(bestEpoch)), ("steps", .int(steps)),
+            ("codes_changed", .array(codesChanged.map(JSONValue.double))),
             ("teacher_seconds", .double(teacherSeconds)), ("wall_seconds", .double(wallSeconds)),
             ("cpu_seconds", .double(cpuSeconds)),
         ])
@@ -125,7 +131,7 @@ public struct ModelFinetuning {
             student: studentDirectory, teacher: teacherPath, output: outputPath, samples: o.samples,
             sequenceLength: o.sequenceLength, teacherTopK: teacher.k, trainingLoss: trainer.trainingLoss,
             validationLoss: trainer.validationLoss, bestEpoch: trainer.bestEpoch, steps: trainer.optimizer.step,
-            teacherSeconds: teacherSeconds, wallSeconds: Date().timeIntervalSince(started),
+            codesChanged: trainer.codesChanged, teacherSeconds: teacherSeconds, wallSeconds: Date().timeIntervalSince(started),
             cpuSeconds: processCPUSeconds() - startedCPU)
         try PackedCheckpoint.write(trainer.best.packedModel(), to: outputPath, extraFiles: ["finetune.json": report.json])
         work.remove()
@@ -139,6 +145,11 @@ public struct ModelFinetuning {
         guard o.adam.learningRate > 0 else { throw FinetuneError("--lr must be positive") }
         guard o.sequencesPerStep >= 1 else { throw FinetuneError("--batch must be at least 1") }
         guard o.teacherTopK >= 1 else { throw FinetuneError("--teacher-top-k must be at least 1") }
+        let v = o.codeUpdate
+        guard v.fraction >= 0, v.fraction <= 1 else { throw FinetuneError("--code-fraction must be in [0, 1]") }
+        guard v.stepSize > 0, v.stepSize.isFinite else { throw FinetuneError("--code-step must be positive") }
+        guard v.everySteps >= 1 else { throw FinetuneError("--code-every must be at least 1") }
+        guard v.beamSize >= 1 else { throw FinetuneError("--code-beam must be at least 1") }
         guard o.validationSamples >= 0, o.validationSamples < o.samples else {
             throw FinetuneError("--val-samples \(o.validationSamples) leaves none of the \(o.samples) calibration sequences to train on")
         }
@@ -157,7 +168,8 @@ public struct ModelFinetuning {
         return [studentPath, teacherPath, o.calibration, String(o.samples), String(o.sequenceLength), String(o.epochs),
                 String(o.adam.learningRate), String(o.adam.beta1), String(o.adam.beta2), String(o.adam.epsilon),
                 String(o.sequencesPerStep), String(o.validationSamples), String(o.teacherTopK), String(o.seed),
-                String(o.trained.rawValue), o.codebookTransform.rawValue, o.schedule.rawValue].joined(separator: "|")
+                String(o.trained.rawValue), o.codebookTransform.rawValue, o.schedule.rawValue]
+            .joined(separator: "|") + (o.codeUpdate.enabled ? "|" + o.codeUpdate.fingerprint : "")
     }
 
     /// The teacher's targets: from the work directory, or computed (and saved there).
@@ -198,6 +210,11 @@ struct ModelTrainer {
     var trainingLoss: [Double] = []
     var validationLoss: [Double] = []
     var bestEpoch = 0
+    /// Fraction of codes changed by the V steps of each finished epoch, and of the current one.
+    var codesChanged: [Double] = []
+    var epochCodesChanged = 0
+    /// V steps done in total (seeds each one's search order).
+    var codeUpdates = 0
     let workspace: ModelWorkspace
 
     init(model: TrainableModel, sequences: [[Int]], teacher: TeacherTargets, options: ModelFinetuneOptions,
@@ -249,14 +266,18 @@ struct ModelTrainer {
     /// Runs the remaining epochs; false when stopped by `stopAfterSteps`.
     mutating func train() throws -> Bool {
         let perStep = options.sequencesPerStep, length = options.sequenceLength
-        var gradients = ModelGradients(model)
+        let pv = options.codeUpdate
+        var gradients = ModelGradients(model, keepsWeightGradients: pv.enabled)
+        // The window (gradient sums and XᵀX since the last V step) is never saved: saves and
+        // stops happen only where it is empty, right after a V step.
+        var window: CodeUpdateWindow? = pv.enabled ? CodeUpdateWindow(config: model.config) : nil
         while epoch < options.epochs {
             let order = order(epoch: epoch)
             let steps = stepsPerEpoch
             var prepared = model.blocks.map(PreparedBlock.init)
             let clock = Date(), cpu = processCPUSeconds(), firstStep = stepInEpoch
             while stepInEpoch < steps {
-                if let stop = options.stopAfterSteps, optimizer.step >= stop {
+                if let stop = options.stopAfterSteps, optimizer.step >= stop, (window?.sequences ?? 0) == 0 {
                     try work.save(self)
                     return false
                 }
@@ -268,19 +289,29 @@ struct ModelTrainer {
                         model.sequenceLoss(sequences[s], teacher: teacherRows(s), prepared: prepared, workspace: workspace,
                                            gradientScale: scale, headGradient: $0)
                     }
+                    // XᵀX from the step's first sequence: enough tokens per window for a
+                    // damped metric at a few percent of the step's cost.
+                    if s == batch.first { window?.addInputs(workspace.activations) }
+                    window?.sequences += 1
                     model.backward(sequences[s], prepared: prepared, workspace: workspace, gradients: &gradients)
                 }
                 optimizer.beginStep()
                 model.update(with: gradients, trained: options.trained, optimizer: &optimizer)
-                prepared = model.blocks.map(PreparedBlock.init)
                 stepInEpoch += 1
+                let windowEnds = optimizer.step % pv.everySteps == 0 || stepInEpoch == steps
+                if let full = window, windowEnds {
+                    updateCodes(gradients: &gradients, window: full)
+                    window = CodeUpdateWindow(config: model.config)
+                }
+                prepared = model.blocks.map(PreparedBlock.init)
                 if stepInEpoch % 4 == 0 || stepInEpoch == steps {
                     let done = Double(stepInEpoch - firstStep)
                     log(String(format: "epoch %d step %d/%d: loss %.5f, %.1f s/step (%.1f CPU s)", epoch + 1, stepInEpoch, steps,
                                epochLoss / Double(min(stepInEpoch * perStep, order.count) * length),
                                Date().timeIntervalSince(clock) / done, (processCPUSeconds() - cpu) / done))
                 }
-                if stepInEpoch < steps, optimizer.step % options.saveEverySteps == 0 { try work.save(self) }
+                let saves = window == nil ? optimizer.step % options.saveEverySteps == 0 : windowEnds
+                if stepInEpoch < steps, saves { try work.save(self) }
             }
             finishEpoch(trainingLoss: epochLoss / Double(order.count * length))
             try work.save(self)
@@ -289,17 +320,41 @@ struct ModelTrainer {
         return true
     }
 
+    /// One V step from the window, then empties it.
+    mutating func updateCodes(gradients: inout ModelGradients, window: CodeUpdateWindow) {
+        let clock = Date()
+        let outcome = model.updateCodes(gradients: gradients, window: window, options: options.codeUpdate,
+                                        seed: options.seed &+ UInt64(codeUpdates + 1) &* 0xD1B5_4A32_D192_ED03)
+        codeUpdates += 1
+        epochCodesChanged += outcome.changedCodes
+        for l in gradients.blocks.indices {
+            for key in Array(gradients.blocks[l].linears.keys) { gradients.blocks[l].linears[key]!.clearWeightGradient() }
+        }
+        log(String(format: "V step %d: %.4f %% of codes changed, searched objective %.5f -> %.5f (sum of relative), %.1f s",
+                   codeUpdates, 100 * Double(outcome.changedCodes) / Double(max(outcome.totalCodes, 1)),
+                   outcome.objectiveBefore, outcome.objectiveAfter, Date().timeIntervalSince(clock)))
+    }
+
+    /// Every code of the model.
+    var codeCount: Int { model.blocks.reduce(0) { $0 + $1.quantized.values.reduce(0) { $0 + $1.codes.count } } }
+
     /// Records the epoch and keeps its parameters if they are the best held-out so far.
     mutating func finishEpoch(trainingLoss loss: Double) {
         trainingLoss.append(loss)
         epoch += 1
         stepInEpoch = 0
         epochLoss = 0
+        var changed = ""
+        if options.codeUpdate.enabled {
+            codesChanged.append(Double(epochCodesChanged) / Double(max(codeCount, 1)))
+            changed = String(format: ", codes changed %.4f %%", 100 * codesChanged.last!)
+            epochCodesChanged = 0
+        }
         guard let v = validation(model) else {
-            log(String(format: "epoch %d: training loss %.5f", epoch, loss))
+            log(String(format: "epoch %d: training loss %.5f%@", epoch, loss, changed))
             return
         }
-        log(String(format: "epoch %d: training loss %.5f, validation loss %.5f", epoch, loss, v))
+        log(String(format: "epoch %d: training loss %.5f, validation loss %.5f%@", epoch, loss, v, changed))
         if v < validationLoss.min() ?? .infinity {
             best = model
             bestEpoch = epoch

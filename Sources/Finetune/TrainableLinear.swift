@@ -21,8 +21,8 @@ public struct TrainableLinear: Sendable {
     public let scheme: AQLMScheme
     public let dOut: Int
     public let dIn: Int
-    /// [dOut, dIn/g, M], frozen.
-    public let codes: [UInt16]
+    /// [dOut, dIn/g, M]: frozen by the P steps, moved only by V steps (`CodeUpdate.swift`).
+    public internal(set) var codes: [UInt16]
     /// [M, 2^B, g]: the codewords, or with a transform the base codewords B_m.
     public var codebooks: [Float]
     /// [M, g, g] (A_m row-major, codeword = b·A_m for a row vector b), or nil for plain codebooks.
@@ -146,10 +146,31 @@ public struct TrainableLinear: Sendable {
 public struct LinearGradient: Sendable {
     public var codewords: [Float]
     public var scales: [Float]
+    /// With V steps on: Σ ∂L/∂Ŵ [dOut, dIn] and Σ (∂L/∂Ŵ)² over the sequences since the last
+    /// V step, one term per sequence (not cleared by `zero()`, which runs every P step).
+    public var weightSum: [Float]?
+    public var weightSquareSum: [Float]?
 
-    public init(_ linear: TrainableLinear) {
+    public init(_ linear: TrainableLinear, keepsWeightGradient: Bool = false) {
         codewords = [Float](repeating: 0, count: linear.codebooks.count)
         scales = [Float](repeating: 0, count: linear.dOut)
+        if keepsWeightGradient {
+            weightSum = [Float](repeating: 0, count: linear.dOut * linear.dIn)
+            weightSquareSum = weightSum
+        }
+    }
+
+    /// Adds one sequence's ∂L/∂Ŵ to the V step's sums (no-op when they are off).
+    mutating func addWeightGradient(_ g: UnsafePointer<Float>) {
+        guard weightSum != nil else { return }
+        weightSum!.withUnsafeMutableBufferPointer { add(g, into: $0.baseAddress!, count: $0.count) }
+        weightSquareSum!.withUnsafeMutableBufferPointer { addSquares(g, into: $0.baseAddress!, count: $0.count) }
+    }
+
+    /// Empties the V step's sums.
+    mutating func clearWeightGradient() {
+        weightSum?.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+        weightSquareSum?.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
     }
 
     mutating func zero() {

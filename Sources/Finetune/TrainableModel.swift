@@ -127,8 +127,9 @@ public struct ModelGradients: Sendable {
     /// An untied head's, when the embeddings are trained.
     public var head: [Float]?
 
-    public init(_ model: TrainableModel) {
-        blocks = model.blocks.map(BlockGradients.init)
+    /// `keepsWeightGradients`: also sum ∂L/∂Ŵ per sequence for V steps (see `LinearGradient`).
+    public init(_ model: TrainableModel, keepsWeightGradients: Bool = false) {
+        blocks = model.blocks.map { BlockGradients($0, keepsWeightGradients: keepsWeightGradients) }
         finalNorm = [Float](repeating: 0, count: model.finalNorm.count)
         if model.trainsEmbeddings {
             embedding = [Float](repeating: 0, count: model.embedding.count)

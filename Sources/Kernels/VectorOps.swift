@@ -80,6 +80,21 @@ public func addScaled(_ x: UnsafePointer<Float>, _ a: Float, into y: UnsafeMutab
     }
 }
 
+/// y[i] += x[i]² (second moments of gradients).
+@inline(__always)
+public func addSquares(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count n: Int) {
+    var i = 0
+    while i + 16 <= n {
+        let v = loadVector(x + i)
+        storeVector(loadVector(y + i).addingProduct(v, v), y + i)
+        i += 16
+    }
+    while i < n {
+        y[i] += x[i] * x[i]
+        i += 1
+    }
+}
+
 /// x[i] *= a.
 @inline(__always)
 public func scale(_ x: UnsafeMutablePointer<Float>, by a: Float, count n: Int) {

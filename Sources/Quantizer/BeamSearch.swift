@@ -25,8 +25,14 @@ public struct CodeSearchResult: Sendable {
 /// gradient is brought up to date with g ← g − H[:, group] Δ (Δ its total change of ŵ_j).
 /// Beam size 1 is greedy coordinate descent; the best hypothesis never gets worse than the input,
 /// since keeping a code is always a candidate.
-public func searchCodes(_ code: AdditiveCode, problem: LayerProblem, beamSize: Int, seed: UInt64) -> CodeSearchResult {
+///
+/// `selectedGroups` [dOut, dIn/g], when given, restricts the search to the (row, group) pairs
+/// marked true: the other groups keep their codes and are skipped by the visit (PV-tuning's
+/// subspace V step); the exact objective is still tracked over whole rows.
+public func searchCodes(_ code: AdditiveCode, problem: LayerProblem, beamSize: Int, seed: UInt64,
+                        selectedGroups: [Bool]? = nil) -> CodeSearchResult {
     precondition(code.dOut == problem.dOut && code.dIn == problem.dIn && beamSize >= 1)
+    precondition(selectedGroups == nil || selectedGroups!.count == code.dOut * code.groupsPerRow)
     let tables = BeamSearchTables(code: code, problem: problem)
     let order = VisitOrder(groups: code.groupsPerRow, codebooks: code.scheme.codebookCount, seed: seed)
     // Gradients of all rows at the start, through BLAS (outside the parallel loop).
@@ -43,7 +49,9 @@ public func searchCodes(_ code: AdditiveCode, problem: LayerProblem, beamSize: I
             residual.withUnsafeBufferPointer { residual in
                 gradients.withUnsafeBufferPointer { gradients in
                     problem.hessian.withUnsafeBufferPointer { hessian in
+                      (selectedGroups ?? []).withUnsafeBufferPointer { selected in
                         let codes = codes.baseAddress!, outcomes = outcomes.baseAddress!
+                        let selected = selectedGroups == nil ? nil : selected.baseAddress!
                         let residual = residual.baseAddress!, gradients = gradients.baseAddress!
                         parallelRowBlocks(problem.dOut) { rows in
                             let searcher = RowBeamSearch(tables: tables, hessian: hessian.baseAddress!, dIn: dIn, beamSize: beamSize)
@@ -51,11 +59,13 @@ public func searchCodes(_ code: AdditiveCode, problem: LayerProblem, beamSize: I
                                 let gradient = gradients + r * dIn
                                 let error = dot(residual + r * dIn, gradient, count: dIn)
                                 let found = searcher.search(codes: codes + r * groups * books, gradient: gradient, error: error,
-                                                            scale: code.scales[r], order: order)
+                                                            scale: code.scales[r], order: order,
+                                                            selected: selected.map { $0 + r * groups })
                                 outcomes[r] = RowOutcome(initialError: Double(error), error: Double(found.error),
                                                          changedCodes: found.changedCodes)
                             }
                         }
+                      }
                     }
                 }
             }
@@ -271,9 +281,10 @@ private final class RowBeamSearch {
     }
 
     /// Searches one row in place: `codes` [groups·M] in and out, `gradient` = H(w − ŵ) and `error`
-    /// = (w − ŵ)ᵀH(w − ŵ) of the input codes. Returns the best hypothesis's error.
+    /// = (w − ŵ)ᵀH(w − ŵ) of the input codes; `selected` [groups], if given, the groups to
+    /// visit. Returns the best hypothesis's error.
     func search(codes: UnsafeMutablePointer<UInt16>, gradient: UnsafePointer<Float>, error: Float, scale: Float,
-                order: VisitOrder) -> (error: Float, changedCodes: Int) {
+                order: VisitOrder, selected: UnsafePointer<Bool>? = nil) -> (error: Float, changedCodes: Int) {
         slotGradients.update(from: gradient, count: dIn)
         slotCodes.update(from: codes, count: groups * books)
         slotOfHypothesis[0] = 0
@@ -288,6 +299,7 @@ private final class RowBeamSearch {
                                                    energies: energies.baseAddress!, blocks: blocks.baseAddress!,
                                                    products: tables.hessianTimesCodes == nil ? nil : products.baseAddress!, scale: scale)
                         for (visit, j) in order.groups.enumerated() {
+                            if let selected, !selected[j] { continue }
                             beginGroup(j)
                             for k in 0..<books {
                                 let m = order.codebooks[visit * books + k]

@@ -36,6 +36,37 @@ final class QuantizerTests: XCTestCase {
         }
     }
 
+    /// PV-tuning's V step searches a subspace: only the selected (row, group) pairs may change,
+    /// and the searched objective (toward moved weights) never increases, for any beam.
+    func testSubspaceSearchTouchesOnlySelectedGroupsAndNeverIncreasesTheObjective() throws {
+        let (problem, hessian) = try smallProblem(seed: 4)
+        let start = searchCodes(try initialCode(problem), problem: problem, beamSize: 4, seed: 1).code
+        // The V step's target: the current reconstruction moved by a random step.
+        var rng = SeededRandom(seed: 9)
+        let target = start.dequantized().map { $0 + 0.5 * rng.nextGaussian() }
+        let moved = try LayerProblem(weight: target, dOut: problem.dOut, dIn: problem.dIn, hessian: hessian)
+        let groups = start.groupsPerRow, books = start.scheme.codebookCount
+        let mask = (0..<(problem.dOut * groups)).map { _ in rng.nextFloat() < 0.2 }
+        for beam in [1, 4] {
+            let result = searchCodes(start, problem: moved, beamSize: beam, seed: 3, selectedGroups: mask)
+            let before = directError(start, moved, hessian), after = directError(result.code, moved, hessian)
+            XCTAssertGreaterThan(result.changedCodes, 0, "beam \(beam)")
+            XCTAssertLessThan(after, before, "beam \(beam)")
+            XCTAssertEqual(result.trackedObjective, after, accuracy: 1e-4 * after, "beam \(beam)")
+            for r in 0..<problem.dOut {
+                for j in 0..<groups where !mask[r * groups + j] {
+                    for m in 0..<books {
+                        let i = (r * groups + j) * books + m
+                        XCTAssertEqual(result.code.codes[i], start.codes[i], "row \(r) group \(j) was not selected")
+                    }
+                }
+            }
+        }
+        // Nothing selected: nothing changes.
+        let none = searchCodes(start, problem: moved, beamSize: 4, seed: 3, selectedGroups: mask.map { _ in false })
+        XCTAssertEqual(none.code.codes, start.codes)
+    }
+
     func testWiderBeamFindsNoWorseCodes() throws {
         let (problem, hessian) = try smallProblem(seed: 2)
         let start = try initialCode(problem)

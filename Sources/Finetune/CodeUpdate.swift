@@ -1,0 +1,210 @@
+import Calibration
+import Checkpoint
+import Foundation
+import Kernels
+import Llama
+import Quantizer
+
+/// Settings of the V step of PV-tuning (Malinovskii et al. 2024, arXiv 2405.14852): between
+/// the P steps (Adam on codebooks, scales and norms with codes fixed), the codes themselves move.
+///
+/// The step is the paper's *linearized V step in a subspace*: over a window of `everySteps`
+/// P steps, ∂L/∂Ŵ of every quantized linear is summed, with its element-wise square, and XᵀX
+/// of its input (from the first sequence of each step). Then, per linear,
+///   Δ = −η·rms(ŵ_r)·m/(√v + ε)      (m, v: the window's mean gradient and mean squared gradient),
+/// an Adam-like normalised step (every element moves by at most η row-RMSs, the most where the
+/// sequences agree on the sign), scaled per row so that η is dimensionless across layers. The
+/// subspace is the fraction τ of (row, group) pairs whose move Σ_a H_aa·Δ_a² is largest, and
+/// those groups alone are re-encoded by beam search toward Ŵ + Δ under the XᵀX-weighted error
+/// (the quantizer's own objective), every other code, codebook and scale fixed. Keeping a code is
+/// always a candidate, so the searched objective never increases.
+public struct CodeUpdateOptions: Sendable, Equatable {
+    /// τ: fraction of each linear's code groups re-encoded per V step; 0 turns V steps off.
+    public var fraction = 0.0
+    /// η: the largest move of one weight, in units of its row's RMS.
+    public var stepSize: Float = 0.1
+    /// P steps between V steps (a V step also ends every epoch).
+    public var everySteps = 8
+    /// Beam width of the re-encoding search.
+    public var beamSize = 8
+    /// Re-encode under the XᵀX-weighted error (true) or the plain squared error.
+    public var activationWeighted = true
+
+    public init() {}
+
+    public var enabled: Bool { fraction > 0 }
+
+    var fingerprint: String {
+        enabled ? "v:\(fraction):\(stepSize):\(everySteps):\(beamSize):\(activationWeighted)" : "v:off"
+    }
+}
+
+/// What the V steps see between two of them: XᵀX of every quantized linear's input, per block.
+struct CodeUpdateWindow {
+    /// [block][input site] accumulators.
+    var covariances: [[LinearInputSite: HessianAccumulator]]
+    /// Training sequences whose gradients are in the window (0: empty, a save point).
+    var sequences = 0
+
+    init(config c: LlamaConfig) {
+        let q = c.numHeads * c.headDim
+        let widths: [LinearInputSite: Int] = [.attention: c.hiddenSize, .attentionOutput: q, .mlp: c.hiddenSize,
+                                              .mlpHidden: c.intermediateSize]
+        covariances = (0..<c.numLayers).map { _ in widths.mapValues { HessianAccumulator(dim: $0) } }
+    }
+
+    /// Adds XᵀX of every block's linear inputs for the sequence the workspace just ran forward.
+    mutating func addInputs(_ activations: [BlockActivations]) {
+        for (l, a) in activations.enumerated() {
+            let t = a.tokens
+            covariances[l][.attention]!.add(a.normedInput, rows: t)
+            covariances[l][.attentionOutput]!.add(a.attention, rows: t)
+            covariances[l][.mlp]!.add(a.normedResidual, rows: t)
+            covariances[l][.mlpHidden]!.add(a.mlpHidden, rows: t)
+        }
+    }
+}
+
+/// What one V step did.
+struct CodeUpdateOutcome {
+    var changedCodes = 0
+    var totalCodes = 0
+    /// Σ over linears of the searched objective before and after (relative to each linear's
+    /// tr(W'HW'ᵀ), so layers count alike).
+    var objectiveBefore = 0.0
+    var objectiveAfter = 0.0
+}
+
+/// Damping added to XᵀX's diagonal, as a fraction of its mean: a window holds a few thousand
+/// tokens, and a rank-deficient metric would let the search move codes along directions the
+/// window never saw.
+let codeUpdateDamping: Float = 0.01
+
+/// The symmetric, averaged and damped XᵀX of one accumulator, in Float32.
+func dampedCovariance(_ accumulator: HessianAccumulator) -> [Float] {
+    let n = accumulator.dim, tokens = Double(max(accumulator.tokenCount, 1))
+    var h = accumulator.hessian().map { Float($0 / tokens) }
+    var mean: Float = 0
+    for i in 0..<n { mean += h[i * n + i] }
+    mean = max(mean / Float(n), 1e-12)
+    for i in 0..<n { h[i * n + i] += codeUpdateDamping * mean }
+    return h
+}
+
+/// The normalised V-step move Δ [dOut, dIn] of one linear (see `CodeUpdateOptions`).
+/// With sums over n sequences, Σg/√(Σg²) = √n·m/√v, and |Σg| ≤ √n·√(Σg²) (Cauchy-Schwarz), so
+/// dividing by √n gives m/√v, bounded by 1.
+func codeUpdateStep(weights: [Float], gradientSum: [Float], squareSum: [Float], sequences n: Int, dOut: Int, dIn: Int,
+                    stepSize: Float) -> [Float] {
+    let perSequence = 1 / Float(max(n, 1)).squareRoot()
+    var step = [Float](repeating: 0, count: weights.count)
+    for r in 0..<dOut {
+        let row = r * dIn
+        var energy: Float = 0
+        for i in row..<(row + dIn) { energy += weights[i] * weights[i] }
+        let rowScale = stepSize * (energy / Float(dIn)).squareRoot() * perSequence
+        for i in row..<(row + dIn) {
+            let root = squareSum[i].squareRoot()
+            step[i] = root > 0 ? -rowScale * gradientSum[i] / root : 0
+        }
+    }
+    return step
+}
+
+/// The τ·(rows·groups) (row, group) pairs with the largest Σ_a H_aa·Δ_a², as a mask
+/// [dOut, groups]; ties broken by position so the choice is deterministic.
+func selectMovedGroups(step: [Float], hessianDiagonal: [Float], dOut: Int, dIn: Int, groupSize g: Int, fraction: Double) -> [Bool] {
+    let groups = dIn / g, total = dOut * groups
+    let count = min(total, Int((fraction * Double(total)).rounded(.up)))
+    var scores = [Float](repeating: 0, count: total)
+    for r in 0..<dOut {
+        for j in 0..<groups {
+            var s: Float = 0
+            for a in 0..<g {
+                let d = step[r * dIn + j * g + a]
+                s += hessianDiagonal[j * g + a] * d * d
+            }
+            scores[r * groups + j] = s
+        }
+    }
+    let ranked = (0..<total).sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
+    var mask = [Bool](repeating: false, count: total)
+    for i in ranked.prefix(count) where scores[i] > 0 { mask[i] = true }
+    return mask
+}
+
+extension TrainableLinear {
+    /// One V step of this linear toward Ŵ + Δ (Δ from the window's gradients), searching the
+    /// selected groups under `hessian` [dIn, dIn]. Returns the changed codes and the searched
+    /// objective before and after, relative to tr(W'HW'ᵀ).
+    mutating func updateCodes(gradient: LinearGradient, sequences: Int, hessian: [Float], options o: CodeUpdateOptions,
+                              seed: UInt64) -> (changed: Int, before: Double, after: Double) {
+        guard let sum = gradient.weightSum, let squares = gradient.weightSquareSum else { return (0, 0, 0) }
+        let code = additiveCode
+        let current = code.dequantized()
+        let step = codeUpdateStep(weights: current, gradientSum: sum, squareSum: squares, sequences: sequences, dOut: dOut, dIn: dIn, stepSize: o.stepSize)
+        let diagonal = (0..<dIn).map { hessian[$0 * dIn + $0] }
+        let mask = selectMovedGroups(step: step, hessianDiagonal: diagonal, dOut: dOut, dIn: dIn, groupSize: scheme.groupSize,
+                                     fraction: o.fraction)
+        var target = current
+        for i in target.indices { target[i] += step[i] }
+        guard let problem = try? LayerProblem(weight: target, dOut: dOut, dIn: dIn, hessian: hessian) else { return (0, 0, 0) }
+        let result = searchCodes(code, problem: problem, beamSize: o.beamSize, seed: seed, selectedGroups: mask)
+        codes = result.code.codes
+        let reference = max(problem.referenceEnergy, .leastNonzeroMagnitude)
+        return (result.changedCodes, result.initialObjective / reference, result.trackedObjective / reference)
+    }
+}
+
+extension TrainableModel {
+    /// One V step over every quantized linear, from the window's gradients (in `gradients`)
+    /// and input covariances; `seed` varies the beam search's visit order per step and layer.
+    mutating func updateCodes(gradients: ModelGradients, window: CodeUpdateWindow, options o: CodeUpdateOptions,
+                              seed: UInt64) -> CodeUpdateOutcome {
+        var outcome = CodeUpdateOutcome()
+        for l in blocks.indices {
+            for (index, linear) in LlamaLinear.allCases.enumerated() {
+                guard var layer = blocks[l].quantized[linear], let gradient = gradients.blocks[l].linears[linear] else { continue }
+                let hessian: [Float]
+                if o.activationWeighted, let accumulator = window.covariances[l][linear.input], accumulator.tokenCount > 0 {
+                    hessian = dampedCovariance(accumulator)
+                } else {
+                    var identity = [Float](repeating: 0, count: layer.dIn * layer.dIn)
+                    for i in 0..<layer.dIn { identity[i * layer.dIn + i] = 1 }
+                    hessian = identity
+                }
+                let layerSeed = seed &+ UInt64(l * LlamaLinear.allCases.count + index) &* 0x9E37_79B9_7F4A_7C15
+                let done = layer.updateCodes(gradient: gradient, sequences: window.sequences, hessian: hessian, options: o, seed: layerSeed)
+                blocks[l].quantized[linear] = layer
+                outcome.changedCodes += done.changed
+                outcome.totalCodes += layer.codes.count
+                outcome.objectiveBefore += done.before
+                outcome.objectiveAfter += done.after
+            }
+        }
+        return outcome
+    }
+}
+
+extension TrainableModel {
+    /// Every quantized linear's codes by its tensor name (the resume state of V steps).
+    var codeTensors: [String: [UInt16]] {
+        var out: [String: [UInt16]] = [:]
+        for (l, block) in blocks.enumerated() {
+            for (linear, layer) in block.quantized { out[Self.blockPrefix(l) + linear.rawValue] = layer.codes }
+        }
+        return out
+    }
+
+    mutating func setCodeTensors(_ values: [String: [UInt16]]) throws {
+        for l in blocks.indices {
+            for linear in Array(blocks[l].quantized.keys) {
+                let name = Self.blockPrefix(l) + linear.rawValue
+                guard let codes = values[name], codes.count == blocks[l].quantized[linear]!.codes.count else {
+                    throw FinetuneError("checkpoint lacks the codes of '\(name)'")
+                }
+                blocks[l].quantized[linear]!.codes = codes
+            }
+        }
+    }
+}
