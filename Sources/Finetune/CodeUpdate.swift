@@ -146,8 +146,13 @@ extension TrainableLinear {
         let diagonal = (0..<dIn).map { hessian[$0 * dIn + $0] }
         let mask = selectMovedGroups(step: step, hessianDiagonal: diagonal, dOut: dOut, dIn: dIn, groupSize: scheme.groupSize,
                                      fraction: o.fraction)
+        // The step is restricted to the subspace: unselected groups keep Ŵ as their target.
+        // Otherwise the XᵀX cross terms make each selected group absorb its whole row's move.
         var target = current
-        for i in target.indices { target[i] += step[i] }
+        let g = scheme.groupSize
+        for (pair, selected) in mask.enumerated() where selected {
+            for i in (pair * g)..<((pair + 1) * g) { target[i] += step[i] }
+        }
         guard let problem = try? LayerProblem(weight: target, dOut: dOut, dIn: dIn, hessian: hessian) else { return (0, 0, 0) }
         let result = searchCodes(code, problem: problem, beamSize: o.beamSize, seed: seed, selectedGroups: mask)
         codes = result.code.codes
