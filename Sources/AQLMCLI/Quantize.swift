@@ -90,7 +90,7 @@ struct Quantize: ParsableCommand {
     @Flag(help: """
         Print report.json's totals as one JSON object when done: scheme, model, output, samples, seqlen, seed, beam, \
         bits_per_weight, model_bits_per_weight, quantized_parameters, other_parameters, other_bytes, file_bytes, \
-        wall_seconds, peak_rss_bytes, block_output_errors (and block_output_errors_finetuned when blocks are fine-tuned).
+        wall_seconds, peak_rss_bytes, calibration_activation_bytes (calibration activations held in memory), block_output_errors (and block_output_errors_finetuned when blocks are fine-tuned).
         """)
     var json = false
 
