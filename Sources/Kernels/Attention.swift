@@ -32,6 +32,11 @@ public func causalAttention(queries: UnsafePointer<Float>, keys: UnsafePointer<F
 }
 
 /// One query vector against `positions` cached keys/values (stride `kvStride` floats apart).
+/// Decoding spends most of its attention time here, so the two passes keep their sums in
+/// registers: each score is one vector of partial products folded once (not a `dot` call with
+/// its own tail and reduction), and the output is summed over all positions in 64-float
+/// slices of four accumulators, stored once, instead of read and written back per position
+/// (`addScaled`), which chained every position's update through a store-to-load forward.
 @inline(__always)
 func attendOneQuery(_ q: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, kvStride: Int,
                     positions n: Int, headDim d: Int, into out: UnsafeMutablePointer<Float>) {
@@ -39,13 +44,61 @@ func attendOneQuery(_ q: UnsafePointer<Float>, keys: UnsafePointer<Float>, value
     withUnsafeTemporaryAllocation(of: Float.self, capacity: n) { buffer in
         let scores = buffer.baseAddress!
         for j in 0..<n {
-            scores[j] = dot(q, keys + j * kvStride, count: d) * scoreScale
+            scores[j] = queryKeyDot(q, keys + j * kvStride, count: d) * scoreScale
         }
         softmax(scores, count: n)
-        out.update(repeating: 0, count: d)
+        weightedValueSum(scores, values: values, kvStride: kvStride, positions: n, headDim: d, into: out)
+    }
+}
+
+/// Σ q[i]·k[i] for one short head vector: one vector accumulator, folded in halves.
+@inline(__always)
+private func queryKeyDot(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, count d: Int) -> Float {
+    var acc = SIMD16<Float>()
+    var i = 0
+    while i + 16 <= d {
+        acc.addProduct(loadVector(q + i), loadVector(k + i))
+        i += 16
+    }
+    let quarter = acc.lowHalf + acc.highHalf
+    let eighth = quarter.lowHalf + quarter.highHalf
+    let pair = eighth.lowHalf + eighth.highHalf
+    var sum = pair[0] + pair[1]
+    while i < d {
+        sum += q[i] * k[i]
+        i += 1
+    }
+    return sum
+}
+
+/// out[0..<d] = Σ_j weights[j] · values[j·kvStride ..< j·kvStride + d].
+@inline(__always)
+private func weightedValueSum(_ weights: UnsafePointer<Float>, values: UnsafePointer<Float>, kvStride: Int, positions n: Int,
+                              headDim d: Int, into out: UnsafeMutablePointer<Float>) {
+    var start = 0
+    while start + 64 <= d {
+        var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
+        var v = values + start
         for j in 0..<n {
-            addScaled(values + j * kvStride, scores[j], into: out, count: d)
+            let w = SIMD16<Float>(repeating: weights[j])
+            a0.addProduct(w, loadVector(v)); a1.addProduct(w, loadVector(v + 16))
+            a2.addProduct(w, loadVector(v + 32)); a3.addProduct(w, loadVector(v + 48))
+            v += kvStride
         }
+        storeVector(a0, out + start); storeVector(a1, out + start + 16)
+        storeVector(a2, out + start + 32); storeVector(a3, out + start + 48)
+        start += 64
+    }
+    while start + 16 <= d {
+        var a = SIMD16<Float>()
+        for j in 0..<n { a.addProduct(SIMD16(repeating: weights[j]), loadVector(values + j * kvStride + start)) }
+        storeVector(a, out + start)
+        start += 16
+    }
+    for i in start..<d {
+        var a: Float = 0
+        for j in 0..<n { a += weights[j] * values[j * kvStride + i] }
+        out[i] = a
     }
 }
 

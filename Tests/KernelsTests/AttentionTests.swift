@@ -5,7 +5,17 @@ import XCTest
 final class AttentionTests: XCTestCase {
     /// Causal GQA against a direct double loop, for rows after a cached prefix.
     func testMatchesDirectComputation() {
-        let heads = 6, kvHeads = 2, d = 12, start = 9, tokens = 7, positions = start + tokens
+        checkAgainstDirectComputation(heads: 6, kvHeads: 2, d: 12, start: 9, tokens: 7)
+    }
+
+    /// One decoded row (the decode path) with a head size that takes the kernel's 64-float
+    /// slices, a 16-float slice and a scalar tail (64 + 16 + 3).
+    func testDecodeRowMatchesDirectComputationForEverySliceWidth() {
+        checkAgainstDirectComputation(heads: 6, kvHeads: 2, d: 83, start: 40, tokens: 1)
+    }
+
+    private func checkAgainstDirectComputation(heads: Int, kvHeads: Int, d: Int, start: Int, tokens: Int) {
+        let positions = start + tokens
         var random = SeededRandom(seed: 21)
         let q = (0..<(tokens * heads * d)).map { _ in random.nextGaussian() }
         let k = (0..<(positions * kvHeads * d)).map { _ in random.nextGaussian() }
