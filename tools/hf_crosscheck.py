@@ -147,9 +147,12 @@ def main():
     p.add_argument("--tokens", type=int, default=32, help="greedy tokens to compare")
     p.add_argument("--prompt", default="The capital of France is")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest relative PPL difference")
+    p.add_argument("--threads", type=int, help="cores for torch and for aqlm (its --threads); default: theirs")
     p.add_argument("--native-decode", type=int, metavar="N", help="only time N tokens with aqlm's own kernel")
     a = p.parse_args()
     torch.manual_seed(0)
+    if a.threads:
+        torch.set_num_threads(a.threads)
 
     if a.native_decode:
         print(json.dumps(native_decode(a.directory, a.native_decode, a.prompt)))
@@ -172,7 +175,7 @@ def main():
     prompt_ids = tokenizer(a.prompt)["input_ids"]
     tokens = greedy(model, prompt_ids, a.tokens, tokenizer.eos_token_id)
 
-    common = ["--model", a.directory, "--head", "f32", "--json"]
+    common = ["--model", a.directory, "--head", "f32", "--json"] + (["--threads", str(a.threads)] if a.threads else [])
     ours_ppl = run_json([a.aqlm, "perplexity", "--text", a.text, "--ctx", str(a.ctx), "--chunks", str(a.chunks)] + common)
     ours_gen = run_json([a.aqlm, "generate", "--prompt", a.prompt, "-n", str(a.tokens), "--temp", "0"] + common)
     relative = abs(ppl - ours_ppl["ppl"]) / ours_ppl["ppl"]

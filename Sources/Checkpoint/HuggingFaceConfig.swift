@@ -46,6 +46,17 @@ public struct HuggingFaceConfig {
         if let scaling = json["rope_scaling"], !scaling.isNull {
             throw CheckpointError.invalid(path, detail: "rope_scaling \(scaling.serialized(indent: nil)) is not supported")
         }
+        // transformers 5 writes RoPE as rope_parameters {rope_theta, rope_type} instead of a
+        // top-level rope_theta; a wrong theta runs silently with garbage positions.
+        var ropeTheta = try reader.float("rope_theta", default: 10000)
+        if let rope = json["rope_parameters"], !rope.isNull {
+            if let type = rope["rope_type"]?.string, type != "default" {
+                throw CheckpointError.invalid(path, detail: "rope_parameters.rope_type '\(type)' is not supported (only default)")
+            }
+            if json["rope_theta"] == nil || json["rope_theta"]!.isNull {
+                ropeTheta = try ConfigReader(json: rope, path: path + " rope_parameters").float("rope_theta", default: 10000)
+            }
+        }
         let attentionBias = try arch == "qwen2" || (arch == "llama" && reader.bool("attention_bias", default: false))
         llama = LlamaConfig(
             architecture: arch,
@@ -57,7 +68,7 @@ public struct HuggingFaceConfig {
             numKVHeads: kvHeads,
             headDim: headDim,
             contextLength: try Self.contextLength(json, reader: reader, arch: arch),
-            ropeTheta: try reader.float("rope_theta", default: 10000),
+            ropeTheta: ropeTheta,
             rmsNormEps: try reader.float("rms_norm_eps", default: 1e-6),
             tiedEmbeddings: try reader.bool("tie_word_embeddings", default: false),
             attentionBias: attentionBias)

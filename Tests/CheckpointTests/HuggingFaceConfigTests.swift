@@ -88,6 +88,19 @@ final class HuggingFaceConfigTests: TemporaryDirectoryTestCase {
         }
     }
 
+    /// transformers 5 writes rope_parameters instead of rope_theta (a wrong theta ran silently:
+    /// a 5.x-saved SmolLM2 gave PPL 103 against transformers' 75).
+    func testTransformers5RopeParameters() throws {
+        let five = smolLM2.replacingOccurrences(of: #""rope_theta": 100000,"#,
+                                                with: #""rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"},"#)
+        XCTAssertFalse(five.contains("\"rope_theta\": 100000,"))
+        XCTAssertEqual(try parse(five).llama.ropeTheta, 100000)
+        let scaled = five.replacingOccurrences(of: #""rope_type": "default""#, with: #""rope_type": "yarn""#)
+        XCTAssertThrowsError(try parse(scaled, path: "c.json")) {
+            XCTAssertEqual($0 as? CheckpointError, .invalid("c.json", detail: "rope_parameters.rope_type 'yarn' is not supported (only default)"))
+        }
+    }
+
     func testInvalidValues() {
         let base = #""architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "vocab_size": 10"#
         let cases: [(String, CheckpointError)] = [
