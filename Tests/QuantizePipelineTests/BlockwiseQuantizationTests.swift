@@ -15,6 +15,8 @@ final class BlockwiseQuantizationTests: XCTestCase {
     var textPath: String { directory + "/calibration.txt" }
 
     override func setUpWithError() throws {
+        // The kernels `aqlm` itself runs with (BLASCore replaces OpenBLAS's generic fallback).
+        BLASCore.applyRequestedCore()
         directory = NSTemporaryDirectory() + "pipeline-tests-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try TinyModel.writeGGUF(to: modelPath, seed: 3)
