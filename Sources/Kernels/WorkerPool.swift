@@ -22,8 +22,9 @@ import Glibc
 /// The caller waits for the indices helpers have started the same way a helper waits for a job:
 /// it spins briefly, then sleeps until the last index completes. On a shared machine a helper can
 /// be descheduled halfway through its index; a caller spinning for it would hold the very core
-/// the helper needs to finish (one busy process beside us took perplexity from 620 to 190
-/// tokens/s), while a sleeping caller lets the scheduler hand that core to the helper.
+/// the helper needs to finish, while a sleeping caller lets the scheduler hand that core to the
+/// helper. (Perplexity beside one busy core collapses either way, 0.23-0.24x: its time is in
+/// OpenBLAS's statically split sgemm, see BENCHMARKS.md, "Shared machine".)
 ///
 /// One job runs at a time. A loop started while another is running (nested inside a job body,
 /// or from a second thread) runs serially on its own thread.
