@@ -17,6 +17,8 @@ extension EmbeddingTable {
         guard tokens > 0 else { return }
         if case .f32(let values) = storage {
             applyFloat32(values, x, y, tokens: tokens)
+        } else if case .q8(let tiles) = storage, tokens <= Self.smallBatchLimit {
+            applyInt8Dots(tiles, x, y, tokens: tokens)
         } else if tokens <= Self.smallBatchLimit {
             applyRowDots(x, y, tokens: tokens)
         } else {
@@ -65,30 +67,20 @@ extension EmbeddingTable {
                     for t in 0..<tokens { y[t * rows + row] = f16DotRow(base + row * width, x: x + t * width, count: width) }
                 }
             }
-        case .q8(let values, let scales):
-            let blocks = width / q8BlockSize
-            values.withUnsafeBufferPointer { v in
-                scales.withUnsafeBufferPointer { s in
-                    let q = v.baseAddress!, d = s.baseAddress!
-                    var r = range.lowerBound
-                    while r + 4 <= range.upperBound {
-                        // The steps run 16x behind the values (2 bytes per 32 values).
-                        prefetch(UnsafeRawPointer(q + r * width) + Self.prefetchDistance, bytes: 4 * width)
-                        prefetch(UnsafeRawPointer(d + r * blocks) + Self.prefetchDistance / 16, bytes: 8 * blocks)
-                        for t in 0..<tokens {
-                            let sums = q8DotFourRows(q + r * width, rowStride: width, scales: d + r * blocks, scaleStride: blocks,
-                                                     x: x + t * width, blocks: blocks)
-                            store(sums, y + t * rows + r)
-                        }
-                        r += 4
-                    }
-                    for row in r..<range.upperBound {
-                        for t in 0..<tokens {
-                            y[t * rows + row] = q8DotRow(q + row * width, scales: d + row * blocks, x: x + t * width, blocks: blocks)
-                        }
-                    }
-                }
-            }
+        case .q8: preconditionFailure("Q8_0 tables run through applyInt8Dots")
+        }
+    }
+
+    /// Few tokens on a Q8_0 table: the activations quantized to int8 per 32-value block (as
+    /// llama.cpp's Q8_0 × Q8_0 dot products; the error bound is at `Q8Activations`), then VNNI
+    /// integer dot products over the row tiles, `rowsPerItem` rows per work item.
+    private func applyInt8Dots(_ tiles: Q8RowTiles, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, tokens: Int) {
+        let activations = Q8Activations(x, tokens: tokens, width: width)
+        defer { activations.deallocate() }
+        let tilesPerItem = Self.rowsPerItem / Q8RowTiles.tileRows
+        let items = (tiles.tiles + tilesPerItem - 1) / tilesPerItem
+        parallelFor(items) { item in
+            tiles.multiply(tiles: item * tilesPerItem ..< min(tiles.tiles, (item + 1) * tilesPerItem), activations, y, tokens: tokens)
         }
     }
 

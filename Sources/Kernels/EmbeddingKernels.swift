@@ -2,8 +2,8 @@
 import _Builtin_intrinsics.intel
 #endif
 
-/// Hot loops of `EmbeddingTable`: Q8_0 quantization, F16/Q8_0 dequantization, and dot products
-/// of four stored rows with one Float32 vector (the tied head's decode step).
+/// Hot loops of `EmbeddingTable`: Q8_0 quantization (the Q8_0 decode step is in Q8RowTiles.swift),
+/// F16 dequantization and dot products of four F16 rows with one Float32 vector.
 
 // MARK: - Q8_0
 
@@ -31,70 +31,6 @@ func quantizeRowQ8(_ x: UnsafePointer<Float>, count: Int, into q: UnsafeMutableP
         }
     }
     return true
-}
-
-/// `blocks` Q8_0 blocks into Float32: out[32b + i] = d_b · q[32b + i].
-func dequantizeQ8(_ q: UnsafePointer<Int8>, scales: UnsafePointer<UInt16>, blocks: Int, into out: UnsafeMutablePointer<Float>) {
-    for b in 0..<blocks {
-        let d = SIMD16<Float>(repeating: Float(Float16(bitPattern: scales[b])))
-        storeVector(widenBytes(q + b * q8BlockSize) * d, out + b * q8BlockSize)
-        storeVector(widenBytes(q + b * q8BlockSize + 16) * d, out + b * q8BlockSize + 16)
-    }
-}
-
-/// Dot products of four Q8_0 rows (`values` rowStride apart, their scales scaleStride apart)
-/// with x: Σ_b d_b · (q_b · x_b) per row. Each block's 32 products are summed in Float32 before
-/// the block's step multiplies them, as ggml's dequantize-then-dot would.
-@inline(__always)
-func q8DotFourRows(_ values: UnsafePointer<Int8>, rowStride: Int, scales: UnsafePointer<UInt16>, scaleStride: Int,
-                   x: UnsafePointer<Float>, blocks: Int) -> SIMD4<Float> {
-    var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
-    let q0 = values, q1 = values + rowStride, q2 = values + 2 * rowStride, q3 = values + 3 * rowStride
-    let s0 = scales, s1 = scales + scaleStride, s2 = scales + 2 * scaleStride, s3 = scales + 3 * scaleStride
-    for b in 0..<blocks {
-        let offset = b * q8BlockSize
-        let xLow = loadVector(x + offset), xHigh = loadVector(x + offset + 16)
-        a0.addProduct(q8BlockDot(q0 + offset, xLow, xHigh), step(s0[b]))
-        a1.addProduct(q8BlockDot(q1 + offset, xLow, xHigh), step(s1[b]))
-        a2.addProduct(q8BlockDot(q2 + offset, xLow, xHigh), step(s2[b]))
-        a3.addProduct(q8BlockDot(q3 + offset, xLow, xHigh), step(s3[b]))
-    }
-    return SIMD4(a0.sum(), a1.sum(), a2.sum(), a3.sum())
-}
-
-/// One row's dot product with x (the tail of `q8DotFourRows`).
-@inline(__always)
-func q8DotRow(_ values: UnsafePointer<Int8>, scales: UnsafePointer<UInt16>, x: UnsafePointer<Float>, blocks: Int) -> Float {
-    var a = SIMD16<Float>()
-    for b in 0..<blocks {
-        let offset = b * q8BlockSize
-        a.addProduct(q8BlockDot(values + offset, loadVector(x + offset), loadVector(x + offset + 16)), step(scales[b]))
-    }
-    return a.sum()
-}
-
-/// The 32 products of one block, folded to 16 lanes.
-@inline(__always)
-private func q8BlockDot(_ q: UnsafePointer<Int8>, _ xLow: SIMD16<Float>, _ xHigh: SIMD16<Float>) -> SIMD16<Float> {
-    (widenBytes(q) * xLow).addingProduct(widenBytes(q + 16), xHigh)
-}
-
-@inline(__always)
-private func step(_ bits: UInt16) -> SIMD16<Float> {
-    SIMD16(repeating: Float(Float16(bitPattern: bits)))
-}
-
-/// 16 signed bytes as Float32 (vpmovsxbd + vcvtdq2ps).
-@inline(__always)
-private func widenBytes(_ p: UnsafePointer<Int8>) -> SIMD16<Float> {
-    #if arch(x86_64)
-    let bytes = UnsafeRawPointer(p).loadUnaligned(as: SIMD2<Int64>.self)
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes))
-    #else
-    var v = SIMD16<Float>()
-    for i in 0..<16 { v[i] = Float(p[i]) }
-    return v
-    #endif
 }
 
 // MARK: - F16

@@ -45,8 +45,9 @@ public struct EmbeddingTable: LinearOperator, @unchecked Sendable {
     enum Storage {
         case f32([Float])
         case f16([UInt16])
-        /// `values` [rows × width] int8, `scales` [rows × width/32] fp16 bit patterns.
-        case q8(values: [Int8], scales: [UInt16])
+        /// Q8_0 values and steps in the row-tiled layout of the VNNI decode kernel (`Q8RowTiles`),
+        /// the only copy: row lookups and dequantized tiles read it too.
+        case q8(Q8RowTiles)
     }
 
     public var precision: EmbeddingPrecision {
@@ -64,7 +65,7 @@ public struct EmbeddingTable: LinearOperator, @unchecked Sendable {
         switch storage {
         case .f32(let v): return v.count * 4
         case .f16(let v): return v.count * 2
-        case .q8(let values, let scales): return values.count + scales.count * 2
+        case .q8(let tiles): return tiles.byteCount
         }
     }
 
@@ -117,24 +118,27 @@ public struct EmbeddingTable: LinearOperator, @unchecked Sendable {
     }
 
     /// A table from ggml Q8_0 blocks as a GGUF file stores them (block_q8_0 { f16 d; i8 qs[32] },
-    /// rows of width/32 blocks, no alignment needed): the same values, split into int8 values
-    /// and fp16 steps, never widened to Float32.
+    /// rows of width/32 blocks, no alignment needed): the same values and steps rearranged into
+    /// `Q8RowTiles` (the file's pages are not needed after), never widened to Float32.
     public init(q8Blocks bytes: UnsafeRawBufferPointer, rows: Int, width: Int, name: String = "embedding table") throws {
         let blockBytes = 2 + q8BlockSize
         guard rows > 0, width > 0, width % q8BlockSize == 0, bytes.count == rows * width / q8BlockSize * blockBytes else {
             throw EmbeddingTableError("\(name): \(bytes.count) bytes are not [\(rows) × \(width)] in Q8_0 blocks")
         }
-        let blocks = rows * width / q8BlockSize
-        var values = [Int8](repeating: 0, count: rows * width)
-        var scales = [UInt16](repeating: 0, count: blocks)
-        values.withUnsafeMutableBytes { v in
+        let blocks = width / q8BlockSize
+        var tiles = Q8RowTiles(rows: rows, width: width)
+        let values = UnsafeMutablePointer<Int8>.allocate(capacity: width)
+        let steps = UnsafeMutablePointer<UInt16>.allocate(capacity: blocks)
+        defer { values.deallocate(); steps.deallocate() }
+        for r in 0..<rows {
             for b in 0..<blocks {
-                scales[b] = UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: b * blockBytes, as: UInt16.self))
-                v.baseAddress!.advanced(by: b * q8BlockSize)
-                    .copyMemory(from: bytes.baseAddress!.advanced(by: b * blockBytes + 2), byteCount: q8BlockSize)
+                let at = (r * blocks + b) * blockBytes
+                steps[b] = UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: at, as: UInt16.self))
+                UnsafeMutableRawPointer(values + b * q8BlockSize).copyMemory(from: bytes.baseAddress! + at + 2, byteCount: q8BlockSize)
             }
+            tiles.setRow(r, values: values, steps: steps)
         }
-        self.init(rows: rows, width: width, storage: .q8(values: values, scales: scales))
+        self.init(rows: rows, width: width, storage: .q8(tiles))
     }
 
     /// Builds the storage one Float32 row at a time from `fillRow(row, buffer)`, so no Float32
@@ -166,20 +170,18 @@ public struct EmbeddingTable: LinearOperator, @unchecked Sendable {
                 throw EmbeddingTableError("\(name): width \(width) is not a multiple of \(q8BlockSize); Q8_0 cannot store it (use f16)")
             }
             let blocks = width / q8BlockSize
-            var values = [Int8](repeating: 0, count: rows * width)
-            var scales = [UInt16](repeating: 0, count: rows * blocks)
+            var tiles = Q8RowTiles(rows: rows, width: width)
+            let values = UnsafeMutablePointer<Int8>.allocate(capacity: width)
+            let steps = UnsafeMutablePointer<UInt16>.allocate(capacity: blocks)
+            defer { values.deallocate(); steps.deallocate() }
             for r in 0..<rows {
                 fillRow(r, row)
-                let ok = values.withUnsafeMutableBufferPointer { v in
-                    scales.withUnsafeMutableBufferPointer { s in
-                        quantizeRowQ8(row, count: width, into: v.baseAddress! + r * width, scales: s.baseAddress! + r * blocks)
-                    }
-                }
-                guard ok else {
+                guard quantizeRowQ8(row, count: width, into: values, scales: steps) else {
                     throw EmbeddingTableError("\(name): row \(r) holds a NaN, an infinity or a value beyond fp16 range; Q8_0 cannot store it")
                 }
+                tiles.setRow(r, values: values, steps: steps)
             }
-            storage = .q8(values: values, scales: scales)
+            storage = .q8(tiles)
         }
     }
 
@@ -209,7 +211,7 @@ public struct EmbeddingTable: LinearOperator, @unchecked Sendable {
         switch (storage, other.storage) {
         case (.f32(let a), .f32(let b)): return address(a) == address(b)
         case (.f16(let a), .f16(let b)): return address(a) == address(b)
-        case (.q8(let a, _), .q8(let b, _)): return address(a) == address(b)
+        case (.q8(let a), .q8(let b)): return a.sharesStorage(with: b)
         default: return false
         }
     }
@@ -233,7 +235,7 @@ public struct EmbeddingTable: LinearOperator, @unchecked Sendable {
         switch storage {
         case .f32(let v): return v.allSatisfy { $0.isFinite }
         case .f16(let v): return v.allSatisfy { $0 & 0x7C00 != 0x7C00 }
-        case .q8(_, let s): return s.allSatisfy { $0 & 0x7C00 != 0x7C00 }
+        case .q8(let tiles): return tiles.stepsFinite
         }
     }
 
@@ -246,13 +248,8 @@ public struct EmbeddingTable: LinearOperator, @unchecked Sendable {
             values.withUnsafeBufferPointer { out.update(from: $0.baseAddress! + first, count: n) }
         case .f16(let bits):
             bits.withUnsafeBufferPointer { widenHalves($0.baseAddress! + first, count: n, into: out) }
-        case .q8(let values, let scales):
-            values.withUnsafeBufferPointer { v in
-                scales.withUnsafeBufferPointer { s in
-                    dequantizeQ8(v.baseAddress! + first, scales: s.baseAddress! + first / q8BlockSize,
-                                 blocks: n / q8BlockSize, into: out)
-                }
-            }
+        case .q8(let tiles):
+            for (i, r) in range.enumerated() { tiles.dequantizeRow(r, into: out + i * width) }
         }
     }
 }
