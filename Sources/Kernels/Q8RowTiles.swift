@@ -93,7 +93,14 @@ public struct Q8RowTiles: @unchecked Sendable {
                 let offsetValues = unsafeBitCast(words, to: SIMD32<UInt8>.self) ^ 0x80
                 let q = unsafeBitCast(offsetValues, to: SIMD32<Int8>.self)
                 let o = out + block * q8BlockSize
+                #if arch(x86_64)
+                // vpmovsxbd + vcvtdq2ps per 16 values (Swift's generic SIMD conversion is scalar).
+                let scale = SIMD16<Float>(repeating: d)
+                storeVector(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(unsafeBitCast(q.lowHalf, to: SIMD2<Int64>.self))) * scale, o)
+                storeVector(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(unsafeBitCast(q.highHalf, to: SIMD2<Int64>.self))) * scale, o + 16)
+                #else
                 for i in 0..<q8BlockSize { o[i] = d * Float(q[i]) }
+                #endif
             }
         }
     }
