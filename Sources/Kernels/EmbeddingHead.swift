@@ -9,8 +9,10 @@ extension EmbeddingTable {
     static let tileRows = 256
     /// How far ahead of the row dots (bytes of stored rows) the next rows are prefetched. Four
     /// rows of 576 values are only 2.3 KB (Q8_0), and the hardware prefetchers alone left one
-    /// core at half the streaming rate: measured single-thread, 49152 × 576 Q8_0, under load:
-    /// 1826 µs without, 965 µs at 4 KB, 899 µs at 8 KB, 908 µs at 16 KB.
+    /// core at half the streaming rate: measured single-thread, 49152 × 576 Q8_0 row dots, under
+    /// load: 1826 µs without, 965 µs at 4 KB, 899 µs at 8 KB, 908 µs at 16 KB. The Q8_0 row tiles
+    /// are one sequential stream, where it matters less: the head's share of a decode step
+    /// (perf, 512 steps) was 22.8-23.0 % without and 19.9-21.2 % at 8 KB.
     nonisolated(unsafe) public static var prefetchDistance = 8192
 
     public func apply(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, tokens: Int) {

@@ -34,9 +34,10 @@ public struct EmbeddingTableError: Error, CustomStringConvertible, Equatable {
 /// It is both the model's input lookup (`row(_:into:)` dequantizes one row on the fly) and, as a
 /// `LinearOperator` y = x · Tableᵀ, the output head of models that tie the two (SmolLM2: 28 M of
 /// its 135 M parameters, 113 MB in Float32, read once per decoded token). Reduced precisions
-/// compute from the stored values directly: for a few tokens, SIMD dot products over rows on
-/// both cores (the table streams from memory once per call); for more, rows dequantized tile by
-/// tile into an L2-resident buffer and multiplied with sgemm.
+/// compute from the stored values directly: for a few tokens, F16 rows as SIMD dot products and
+/// Q8_0 rows as VNNI int8 dot products with int8-quantized activations (`Q8RowTiles`), on both
+/// cores (the table streams from memory once per call); for more, rows dequantized tile by
+/// tile into an L2-resident buffer and multiplied with sgemm (Float32 activations, exact).
 public struct EmbeddingTable: LinearOperator, @unchecked Sendable {
     public let rows: Int
     public let width: Int
