@@ -2,11 +2,13 @@ import ArgumentParser
 import Checkpoint
 import Evaluation
 import Foundation
+import Llama
 import Kernels
 import PackedFormat
 
 extension EmbeddingPrecision: ExpressibleByArgument {}
 extension ParallelBackend: ExpressibleByArgument {}
+extension KVCachePrecision: ExpressibleByArgument {}
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -45,6 +47,9 @@ struct Bench: ParsableCommand {
 
     @Option(help: "Storage of --model's embedding table and tied head: f32, f16, q8 (default: q8 for a packed model, f32 otherwise).")
     var head: EmbeddingPrecision?
+
+    @Option(help: "Storage of the key/value cache: f32 (exact) or f16 (half the bytes decode attention reads, llama.cpp's default).")
+    var kvCache: KVCachePrecision = .f32
 
     @Option(help: "What runs our parallel loops: pool (persistent workers) or dispatch (concurrentPerform).")
     var parallel: ParallelBackend = .pool
@@ -114,7 +119,8 @@ struct Bench: ParsableCommand {
     /// The measurement process's command line for --model or its comparison; nil if there is no comparison.
     private func childArguments(comparison: Bool) -> [String]? {
         var arguments = ["bench", "--child", "--prompt-tokens", String(promptTokens), "--decode-tokens", String(decodeTokens),
-                         "--threads", String(Threads.count), "--parallel", parallel.rawValue, "--passes", String(passes)]
+                         "--threads", String(Threads.count), "--parallel", parallel.rawValue, "--passes", String(passes),
+                         "--kv-cache", kvCache.rawValue]
         if !kernels { arguments.append("--no-kernels") }
         if !comparison {
             arguments += ["--model", model]
@@ -132,7 +138,9 @@ struct Bench: ParsableCommand {
     private func runChild() throws {
         let options = BenchOptions(promptTokens: promptTokens, decodeTokens: decodeTokens, passes: passes, kernels: kernels)
         let result = try benchmarkModel(model, options: options) {
-            try openModel(model, dequantize: dequantize, embedding: head).model
+            var opened = try openModel(model, dequantize: dequantize, embedding: head).model
+            opened.kvCache = kvCache
+            return opened
         }
         print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
     }

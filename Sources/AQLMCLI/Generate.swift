@@ -23,6 +23,9 @@ struct Generate: ParsableCommand {
     @Option(help: "Storage of the embedding table and tied head: f32, f16, q8 (default: q8 for a packed model, f32 otherwise).")
     var head: EmbeddingPrecision?
 
+    @Option(help: "Storage of the key/value cache: f32 (exact) or f16 (half the bytes decode attention reads, llama.cpp's default).")
+    var kvCache: KVCachePrecision = .f32
+
     @Option(help: "Prompt text (tokenized as is; BOS only if the model adds it). With --chat: the user's message.")
     var prompt: String
 
@@ -64,7 +67,8 @@ struct Generate: ParsableCommand {
         if let threads { Threads.set(threads) }
         // The template is checked before the weights are read: a refusal should not cost a model load.
         let chatFormat = try chat ? chatTemplate(model) : nil
-        let (llama, spec) = try loadModel(model, head: head)
+        var (llama, spec) = try loadModel(model, head: head)
+        llama.kvCache = kvCache
         if bench {
             let result = benchmarkForward(model: llama)
             print(try jsonLine(result, extra: [:]))

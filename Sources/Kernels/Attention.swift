@@ -1,5 +1,23 @@
 import CBLAS
 
+/// What a key/value cache stores per value: Float32, or fp16 bit patterns (half the bytes a
+/// decode step's attention reads; llama.cpp's default cache type), widened as they are read.
+public protocol CachedValue {
+    /// 16 values from `p` as Float32.
+    static func load16(_ p: UnsafePointer<Self>) -> SIMD16<Float>
+    static func float(_ v: Self) -> Float
+}
+
+extension Float: CachedValue {
+    @inline(__always) public static func load16(_ p: UnsafePointer<Float>) -> SIMD16<Float> { loadVector(p) }
+    @inline(__always) public static func float(_ v: Float) -> Float { v }
+}
+
+extension UInt16: CachedValue {
+    @inline(__always) public static func load16(_ p: UnsafePointer<UInt16>) -> SIMD16<Float> { widenHalves16(p) }
+    @inline(__always) public static func float(_ v: UInt16) -> Float { Float(Float16(bitPattern: v)) }
+}
+
 /// Causal grouped-query attention (Vaswani et al. 2017; GQA: Ainslie et al. 2023) for a batch
 /// of query rows against a key/value cache:
 ///   out[t, h] = Σ_{j ≤ p_t} softmax_j(q[t, h]·k[j, g(h)] / √d) · v[j, g(h)]
@@ -9,7 +27,7 @@ import CBLAS
 /// Layouts (row-major): queries and out [tokens × heads·headDim]; keys and values
 /// [positions × kvHeads·headDim] from position 0, holding at least startPosition + tokens rows.
 /// Work is split over (row, head) pairs, longest rows first so the dynamic schedule balances.
-public func causalAttention(queries: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
+public func causalAttention<Cached: CachedValue>(queries: UnsafePointer<Float>, keys: UnsafePointer<Cached>, values: UnsafePointer<Cached>,
                             into out: UnsafeMutablePointer<Float>, tokens: Int, startPosition: Int,
                             heads: Int, kvHeads: Int, headDim: Int) {
     precondition(heads % kvHeads == 0, "query heads must be a multiple of key/value heads")
@@ -31,14 +49,14 @@ public func causalAttention(queries: UnsafePointer<Float>, keys: UnsafePointer<F
     }
 }
 
-/// One query vector against `positions` cached keys/values (stride `kvStride` floats apart).
+/// One query vector against `positions` cached keys/values (stride `kvStride` values apart).
 /// Decoding spends most of its attention time here, so the two passes keep their sums in
 /// registers: each score is one vector of partial products folded once (not a `dot` call with
 /// its own tail and reduction), and the output is summed over all positions in 64-float
 /// slices of four accumulators, stored once, instead of read and written back per position
 /// (`addScaled`), which chained every position's update through a store-to-load forward.
 @inline(__always)
-func attendOneQuery(_ q: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, kvStride: Int,
+func attendOneQuery<Cached: CachedValue>(_ q: UnsafePointer<Float>, keys: UnsafePointer<Cached>, values: UnsafePointer<Cached>, kvStride: Int,
                     positions n: Int, headDim d: Int, into out: UnsafeMutablePointer<Float>) {
     let scoreScale = 1 / Float(d).squareRoot()
     withUnsafeTemporaryAllocation(of: Float.self, capacity: n) { buffer in
@@ -53,11 +71,11 @@ func attendOneQuery(_ q: UnsafePointer<Float>, keys: UnsafePointer<Float>, value
 
 /// Σ q[i]·k[i] for one short head vector: one vector accumulator, folded in halves.
 @inline(__always)
-private func queryKeyDot(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, count d: Int) -> Float {
+private func queryKeyDot<Cached: CachedValue>(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Cached>, count d: Int) -> Float {
     var acc = SIMD16<Float>()
     var i = 0
     while i + 16 <= d {
-        acc.addProduct(loadVector(q + i), loadVector(k + i))
+        acc.addProduct(loadVector(q + i), Cached.load16(k + i))
         i += 16
     }
     let quarter = acc.lowHalf + acc.highHalf
@@ -65,7 +83,7 @@ private func queryKeyDot(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, c
     let pair = eighth.lowHalf + eighth.highHalf
     var sum = pair[0] + pair[1]
     while i < d {
-        sum += q[i] * k[i]
+        sum += q[i] * Cached.float(k[i])
         i += 1
     }
     return sum
@@ -73,7 +91,7 @@ private func queryKeyDot(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, c
 
 /// out[0..<d] = Σ_j weights[j] · values[j·kvStride ..< j·kvStride + d].
 @inline(__always)
-private func weightedValueSum(_ weights: UnsafePointer<Float>, values: UnsafePointer<Float>, kvStride: Int, positions n: Int,
+private func weightedValueSum<Cached: CachedValue>(_ weights: UnsafePointer<Float>, values: UnsafePointer<Cached>, kvStride: Int, positions n: Int,
                               headDim d: Int, into out: UnsafeMutablePointer<Float>) {
     var start = 0
     while start + 64 <= d {
@@ -81,8 +99,8 @@ private func weightedValueSum(_ weights: UnsafePointer<Float>, values: UnsafePoi
         var v = values + start
         for j in 0..<n {
             let w = SIMD16<Float>(repeating: weights[j])
-            a0.addProduct(w, loadVector(v)); a1.addProduct(w, loadVector(v + 16))
-            a2.addProduct(w, loadVector(v + 32)); a3.addProduct(w, loadVector(v + 48))
+            a0.addProduct(w, Cached.load16(v)); a1.addProduct(w, Cached.load16(v + 16))
+            a2.addProduct(w, Cached.load16(v + 32)); a3.addProduct(w, Cached.load16(v + 48))
             v += kvStride
         }
         storeVector(a0, out + start); storeVector(a1, out + start + 16)
@@ -91,13 +109,13 @@ private func weightedValueSum(_ weights: UnsafePointer<Float>, values: UnsafePoi
     }
     while start + 16 <= d {
         var a = SIMD16<Float>()
-        for j in 0..<n { a.addProduct(SIMD16(repeating: weights[j]), loadVector(values + j * kvStride + start)) }
+        for j in 0..<n { a.addProduct(SIMD16(repeating: weights[j]), Cached.load16(values + j * kvStride + start)) }
         storeVector(a, out + start)
         start += 16
     }
     for i in start..<d {
         var a: Float = 0
-        for j in 0..<n { a += weights[j] * values[j * kvStride + i] }
+        for j in 0..<n { a += weights[j] * Cached.float(values[j * kvStride + i]) }
         out[i] = a
     }
 }

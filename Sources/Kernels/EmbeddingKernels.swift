@@ -36,7 +36,7 @@ func quantizeRowQ8(_ x: UnsafePointer<Float>, count: Int, into q: UnsafeMutableP
 // MARK: - F16
 
 /// `count` fp16 bit patterns into Float32.
-func widenHalves(_ h: UnsafePointer<UInt16>, count: Int, into out: UnsafeMutablePointer<Float>) {
+public func widenHalves(_ h: UnsafePointer<UInt16>, count: Int, into out: UnsafeMutablePointer<Float>) {
     var i = 0
     while i + 16 <= count {
         storeVector(widenHalves16(h + i), out + i)
@@ -46,6 +46,12 @@ func widenHalves(_ h: UnsafePointer<UInt16>, count: Int, into out: UnsafeMutable
         out[i] = Float(Float16(bitPattern: h[i]))
         i += 1
     }
+}
+
+/// `count` Float32 values rounded to fp16 bit patterns (round to nearest even; beyond fp16's
+/// range, infinity).
+public func narrowToHalves(_ x: UnsafePointer<Float>, count: Int, into h: UnsafeMutablePointer<UInt16>) {
+    for i in 0..<count { h[i] = Float16(x[i]).bitPattern }
 }
 
 /// Dot products of four fp16 rows (rowStride apart) with x [count].
@@ -90,7 +96,7 @@ func f16DotRow(_ h: UnsafePointer<UInt16>, x: UnsafePointer<Float>, count: Int) 
 
 /// 16 fp16 values as Float32 (vcvtph2ps).
 @inline(__always)
-private func widenHalves16(_ h: UnsafePointer<UInt16>) -> SIMD16<Float> {
+func widenHalves16(_ h: UnsafePointer<UInt16>) -> SIMD16<Float> {
     #if arch(x86_64)
     return _mm512_cvtph_ps(UnsafeRawPointer(h).loadUnaligned(as: SIMD4<Int64>.self))
     #else

@@ -169,10 +169,25 @@ extension LlamaModel {
         addBias(block.vBias, to: values, tokens: t)
         s.rope.apply(s.query, rowStride: qDim, heads: c.numHeads, tokens: t, startPosition: startPosition)
         s.rope.apply(keys, rowStride: kvDim, heads: c.numKVHeads, tokens: t, startPosition: startPosition)
+        if s.kvCache == .f16 {
+            // Rounded into the fp16 cache; sgemm attention reads the whole layer widened back
+            // (so both paths see the same rounded values), decode steps read fp16 directly.
+            let visible = (startPosition + t) * kvDim, new = startPosition * kvDim
+            narrowToHalves(keys, count: t * kvDim, into: s.halfKeys[l] + new)
+            narrowToHalves(values, count: t * kvDim, into: s.halfValues[l] + new)
+            if t >= Self.gemmAttentionRows {
+                widenHalves(s.halfKeys[l], count: visible, into: s.keys[l])
+                widenHalves(s.halfValues[l], count: visible, into: s.values[l])
+            }
+        }
         if t >= Self.gemmAttentionRows {
             causalAttentionGEMM(queries: s.query, keys: s.keys[l], values: s.values[l], into: s.attention,
                                 tokens: t, startPosition: startPosition,
                                 heads: c.numHeads, kvHeads: c.numKVHeads, headDim: c.headDim, scores: s.scores)
+        } else if s.kvCache == .f16 {
+            causalAttention(queries: s.query, keys: UnsafePointer(s.halfKeys[l]), values: UnsafePointer(s.halfValues[l]),
+                            into: s.attention, tokens: t, startPosition: startPosition,
+                            heads: c.numHeads, kvHeads: c.numKVHeads, headDim: c.headDim)
         } else {
             causalAttention(queries: s.query, keys: s.keys[l], values: s.values[l], into: s.attention,
                             tokens: t, startPosition: startPosition,

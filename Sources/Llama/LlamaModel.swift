@@ -141,6 +141,8 @@ public struct LlamaModel: Sendable {
     /// hidden -> vocabulary logits; when the model ties them, the embedding table's own storage
     /// (`EmbeddingTable.headLinear`: a `DenseLinear` over a Float32 table, the table otherwise).
     public var head: any LinearOperator
+    /// How the states this model makes (`makeState`) store their key/value cache.
+    public var kvCache: KVCachePrecision = .f32
 
     public init(config: LlamaConfig, embeddingTable: EmbeddingTable, finalNorm: [Float], layers: [LlamaBlock],
                 head: any LinearOperator) {

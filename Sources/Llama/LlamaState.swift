@@ -1,6 +1,15 @@
 import Checkpoint
 import Kernels
 
+/// How the key/value cache stores its values.
+public enum KVCachePrecision: String, Sendable, CaseIterable {
+    /// Float32: exact.
+    case f32
+    /// fp16 (llama.cpp's default cache type): half the bytes that decode attention reads per
+    /// step (its traffic grows with the position); keys and values rounded to fp16 when stored.
+    case f16
+}
+
 /// Everything a forward pass writes, allocated once per run: the key/value cache for up to
 /// `maxPositions` positions, activation buffers for up to `maxBatch` tokens per step, the
 /// RoPE table, and room for `maxLogitRows` rows of logits. Not thread-safe: one state per
@@ -14,9 +23,16 @@ public final class LlamaState {
     public internal(set) var length = 0
 
     let rope: RotaryEmbedding
-    /// Per layer, [maxPositions × numKVHeads·headDim] (RoPE already applied to keys).
+    public let kvCache: KVCachePrecision
+    /// Per layer, [maxPositions × numKVHeads·headDim] (RoPE already applied to keys). With an
+    /// fp16 cache, every layer's entry is the same Float32 staging buffer: the linears write the
+    /// step's keys/values there, they are rounded into `halfKeys`/`halfValues`, and a batched
+    /// (sgemm) attention reads the layer's whole cache widened back into it.
     let keys: [UnsafeMutablePointer<Float>]
     let values: [UnsafeMutablePointer<Float>]
+    /// Per layer, [maxPositions × numKVHeads·headDim] fp16 bit patterns (`kvCache == .f16` only).
+    let halfKeys: [UnsafeMutablePointer<UInt16>]
+    let halfValues: [UnsafeMutablePointer<UInt16>]
     /// Activations for one step, [maxBatch × width].
     let hidden: UnsafeMutablePointer<Float>      // residual stream, hiddenSize
     let normed: UnsafeMutablePointer<Float>      // RMSNorm output, hiddenSize
@@ -31,12 +47,15 @@ public final class LlamaState {
     /// [maxLogitRows × vocabSize]
     let logitBuffer: UnsafeMutablePointer<Float>
     private var allocations: [UnsafeMutablePointer<Float>] = []
+    private var halfAllocations: [UnsafeMutablePointer<UInt16>] = []
 
     /// - Parameters:
     ///   - maxPositions: cache length (prompt plus generated tokens, or the perplexity context).
     ///   - maxBatch: tokens per internal step; longer inputs are run in pieces of this size.
     ///   - maxLogitRows: how many logit rows one `forward` call may return.
-    public init(config: LlamaConfig, maxPositions: Int, maxBatch: Int? = nil, maxLogitRows: Int? = nil) {
+    ///   - kvCache: how the key/value cache stores its values.
+    public init(config: LlamaConfig, maxPositions: Int, maxBatch: Int? = nil, maxLogitRows: Int? = nil,
+                kvCache: KVCachePrecision = .f32) {
         precondition(maxPositions > 0, "a state needs room for at least one position")
         self.config = config
         self.maxPositions = maxPositions
@@ -45,15 +64,31 @@ public final class LlamaState {
         rope = RotaryEmbedding(headDim: config.headDim, base: config.ropeTheta, maxPositions: maxPositions)
 
         var allocations: [UnsafeMutablePointer<Float>] = []
-        func allocate(_ count: Int) -> UnsafeMutablePointer<Float> {
-            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
+        var halfAllocations: [UnsafeMutablePointer<UInt16>] = []
+        func zeroed<T: Numeric>(_ count: Int, _ list: inout [UnsafeMutablePointer<T>]) -> UnsafeMutablePointer<T> {
+            let p = UnsafeMutablePointer<T>.allocate(capacity: max(count, 1))
             p.initialize(repeating: 0, count: max(count, 1))
-            allocations.append(p)
+            list.append(p)
             return p
         }
+        func allocate(_ count: Int) -> UnsafeMutablePointer<Float> { zeroed(count, &allocations) }
         let kvDim = config.numKVHeads * config.headDim, qDim = config.numHeads * config.headDim
-        keys = (0..<config.numLayers).map { _ in allocate(maxPositions * kvDim) }
-        values = (0..<config.numLayers).map { _ in allocate(maxPositions * kvDim) }
+        self.kvCache = kvCache
+        func allocateHalves(_ count: Int) -> UnsafeMutablePointer<UInt16> { zeroed(count, &halfAllocations) }
+        switch kvCache {
+        case .f32:
+            keys = (0..<config.numLayers).map { _ in allocate(maxPositions * kvDim) }
+            values = (0..<config.numLayers).map { _ in allocate(maxPositions * kvDim) }
+            halfKeys = []
+            halfValues = []
+        case .f16:
+            let stagingKeys = allocate(maxPositions * kvDim), stagingValues = allocate(maxPositions * kvDim)
+            keys = Array(repeating: stagingKeys, count: config.numLayers)
+            values = Array(repeating: stagingValues, count: config.numLayers)
+            halfKeys = (0..<config.numLayers).map { _ in allocateHalves(maxPositions * kvDim) }
+            halfValues = (0..<config.numLayers).map { _ in allocateHalves(maxPositions * kvDim) }
+        }
+        self.halfAllocations = halfAllocations
         let b = self.maxBatch
         hidden = allocate(b * config.hiddenSize)
         normed = allocate(b * config.hiddenSize)
@@ -70,6 +105,7 @@ public final class LlamaState {
 
     deinit {
         for p in allocations { p.deallocate() }
+        for p in halfAllocations { p.deallocate() }
     }
 
     /// Forgets the cached sequence (the buffers are kept).
@@ -88,13 +124,17 @@ public final class LlamaState {
         let cache = 2 * config.numLayers * maxPositions * kvDim
         let activations = maxBatch * (3 * config.hiddenSize + 2 * qDim + 3 * config.intermediateSize)
         let scores = min(maxBatch, attentionRowBlock) * maxPositions
-        return 4 * (cache + activations + scores + maxLogitRows * config.vocabSize)
+        let buffers = 4 * (activations + scores + maxLogitRows * config.vocabSize)
+        switch kvCache {
+        case .f32: return buffers + 4 * cache
+        case .f16: return buffers + 2 * cache + 4 * 2 * maxPositions * kvDim
+        }
     }
 }
 
 extension LlamaModel {
-    /// A state for this model; see `LlamaState.init`.
+    /// A state for this model, its cache stored at the model's `kvCache`; see `LlamaState.init`.
     public func makeState(maxPositions: Int, maxBatch: Int? = nil, maxLogitRows: Int? = nil) -> LlamaState {
-        LlamaState(config: config, maxPositions: maxPositions, maxBatch: maxBatch, maxLogitRows: maxLogitRows)
+        LlamaState(config: config, maxPositions: maxPositions, maxBatch: maxBatch, maxLogitRows: maxLogitRows, kvCache: kvCache)
     }
 }

@@ -60,6 +60,34 @@ final class LlamaForwardTests: XCTestCase {
         }
     }
 
+    /// An fp16 key/value cache: decode steps within fp16 rounding of the Float32 cache's logits
+    /// (keys and values off by ≤ 2^-11 relative; 5e-3 of the largest logit allowed, and some
+    /// difference required, so the fp16 path really ran), equal to a prefill of the same tokens
+    /// with the fp16 cache (sgemm attention over the same rounded values: 1e-4), and the same
+    /// bits on a second run. Head widths 16 and 10 (the fp16 loads' vector body and tail).
+    func testF16CacheDecodesWithinRoundingOfFloat32() throws {
+        for config in [Self.tied, Self.biased] {
+            var (llama, _) = try model(config, seed: 4)
+            let exact = allLogits(llama, tokens)
+            llama.kvCache = .f16
+            XCTAssertGreaterThanOrEqual(tokens.count, 16, "the prefill must take the sgemm attention path")
+            let prefilled = allLogits(llama, tokens)
+            var runs: [[[Float]]] = []
+            for _ in 0..<2 {
+                let state = llama.makeState(maxPositions: tokens.count, maxLogitRows: 1)
+                XCTAssertEqual(state.kvCache, .f16)
+                runs.append(tokens.map { token in
+                    llama.forward([token], state: state, logits: .last)
+                    return Array(state.logits(row: 0))
+                })
+            }
+            assertClose(runs[0], exact.map { $0.map(Double.init) }, relative: 5e-3)
+            assertClose(runs[0], prefilled.map { $0.map(Double.init) }, relative: 1e-4)
+            XCTAssertNotEqual(runs[0], exact, "the fp16 cache must round something")
+            XCTAssertEqual(runs[0], runs[1])
+        }
+    }
+
     func testPrefillInPiecesMatchesOnePiece() throws {
         let (llama, _) = try model(Self.biased, seed: 4)
         let whole = allLogits(llama, tokens)
