@@ -103,8 +103,10 @@ public struct EmbeddingTable: LinearOperator, @unchecked Sendable {
 
     /// A table from fp16 values [rows × width], little-endian bytes as a checkpoint stores them
     /// (no alignment needed), converted row by row: no Float32 copy of the whole table is made.
+    /// `consumed`, if given, is called with the bytes of each run of rows already converted (for
+    /// a memory-mapped source to give back its pages while the rest is converted).
     public init(float16Bytes bytes: UnsafeRawBufferPointer, rows: Int, width: Int, precision: EmbeddingPrecision,
-                name: String = "embedding table") throws {
+                name: String = "embedding table", consumed: ((UnsafeRawBufferPointer) -> Void)? = nil) throws {
         guard rows > 0, width > 0, bytes.count == rows * width * 2 else {
             throw EmbeddingTableError("\(name): \(bytes.count) bytes are not [\(rows) × \(width)] fp16 values")
         }
@@ -113,7 +115,8 @@ public struct EmbeddingTable: LinearOperator, @unchecked Sendable {
             self.init(rows: rows, width: width, storage: .f16((0..<(rows * width)).map(half)))
             return
         }
-        try self.init(rows: rows, width: width, precision: precision, name: name) { r, out in
+        try self.init(rows: rows, width: width, precision: precision, name: name,
+                      rowsDone: consumed.map { release in { release(UnsafeRawBufferPointer(rebasing: bytes[($0.lowerBound * width * 2)..<($0.upperBound * width * 2)])) } }) { r, out in
             for i in 0..<width { out[i] = Float(Float16(bitPattern: half(r * width + i))) }
         }
     }
@@ -121,7 +124,9 @@ public struct EmbeddingTable: LinearOperator, @unchecked Sendable {
     /// A table from ggml Q8_0 blocks as a GGUF file stores them (block_q8_0 { f16 d; i8 qs[32] },
     /// rows of width/32 blocks, no alignment needed): the same values and steps rearranged into
     /// `Q8RowTiles` (the file's pages are not needed after), never widened to Float32.
-    public init(q8Blocks bytes: UnsafeRawBufferPointer, rows: Int, width: Int, name: String = "embedding table") throws {
+    /// `consumed` as in `init(float16Bytes:)`.
+    public init(q8Blocks bytes: UnsafeRawBufferPointer, rows: Int, width: Int, name: String = "embedding table",
+                consumed: ((UnsafeRawBufferPointer) -> Void)? = nil) throws {
         let blockBytes = 2 + q8BlockSize
         guard rows > 0, width > 0, width % q8BlockSize == 0, bytes.count == rows * width / q8BlockSize * blockBytes else {
             throw EmbeddingTableError("\(name): \(bytes.count) bytes are not [\(rows) × \(width)] in Q8_0 blocks")
@@ -138,18 +143,37 @@ public struct EmbeddingTable: LinearOperator, @unchecked Sendable {
                 UnsafeMutableRawPointer(values + b * q8BlockSize).copyMemory(from: bytes.baseAddress! + at + 2, byteCount: q8BlockSize)
             }
             tiles.setRow(r, values: values, steps: steps)
+            if let consumed, (r + 1) % Self.rowsPerRelease == 0 || r + 1 == rows {
+                let first = r / Self.rowsPerRelease * Self.rowsPerRelease
+                consumed(UnsafeRawBufferPointer(rebasing: bytes[(first * blocks * blockBytes)..<((r + 1) * blocks * blockBytes)]))
+            }
         }
         self.init(rows: rows, width: width, storage: .q8(tiles))
     }
 
+    /// Rows between calls of a source's `consumed` callback (~1 MB of fp16 at width 576).
+    static let rowsPerRelease = 1024
+
     /// Builds the storage one Float32 row at a time from `fillRow(row, buffer)`, so no Float32
-    /// copy of the whole table exists unless `precision` is Float32.
+    /// copy of the whole table exists unless `precision` is Float32. `rowsDone`, if given, is
+    /// called with each run of `rowsPerRelease` rows (and the last, shorter one) once they are
+    /// stored.
     public init(rows: Int, width: Int, precision: EmbeddingPrecision, name: String,
-                fillRow: (Int, UnsafeMutablePointer<Float>) -> Void) throws {
+                rowsDone: ((Range<Int>) -> Void)? = nil,
+                fillRow fill: (Int, UnsafeMutablePointer<Float>) -> Void) throws {
         self.rows = rows
         self.width = width
         let row = UnsafeMutablePointer<Float>.allocate(capacity: width)
         defer { row.deallocate() }
+        // The source's rows before `r` are stored once `fillRow(r)` is asked for (each branch
+        // stores row r - 1 before filling row r), so runs are reported as the next begins.
+        func fillRow(_ r: Int, _ out: UnsafeMutablePointer<Float>) {
+            if let rowsDone, r > 0, r % Self.rowsPerRelease == 0 { rowsDone((r - Self.rowsPerRelease)..<r) }
+            fill(r, out)
+        }
+        defer {
+            if let rowsDone { rowsDone((rows - 1) / Self.rowsPerRelease * Self.rowsPerRelease ..< rows) }
+        }
         switch precision {
         case .f32:
             var values = [Float](repeating: 0, count: rows * width)

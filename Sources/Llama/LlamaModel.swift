@@ -116,7 +116,7 @@ extension EmbeddingTable {
         defer { t.releasePages() }
         let (rows, width) = (t.shape[0], t.shape[1])
         if t.storedType == .q8_0, let bytes = t.storedBytes {
-            try self.init(q8Blocks: bytes, rows: rows, width: width, name: name)
+            try self.init(q8Blocks: bytes, rows: rows, width: width, name: name, consumed: releaseMappedPages)
             return
         }
         let precision: EmbeddingPrecision = t.storedType == .f16 || t.storedType == .bf16 ? .f16 : .f32
@@ -124,7 +124,13 @@ extension EmbeddingTable {
             self.init(float32: t.values, rows: rows, width: width)
             return
         }
-        try self.init(rows: rows, width: width, precision: precision, name: name) { r, out in t.readRows(r..<(r + 1), into: out) }
+        // The stored rows' pages are given back as they are converted (the table's peak is then
+        // the table plus one run of rows, not plus the whole mapped tensor).
+        let bytes = t.storedBytes, rowBytes = (bytes?.count ?? 0) / rows
+        try self.init(rows: rows, width: width, precision: precision, name: name,
+                      rowsDone: bytes.map { b in { releaseMappedPages(UnsafeRawBufferPointer(rebasing: b[($0.lowerBound * rowBytes)..<($0.upperBound * rowBytes)])) } }) { r, out in
+            t.readRows(r..<(r + 1), into: out)
+        }
     }
 }
 

@@ -95,7 +95,7 @@ extension PackedCheckpoint {
             let precision = embedding ?? PackedModel.defaultEmbeddingPrecision(hiddenSize: config.hiddenSize)
             if info.dtype == .f16 {
                 return try EmbeddingTable(float16Bytes: bytes, rows: config.vocabSize, width: config.hiddenSize,
-                                          precision: precision, name: name)
+                                          precision: precision, name: name, consumed: releaseMappedPages)
             }
             return try EmbeddingTable(values: try file.floats(info), rows: config.vocabSize, width: config.hiddenSize,
                                       precision: precision, name: name)
