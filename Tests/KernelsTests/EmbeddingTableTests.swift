@@ -207,6 +207,47 @@ final class EmbeddingTableTests: XCTestCase {
                        try EmbeddingTable(values: v, rows: rows, width: width, precision: .q8).dequantized())
     }
 
+    /// A memory-mapped source's pages go back while the table is built: the `consumed` byte runs
+    /// are in order, do not overlap and cover the whole source (fp16 rows and Q8_0 blocks, a last
+    /// run shorter than the others), and the table is the one built without the callback.
+    func testConsumedRunsCoverTheSourceInOrder() throws {
+        let (rows, width) = (2500, 32)
+        let v = values(rows: rows, width: width, seed: 13)
+        let halves = v.map { Float16($0).bitPattern }
+        let q8 = try EmbeddingTable(values: v, rows: rows, width: width, precision: .q8)
+        var blocks: [UInt8] = []
+        var row = [Float](repeating: 0, count: width)
+        for r in 0..<rows {
+            q8.row(r, into: &row)
+            let largest = row.map(abs).max()!
+            let step = Float16(largest / 127)
+            blocks += withUnsafeBytes(of: step.bitPattern.littleEndian, Array.init)
+            blocks += row.map { UInt8(bitPattern: Int8(step > 0 ? ($0 / Float(step)).rounded() : 0)) }
+        }
+        func runs(_ bytes: [UInt8], _ build: (UnsafeRawBufferPointer, @escaping (UnsafeRawBufferPointer) -> Void) throws -> EmbeddingTable)
+            rethrows -> (EmbeddingTable, [Range<Int>]) {
+            var seen: [Range<Int>] = []
+            let table = try bytes.withUnsafeBytes { b in
+                try build(b) { run in seen.append((run.baseAddress! - b.baseAddress!) ..< (run.baseAddress! - b.baseAddress! + run.count)) }
+            }
+            return (table, seen)
+        }
+        let (fromHalves, halfRuns) = try runs(halves.withUnsafeBytes(Array.init)) {
+            try EmbeddingTable(float16Bytes: $0, rows: rows, width: width, precision: .q8, consumed: $1)
+        }
+        let (fromBlocks, blockRuns) = try runs(blocks) { try EmbeddingTable(q8Blocks: $0, rows: rows, width: width, consumed: $1) }
+        for (seen, total) in [(halfRuns, rows * width * 2), (blockRuns, rows * 34)] {
+            XCTAssertEqual(seen.count, 3, "\(seen)")
+            XCTAssertEqual(seen.first?.lowerBound, 0)
+            XCTAssertEqual(seen.last?.upperBound, total)
+            for (a, b) in zip(seen, seen.dropFirst()) { XCTAssertEqual(a.upperBound, b.lowerBound) }
+        }
+        XCTAssertEqual(fromHalves.dequantized(), try halves.withUnsafeBytes {
+            try EmbeddingTable(float16Bytes: $0, rows: rows, width: width, precision: .q8)
+        }.dequantized())
+        XCTAssertEqual(fromBlocks.dequantized(), try blocks.withUnsafeBytes { try EmbeddingTable(q8Blocks: $0, rows: rows, width: width) }.dequantized())
+    }
+
     func testQ8RefusesWhatItCannotStore() {
         XCTAssertThrowsError(try EmbeddingTable(values: [Float](repeating: 1, count: 40), rows: 1, width: 40,
                                                 precision: .q8, name: "tok")) { error in
