@@ -161,7 +161,10 @@ def main():
         fail("--aqlm and --text are required (or --native-decode)")
 
     model = load(a.directory, torch.float32)
-    default_dtype = str(next(load(a.directory, "auto").parameters()).dtype).replace("torch.", "")
+    auto = load(a.directory, "auto")  # what a user gets by default: the dtype the config names
+    default_dtype = str(next(auto.parameters()).dtype).replace("torch.", "")
+    head_dtype_auto = str(auto.get_output_embeddings().weight.dtype).replace("torch.", "")
+    del auto
     head_type = type(model.get_output_embeddings()).__name__
     if head_type != "Linear":
         fail(f"{a.directory}: the head loaded as {head_type}, not a dense Linear")
@@ -182,7 +185,9 @@ def main():
     same_tokens = tokens == ours_gen["ids"]
     report = {
         "checkpoint": a.directory, "transformers": transformers.__version__, "aqlm": AQLM_VERSION,
-        "torch": torch.__version__, "default_dtype": default_dtype, "quantized_linears": len(replaced),
+        "torch": torch.__version__, "default_dtype": default_dtype, "head_dtype_auto": head_dtype_auto,
+        "tied_head": model.get_output_embeddings().weight is model.get_input_embeddings().weight,
+        "quantized_linears": len(replaced),
         "bos": bos, "eos": tokenizer.eos_token_id, "has_chat_template": bool(tokenizer.chat_template),
         "chunks": chunks, "ctx": a.ctx, "ppl_transformers": ppl, "ppl_aqlm": ours_ppl["ppl"],
         "ppl_relative_difference": relative, "greedy_tokens": len(tokens), "greedy_identical": same_tokens,

@@ -102,6 +102,13 @@ public struct HuggingFaceConfig {
 
     // MARK: writing
 
+    /// config.json's `transformers_version`: the newest transformers our files are cross-checked
+    /// against (tools/hf_crosscheck.py). Without it, transformers 4.57.3-4.x takes any local
+    /// tokenizer with over 100,000 tokens (Qwen2.5's) for a possibly broken Mistral one and tells
+    /// the user to load it with `fix_mistral_regex=True`, which changes its tokenization; 5.x and
+    /// 4.57.x both skip that check for a version >= 5.0.0, and use the field for nothing else.
+    public static let transformersVersion = "5.25.0"
+
     /// config.json for `config`, with `extra` members added last (replacing same-named ones),
     /// e.g. ("quantization_config", {...}) for a packed checkpoint.
     public static func json(for config: LlamaConfig, bosTokenId: Int? = nil, eosTokenId: Int? = nil,
@@ -131,6 +138,7 @@ public struct HuggingFaceConfig {
             ("rope_theta", .float(config.ropeTheta)),
             ("tie_word_embeddings", .bool(config.tiedEmbeddings)),
             ("torch_dtype", .string("float32")),
+            ("transformers_version", .string(transformersVersion)),
             ("vocab_size", .int(config.vocabSize)),
         ]
         if config.architecture == "mistral" { members.append(("sliding_window", .null)) }

@@ -173,6 +173,7 @@ final class PackedCheckpointTests: XCTestCase {
         XCTAssertFalse(kept.contains { $0.hasPrefix("model.layers.0.self_attn.q_proj") }, "\(kept.sorted())")
         XCTAssertEqual(json["torch_dtype"]?.string, "float16")
         XCTAssertEqual(json["dtype"]?.string, "float16")
+        XCTAssertEqual(json["transformers_version"]?.string, HuggingFaceConfig.transformersVersion, "4.57.x's Mistral-regex check")
         let back = try PackedCheckpoint.read(directory: path)
         XCTAssertEqual(back.dense[dense + ".weight"]?.shape, [code.dOut, code.dIn])
         XCTAssertEqual(back.tokenizer.chatTemplate, model.tokenizer.chatTemplate, "the chat template is kept")
