@@ -142,3 +142,10 @@ func allFinite(_ values: [Float]) -> Bool {
         return acc.sum() + tail == 0
     }
 }
+
+/// `--threads N` fixes the thread count (ours and OpenBLAS's); without it the count follows the
+/// cores other processes leave free, re-checked at the run's natural boundaries
+/// (`Threads.followFreeCores`).
+func applyThreadsOption(_ threads: Int?) {
+    if let threads { Threads.set(threads) } else { Threads.followFreeCores() }
+}

@@ -84,7 +84,7 @@ struct Quantize: ParsableCommand {
     @Option(help: "Codebook parameterisation while fine-tuning: none, or linear (SimVQ: each codebook times a learned g×g matrix).")
     var codebookTransform: CodebookTransform?
 
-    @Option(help: "Cores to use (our loops and OpenBLAS).")
+    @Option(help: "Cores to use (our loops and OpenBLAS); default: all, fewer while other processes keep some busy.")
     var threads: Int?
 
     @Flag(help: """
@@ -135,7 +135,7 @@ struct Quantize: ParsableCommand {
     }
 
     func run() throws {
-        if let threads { Threads.set(threads) }
+        applyThreadsOption(threads)
         var job = BlockwiseQuantization(modelPath: model, outputPath: out, options: try options())
         job.log = { printError($0) }
         let report = try job.run()

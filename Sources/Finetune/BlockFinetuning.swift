@@ -112,6 +112,7 @@ public func finetuneBlock(_ block: TrainableBlock, config: LlamaConfig, inputs: 
         var epochLoss = 0.0
         for stepStart in stride(from: 0, to: order.count, by: options.sequencesPerStep) {
             let step = order[stepStart..<min(stepStart + options.sequencesPerStep, order.count)]
+            Threads.adjustToLoad()
             gradients.zero()
             for s in step {
                 hidden = inputs[s]

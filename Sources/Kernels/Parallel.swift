@@ -13,9 +13,37 @@ public enum Threads {
     nonisolated(unsafe) public static var chunksPerWorker = 4
 
     /// Sets both our worker count and OpenBLAS's, so `--threads N` means N cores in total.
+    /// A count set here is kept: it also stops `adjustToLoad()` from changing it.
     public static func set(_ n: Int) {
+        loadFollower = nil
         count = max(1, n)
         openblas_set_num_threads(Int32(count))
+    }
+
+    nonisolated(unsafe) private static var loadFollower: LoadFollower?
+
+    /// From now on `adjustToLoad()` moves the thread count (ours and OpenBLAS's) between 1 and
+    /// the current count with the cores other processes leave free (see `FreeCores`). Not when
+    /// the user chose a count: AQLM_THREADS, OPENBLAS_NUM_THREADS or OMP_NUM_THREADS set, or
+    /// `set(_:)` called (`--threads N`). Call from the main thread before the work starts.
+    public static func followFreeCores() {
+        let environment = ProcessInfo.processInfo.environment
+        guard ["AQLM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"].allSatisfy({ environment[$0] == nil }),
+              count > 1 else { return }
+        loadFollower = LoadFollower(maximum: count)
+    }
+
+    /// Whether `adjustToLoad()` may change the count.
+    public static var followsFreeCores: Bool { loadFollower != nil }
+
+    /// Re-checks the free cores (at most every 0.5 s; otherwise one clock read) and sets the
+    /// thread count they allow. Call only where no parallel loop or BLAS call is running:
+    /// between chunks, sequences, layers, steps.
+    public static func adjustToLoad() {
+        guard let follower = loadFollower, let next = follower.check(current: count), next != count else { return }
+        if follower.logs { fputs("threads: \(count) -> \(next)\n", stderr) }
+        count = next
+        openblas_set_num_threads(Int32(next))
     }
 
     /// What runs the parallel loops: the persistent `WorkerPool` (default), or Dispatch's

@@ -92,6 +92,7 @@ public struct BlockwiseQuantization {
             var layerReports: [LayerReport] = []
             for linear in LlamaLinear.allCases {
                 let name = "model.layers.\(b).\(linear.rawValue)"
+                Threads.adjustToLoad()
                 // LlamaBlock(weights:layer:) makes every linear a DenseLinear.
                 let dense = original[linear] as! DenseLinear
                 let (result, report) = try quantizeLinear(name: name, weight: WeightTensor(shape: [dense.outputSize, dense.inputSize], values: dense.weights),
@@ -203,6 +204,7 @@ public struct BlockwiseQuantization {
         var targets: [[Float]] = []
         targets.reserveCapacity(inputs.count)
         for x in inputs {
+            Threads.adjustToLoad()
             var y = x
             model.forwardBlock(layer: 0, hidden: &y, startPosition: 0, state: state) { input in
                 accumulators[input.site]!.add(input.rows.baseAddress!, rows: input.tokens)
@@ -217,6 +219,7 @@ public struct BlockwiseQuantization {
     /// Runs block b of `model` in place on every sequence's hidden states.
     func runBlock(_ model: LlamaModel, hidden: inout [[Float]], state: LlamaState) {
         for s in hidden.indices {
+            Threads.adjustToLoad()
             model.forwardBlock(layer: 0, hidden: &hidden[s], startPosition: 0, state: state)
         }
     }
@@ -225,6 +228,7 @@ public struct BlockwiseQuantization {
     func measureQuantizedBlock(_ model: LlamaModel, hidden: [[Float]], targets: [[Float]], state: LlamaState) -> Double {
         var total = 0.0
         for s in hidden.indices {
+            Threads.adjustToLoad()
             var y = hidden[s]
             model.forwardBlock(layer: 0, hidden: &y, startPosition: 0, state: state)
             total += relativeSquaredDifference(y, targets[s])
