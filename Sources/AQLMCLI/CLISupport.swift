@@ -149,3 +149,9 @@ func allFinite(_ values: [Float]) -> Bool {
 func applyThreadsOption(_ threads: Int?) {
     if let threads { Threads.set(threads) } else { Threads.followFreeCores() }
 }
+
+/// `--threads` of the commands whose count follows the free cores.
+let threadsHelp: ArgumentHelp = """
+    Cores to use (our loops and OpenBLAS). Default: all, fewer while other processes keep some busy; \
+    OpenBLAS rounds differently at different counts, so give N for bit-identical reruns.
+    """

@@ -87,7 +87,7 @@ struct Finetune: ParsableCommand {
     @Option(help: "Seed for calibration sampling and the order of sequences.")
     var seed: UInt64 = 0
 
-    @Option(help: "Cores to use (our loops and OpenBLAS); default: all, fewer while other processes keep some busy.")
+    @Option(help: threadsHelp)
     var threads: Int?
 
     @Flag(help: "Print finetune.json (losses, best epoch, steps, times) as one JSON object when done.")

@@ -44,7 +44,7 @@ struct Generate: ParsableCommand {
     @Option(help: "Seed of the sampler.")
     var seed: UInt64 = 0
 
-    @Option(help: "Cores to use (our loops and OpenBLAS); default: all, fewer while other processes keep some busy.")
+    @Option(help: threadsHelp)
     var threads: Int?
 
     @Flag(help: "Print one JSON object at the end instead of streaming text.")

@@ -50,7 +50,7 @@ struct Perplexity: ParsableCommand {
     @Option(help: "Compare against a file saved with --save-logits: mean KL(base ‖ this) and top-1 agreement.")
     var klBase: String?
 
-    @Option(help: "Cores to use (our loops and OpenBLAS); default: all, fewer while other processes keep some busy.")
+    @Option(help: threadsHelp)
     var threads: Int?
 
     @Flag(help: """

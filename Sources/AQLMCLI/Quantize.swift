@@ -84,7 +84,7 @@ struct Quantize: ParsableCommand {
     @Option(help: "Codebook parameterisation while fine-tuning: none, or linear (SimVQ: each codebook times a learned g×g matrix).")
     var codebookTransform: CodebookTransform?
 
-    @Option(help: "Cores to use (our loops and OpenBLAS); default: all, fewer while other processes keep some busy.")
+    @Option(help: threadsHelp)
     var threads: Int?
 
     @Flag(help: """

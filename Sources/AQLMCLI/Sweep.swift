@@ -54,7 +54,7 @@ struct SweepCommand: ParsableCommand {
     @Option(help: "CSV of points measured by another tool (method,bits_per_weight,ppl,kld[,ppl_stderr][,top1][,note]), shown as external.")
     var reference: String?
 
-    @Option(help: "Cores to use (our loops and OpenBLAS); default: all, fewer while other processes keep some busy.")
+    @Option(help: threadsHelp)
     var threads: Int?
 
     @Flag(help: "Print results.json's rows on stdout when done.")

@@ -50,7 +50,20 @@ public struct BlockwiseQuantization {
         let work = WorkDirectory(output: outputPath, fingerprint: fingerprint(weights: weights))
         let names = (0..<blockCount).map { LlamaConfig.linearNames(layer: $0) }
 
+        /// Finished linears held in memory (the scalar baseline's dense weights) ...
         var stored: [String: StoredLinear] = [:]
+        /// ... and those only read back from their block file in the work directory while the
+        /// packed file is written (AQLM-family codes), so memory does not grow with depth.
+        var saved: [String: SavedLinear] = [:]
+        func keep(_ linears: [String: StoredLinear], block b: Int) {
+            for (name, linear) in linears {
+                if case .additive(let code) = linear {
+                    saved[name] = SavedLinear(code: code, name: name, file: work.blockFile(b))
+                } else {
+                    stored[name] = linear
+                }
+            }
+        }
         /// RMSNorm gains changed by block-wise fine-tuning, by tensor name.
         var finetunedNorms: [String: WeightTensor] = [:]
         var reports: [BlockReport] = []
@@ -63,7 +76,7 @@ public struct BlockwiseQuantization {
         if resumeFrom > 0 {
             for b in 0..<min(resumeFrom, blockCount) {
                 let (linears, report) = try work.loadBlock(b, names: names[b])
-                stored.merge(linears) { $1 }
+                keep(linears, block: b)
                 reports.append(report)
                 finetunedNorms.merge(try loadFinetunedNorms(b, work: work)) { $1 }
             }
@@ -136,9 +149,9 @@ public struct BlockwiseQuantization {
             log(String(format: "block %2d done: output error %.5f, %.1f s (%.1f s calibration forward), peak RSS %.2f GB",
                        b, outputErrorFinetuned ?? outputError, report.seconds, calibrationSeconds,
                        Double(report.peakRSSBytes ?? 0) / 1e9))
-            stored.merge(linears) { $1 }
             reports.append(report)
             try work.saveBlock(b, linears: linears, report: report, hidden: hidden, fullPrecisionHidden: fullPrecisionHidden)
+            keep(linears, block: b)
         }
 
         var finetunedWeights = weights
@@ -146,7 +159,7 @@ public struct BlockwiseQuantization {
         // hidden, targets (one block's, while it runs) and the full-precision chain.
         let activationBytes = (2 + (keepsFullPrecisionChain ? 1 : 0)) * sequences.count * options.sequenceLength * config.hiddenSize
             * MemoryLayout<Float>.size
-        let report = try writeOutput(weights: finetunedWeights, stored: stored, blockCount: blockCount, reports: reports,
+        let report = try writeOutput(weights: finetunedWeights, stored: stored, saved: saved, blockCount: blockCount, reports: reports,
                                      calibrationActivationBytes: activationBytes, wallSeconds: Date().timeIntervalSince(clock))
         work.remove()
         return report
@@ -356,17 +369,21 @@ public struct BlockwiseQuantization {
 
     // MARK: - Output
 
-    func writeOutput(weights: ModelWeights, stored: [String: StoredLinear], blockCount: Int, reports: [BlockReport],
-                     calibrationActivationBytes: Int, wallSeconds: Double) throws -> QuantizeReport {
+    func writeOutput(weights: ModelWeights, stored: [String: StoredLinear], saved: [String: SavedLinear], blockCount: Int,
+                     reports: [BlockReport], calibrationActivationBytes: Int, wallSeconds: Double) throws -> QuantizeReport {
         let config = weights.config
         // Still mapped: the packed writer converts them to its stored widths (matrices fp16,
         // vectors fp32) chunk by chunk.
         var dense: [String: WeightTensor] = [:]
         for (name, t) in weights.tensors {
             let base = name.hasSuffix(".weight") ? String(name.dropLast(7)) : name
-            if stored[base] == nil { dense[name] = t }
+            if stored[base] == nil && saved[base] == nil { dense[name] = t }
         }
         var quantizedBits = 0.0, quantizedParameters = 0
+        for (_, linear) in saved {
+            quantizedBits += linear.storageBits
+            quantizedParameters += linear.linear.dOut * linear.linear.dIn
+        }
         for (_, linear) in stored {
             switch linear {
             case .additive(let c):
@@ -395,7 +412,7 @@ public struct BlockwiseQuantization {
             var codes: [String: AdditiveCode] = [:]
             for (name, linear) in stored { if case .additive(let c) = linear { codes[name] = c } }
             let packed = PackedModel(config: config, tokenizer: weights.tokenizer, scheme: scheme, linears: codes, dense: dense)
-            try PackedCheckpoint.write(packed, to: outputPath) { bytes in
+            try PackedCheckpoint.write(packed, deferredLinears: saved.mapValues(\.linear), to: outputPath) { bytes in
                 report.fileBytes = bytes
                 return ["report.json": report.json]
             }

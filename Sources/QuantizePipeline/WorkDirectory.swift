@@ -18,6 +18,9 @@ struct WorkDirectory {
 
     func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
 
+    /// Block `index`'s linears.
+    func blockFile(_ index: Int) -> String { file("block-\(index).safetensors") }
+
     /// Blocks already finished by an earlier run with the same settings (0 for a fresh start).
     func finishedBlocks() throws -> Int {
         let progress = file("progress.json")
@@ -36,7 +39,7 @@ struct WorkDirectory {
     ///   block, kept when fine-tuning targets them (`hidden-fp.f32`).
     func saveBlock(_ index: Int, linears: [String: StoredLinear], report: BlockReport, hidden: [[Float]],
                    fullPrecisionHidden: [[Float]]? = nil) throws {
-        try BlockCheckpoint.write(linears, to: file("block-\(index).safetensors"))
+        try BlockCheckpoint.write(linears, to: blockFile(index))
         try writeJSONFile(report.json, to: file("block-\(index).json"))
         try saveActivations(hidden, name: "hidden.f32")
         if let fullPrecisionHidden { try saveActivations(fullPrecisionHidden, name: "hidden-fp.f32") }
@@ -45,7 +48,7 @@ struct WorkDirectory {
     }
 
     func loadBlock(_ index: Int, names: [String]) throws -> ([String: StoredLinear], BlockReport) {
-        let linears = try BlockCheckpoint.read(names, from: file("block-\(index).safetensors"))
+        let linears = try BlockCheckpoint.read(names, from: blockFile(index))
         let report = BlockReport(json: try readJSONFile(file("block-\(index).json")))
         return (linears, report)
     }
