@@ -36,11 +36,14 @@ public struct CPUTicks: Equatable, Sendable {
 /// sample from /proc/stat and /proc/self/stat (~20 µs).
 public enum FreeCores {
     /// A core is no longer counted as ours when other processes took more than this share of it.
-    public static let giveUpShare = 0.4
+    /// Low, because the cost is not proportional to the share: a busy process takes its whole
+    /// time slice (milliseconds) while the thread it displaced holds up a statically split
+    /// sgemm; on an idle machine other processes use ~0.01 of a core.
+    public static let giveUpShare = 0.25
     /// A core given up is taken back when other processes leave all but this share of it free.
     /// Lower than `giveUpShare`, so a load hovering at one level does not switch the count back
     /// and forth.
-    public static let takeBackShare = 0.25
+    public static let takeBackShare = 0.15
 
     /// The thread count for `available` free cores (cores minus other processes' load), with
     /// hysteresis around `current`: fewer threads once a core of ours is more than
@@ -50,9 +53,9 @@ public enum FreeCores {
         let current = min(max(current, 1), max(maximum, 1))
         var next = current
         if available < Double(current) - giveUpShare {
-            next = Int((available + giveUpShare).rounded(.down))
+            next = min(current - 1, Int((available + giveUpShare).rounded(.down)))
         } else if available >= Double(current + 1) - takeBackShare {
-            next = Int((available + takeBackShare).rounded(.down))
+            next = max(current + 1, Int((available + takeBackShare).rounded(.down)))
         }
         return min(max(next, 1), max(maximum, 1))
     }

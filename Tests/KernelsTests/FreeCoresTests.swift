@@ -80,13 +80,13 @@ final class FreeCoresTests: XCTestCase {
 
     func testThreadCountGivesUpACoreEarlyAndTakesItBackLate() {
         // Two cores: other processes' load over successive windows, and the count each gives.
-        let loads = [0.02, 0.3, 0.39, 0.45, 0.3, 0.5, 0.26, 0.9, 1.0, 0.25, 0.1, 0.0]
+        let loads = [0.02, 0.2, 0.24, 0.3, 0.2, 0.16, 0.9, 1.0, 0.14, 0.1, 0.0]
         var current = 2, counts: [Int] = []
         for load in loads {
             current = FreeCores.threadCount(current: current, maximum: 2, available: 2 - load)
             counts.append(current)
         }
-        XCTAssertEqual(counts, [2, 2, 2, 1, 1, 1, 1, 1, 1, 2, 2, 2])
+        XCTAssertEqual(counts, [2, 2, 2, 1, 1, 1, 1, 1, 2, 2, 2])
         // Never below one thread, never above the maximum.
         XCTAssertEqual(FreeCores.threadCount(current: 2, maximum: 2, available: 0), 1)
         XCTAssertEqual(FreeCores.threadCount(current: 1, maximum: 2, available: 8), 2)
@@ -94,8 +94,9 @@ final class FreeCoresTests: XCTestCase {
         // More cores: several given up (or taken back) in one decision.
         XCTAssertEqual(FreeCores.threadCount(current: 8, maximum: 8, available: 5.1), 5)
         XCTAssertEqual(FreeCores.threadCount(current: 8, maximum: 8, available: 4.5), 4)
-        XCTAssertEqual(FreeCores.threadCount(current: 2, maximum: 8, available: 7.8), 8)
-        XCTAssertEqual(FreeCores.threadCount(current: 2, maximum: 8, available: 2.7), 2)
+        XCTAssertEqual(FreeCores.threadCount(current: 2, maximum: 8, available: 7.9), 8)
+        XCTAssertEqual(FreeCores.threadCount(current: 2, maximum: 8, available: 7.8), 7)
+        XCTAssertEqual(FreeCores.threadCount(current: 2, maximum: 8, available: 2.8), 2)
     }
 
     /// A live window beside a busy-looping child process while this thread spins too: the child's
