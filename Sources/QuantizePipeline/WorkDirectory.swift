@@ -1,5 +1,6 @@
 import Foundation
 import Checkpoint
+import Finetune
 import PackedFormat
 
 /// `<output>.work/`: what a quantization run has finished so far. After each block it holds
@@ -37,8 +38,8 @@ struct WorkDirectory {
 
     /// - Parameter fullPrecisionHidden: the full-precision model's hidden states after the
     ///   block, kept when fine-tuning targets them (`hidden-fp.f32`).
-    func saveBlock(_ index: Int, linears: [String: StoredLinear], report: BlockReport, hidden: [[Float]],
-                   fullPrecisionHidden: [[Float]]? = nil) throws {
+    func saveBlock(_ index: Int, linears: [String: StoredLinear], report: BlockReport, hidden: SequenceActivations,
+                   fullPrecisionHidden: SequenceActivations? = nil) throws {
         try BlockCheckpoint.write(linears, to: blockFile(index))
         try writeJSONFile(report.json, to: file("block-\(index).json"))
         try saveActivations(hidden, name: "hidden.f32")
@@ -53,19 +54,22 @@ struct WorkDirectory {
         return (linears, report)
     }
 
-    private func saveActivations(_ sequences: [[Float]], name: String) throws {
+    private func saveActivations(_ sequences: SequenceActivations, name: String) throws {
         try writeFileAtomically(file(name)) { out in
             for h in sequences { try h.withUnsafeBytes { try out.write($0) } }
         }
     }
 
-    func loadHidden(sequences: Int, width: Int, name: String = "hidden.f32") throws -> [[Float]] {
+    /// The saved hidden states, in files of `spill` when given (see `SequenceActivations`).
+    func loadHidden(sequences: Int, width: Int, spill: String?, name: String = "hidden.f32") throws -> SequenceActivations {
         let mapped = try MappedFile(path: file(name))
         guard mapped.bytes.count == sequences * width * 4 else {
             throw PackedFormatError("\(file(name)) has \(mapped.bytes.count) bytes, expected \(sequences * width * 4)")
         }
         let floats = mapped.bytes.bindMemory(to: Float.self)
-        return (0..<sequences).map { Array(floats[($0 * width)..<(($0 + 1) * width)]) }
+        var hidden = try SequenceActivations(count: sequences, width: width, directory: spill)
+        for s in 0..<sequences { hidden[s] = Array(floats[(s * width)..<((s + 1) * width)]) }
+        return hidden
     }
 
     func remove() { try? FileManager.default.removeItem(atPath: path) }

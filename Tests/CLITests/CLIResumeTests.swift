@@ -34,6 +34,11 @@ final class CLIResumeTests: CLITestCase {
         try killThenResume(extraArguments: ["--finetune-targets", "local"])
     }
 
+    /// Activations in files of the work directory (unlinked at once, so a killed run leaves none).
+    func testKillNineThenResumeWithActivationsInFiles() throws {
+        try killThenResume(extraArguments: ["--activation-memory", "0"])
+    }
+
     func killThenResume(extraArguments: [String]) throws {
         let model = try tinyGGUF("six-blocks.gguf", seed: 3, config: config)
         let calibration = try writeText("calibration.txt", words: 2000)
