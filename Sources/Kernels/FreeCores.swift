@@ -145,9 +145,11 @@ public enum FreeCores {
 /// calibration sequences, quantized layers, fine-tuning steps, decode steps). A check within
 /// `interval` of the last sample returns at once (one clock read), so a boundary may come often.
 final class LoadFollower: @unchecked Sendable {
-    /// The shortest window a decision is made on: 0.5 s is 50 ticks per CPU, and the length of
-    /// one 512-token perplexity chunk of the default model on 2 free cores.
-    static let interval: UInt64 = 500_000_000
+    /// The shortest window a decision is made on: 0.25 s is 25 ticks per CPU, so a tick of
+    /// accounting error moves the load by 0.04 core, far from the 0.25 that gives a core up;
+    /// and the first decision comes early (perplexity's first 512-token chunk takes ~1.2 s on
+    /// 2 free cores with the default model, ~5 s beside a busy one at 2 threads).
+    static let interval: UInt64 = 250_000_000
     let maximum: Int
     let cpus: Set<Int>?
     /// AQLM_THREADS_LOG set: each change of the count is written to stderr.

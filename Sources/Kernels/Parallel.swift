@@ -36,7 +36,7 @@ public enum Threads {
     /// Whether `adjustToLoad()` may change the count.
     public static var followsFreeCores: Bool { loadFollower != nil }
 
-    /// Re-checks the free cores (at most every 0.5 s; otherwise one clock read) and sets the
+    /// Re-checks the free cores (at most every 0.25 s; otherwise one clock read) and sets the
     /// thread count they allow. Call only where no parallel loop or BLAS call is running:
     /// between chunks, sequences, layers, steps.
     public static func adjustToLoad() {
