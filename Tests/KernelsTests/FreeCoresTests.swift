@@ -99,6 +99,29 @@ final class FreeCoresTests: XCTestCase {
         XCTAssertEqual(FreeCores.threadCount(current: 2, maximum: 8, available: 2.8), 2)
     }
 
+    /// From /proc text to a decision: four snapshots 0.5 s apart on 2 CPUs (50 ticks each per
+    /// window). First window: our 2 threads, a daemon takes 1 tick. Second: a busy loop shares
+    /// CPU 1 with our second thread (20 ticks to it, 30 to us). Third: at 1 thread, the loop has
+    /// gone and CPU 1 idles but for a daemon's tick.
+    func testSnapshotsOfProcStatGiveTheThreadCount() throws {
+        func sample(_ cpu0: [UInt64], _ cpu1: [UInt64], own: UInt64) throws -> CPUTicks {
+            try XCTUnwrap(FreeCores.parse(procStat: procStat([cpu0, cpu1]), processStat: processStat(user: own, system: 0), cpus: [0, 1]))
+        }
+        let snapshots = [
+            try sample([1000, 0, 100, 5000, 0, 0, 0, 0], [900, 0, 100, 5100, 0, 0, 0, 0], own: 1500),
+            try sample([1050, 0, 100, 5000, 0, 0, 0, 0], [949, 0, 101, 5100, 0, 0, 0, 0], own: 1599),
+            try sample([1100, 0, 100, 5000, 0, 0, 0, 0], [999, 0, 101, 5100, 0, 0, 0, 0], own: 1679),
+            try sample([1150, 0, 100, 5000, 0, 0, 0, 0], [999, 0, 102, 5149, 0, 0, 0, 0], own: 1729),
+        ]
+        var current = 2, counts: [Int] = []
+        for (a, b) in zip(snapshots, snapshots.dropFirst()) {
+            let load = try XCTUnwrap(FreeCores.otherLoad(from: a, to: b))
+            current = FreeCores.threadCount(current: current, maximum: 2, available: Double(b.cpus) - load)
+            counts.append(current)
+        }
+        XCTAssertEqual(counts, [2, 1, 2])
+    }
+
     /// A live window beside a busy-looping child process while this thread spins too: the child's
     /// CPU time shows up as other processes' load and ours does not. (Only inequalities: the
     /// machine may be loaded, so how much either gets is not known in advance.)
