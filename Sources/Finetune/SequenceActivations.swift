@@ -40,6 +40,10 @@ public struct SequenceActivations: RandomAccessCollection, MutableCollection {
         if let failure = copyFailure ?? file?.failure { throw FinetuneError(failure) }
     }
 
+    /// A plain range: indices that held a copy of the collection would make every write
+    /// inside `for s in activations.indices` copy a shared file.
+    public typealias Indices = Range<Int>
+
     public var startIndex: Int { 0 }
     public var endIndex: Int { file?.count ?? memory.count }
 
