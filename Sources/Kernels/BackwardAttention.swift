@@ -51,17 +51,6 @@ public func causalAttentionBackward(queries: UnsafePointer<Float>, keys: UnsafeP
     }
 }
 
-private enum Transpose { case noTrans, trans }
-
-/// Row-major C = α·op(A)·op(B) + β·C with C [m × n] and inner dimension k.
-@inline(__always)
-private func sgemm(_ ta: Transpose, _ tb: Transpose, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
-                   _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
-                   _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
-    cblas_sgemm(CblasRowMajor, ta == .trans ? CblasTrans : CblasNoTrans, tb == .trans ? CblasTrans : CblasNoTrans,
-                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
-}
-
 /// Row i of the [rows × width] scores is query row firstRow + i: softmax over columns
 /// 0...firstRow + i, zero beyond.
 func causalSoftmaxRows(_ scores: UnsafeMutablePointer<Float>, rows: Int, width: Int, firstRow: Int) {
