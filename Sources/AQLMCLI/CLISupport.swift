@@ -143,7 +143,8 @@ func allFinite(_ values: [Float]) -> Bool {
     }
 }
 
-/// `--threads N` fixes the thread count (ours and OpenBLAS's); without it the count follows the
+/// `--threads N` fixes the thread count (our loops, which also run the BLAS products' panels);
+/// without it the count follows the
 /// cores other processes leave free, re-checked at the run's natural boundaries
 /// (`Threads.followFreeCores`).
 func applyThreadsOption(_ threads: Int?) {
@@ -152,6 +153,6 @@ func applyThreadsOption(_ threads: Int?) {
 
 /// `--threads` of the commands whose count follows the free cores.
 let threadsHelp: ArgumentHelp = """
-    Cores to use (our loops and OpenBLAS). Default: all, fewer while other processes keep some busy; \
-    OpenBLAS rounds differently at different counts, so give N for bit-identical reruns.
+    Cores to use. Default: all, fewer while other processes keep some busy. Results are \
+    bit-identical at any count.
     """
