@@ -12,9 +12,10 @@ func multiplyByDequantizedTiles(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePoi
                                 dequantizeRows: (Range<Int>, UnsafeMutablePointer<Float>) -> Void) {
     guard tokens > 0, rows > 0 else { return }
     BLASThreads.useCallingThreadOnly()
-    // Up to `ProductPanels.targetTiles` tiles for the workers to share, none under `minChunk`
-    // rows (a multiple of 16: whole SIMD kernel widths): from the shape only.
-    let tileRows = max(1, min(tileRows, max(minChunk, (rows / ProductPanels.targetTiles) & ~15)))
+    // About 8 tiles for the workers to share (as many as the chunks the thread-dependent
+    // split made before), none under `minChunk` rows, a multiple of 16 (whole SIMD kernel
+    // widths): from the shape only.
+    let tileRows = max(1, min(tileRows, max(minChunk, (rows / 8) & ~15)))
     let tiles = (rows + tileRows - 1) / tileRows
     parallelChunks(tiles) { firstTile, endTile in
         let tile = UnsafeMutablePointer<Float>.allocate(capacity: min(tileRows, rows) * width)

@@ -30,28 +30,23 @@ public struct ProductPanels: Equatable, Sendable {
     /// Products below this many multiply-adds (~60 µs on one core) run as one call: a panel
     /// hand-off costs a few µs.
     public static let singleCallWork = 1 << 21
-    /// No panel narrower than this (before the cut is rounded down to a multiple of 16):
-    /// each tile repacks its A rows and B columns, so the repacking per multiply-add is
-    /// 1/width + 1/height, under 1 % of a 256-wide tile's work.
+    /// No panel shorter than this (before the cut is rounded down to a multiple of 16).
     public static let minimumPanel = 256
-    /// Tiles aimed at: enough for several workers to claim some each and take over a
-    /// descheduled one's, few enough that repacking stays small.
-    public static let targetTiles = 8
+    /// Panels per product: two, one per core of the machine this runs on. Each panel repacks
+    /// its share of the operands, which costs CPU time even on one thread (OpenBLAS 0.3,
+    /// Haswell kernels, one thread, CPU time against one call: [512×1536]·[1536×576]ᵀ cut in
+    /// 2 column panels +2 %, 4 +5 %, 2×6 tiles +9 %; [512×576] rows cut in 2 +4 %, 2×2 +5 %).
+    /// Not more for more cores: the cut may depend on the shape only, never on the count.
+    public static let targetTiles = 2
 
     public init(m: Int, n: Int, k: Int) {
         self.m = m
         self.n = n
-        guard m * n * k >= Self.singleCallWork else {
-            rowPanels = 1
-            columnPanels = 1
-            return
-        }
-        // Columns first (each column panel repacks only A's rows, usually the smaller operand
-        // in our products: tokens × width against a weight), then rows until the target.
-        let columns = min(max(1, n / Self.minimumPanel), Self.targetTiles)
-        let wantedRows = (Self.targetTiles + columns - 1) / columns
-        columnPanels = columns
-        rowPanels = min(max(1, m / Self.minimumPanel), wantedRows)
+        let work = m * n * k
+        // Columns when they are wide enough (a column panel repacks A's rows, the activations,
+        // the cheaper cut), else rows, else one call.
+        columnPanels = work < Self.singleCallWork ? 1 : min(max(1, n / Self.minimumPanel), Self.targetTiles)
+        rowPanels = work < Self.singleCallWork || columnPanels > 1 ? 1 : min(max(1, m / Self.minimumPanel), Self.targetTiles)
     }
 
     public var tiles: Int { rowPanels * columnPanels }
@@ -96,12 +91,12 @@ public func sgemm(_ transA: Transpose, _ transB: Transpose, _ m: Int, _ n: Int, 
 public func gramUpper(_ a: UnsafePointer<Float>, rows: Int, n: Int, _ c: UnsafeMutablePointer<Float>) {
     guard n > 0 else { return }
     BLASThreads.useCallingThreadOnly()
-    // Panels of ≥ 128 columns: half ProductPanels' minimum, because the panels' work grows
-    // with their column index (1 : 2 : 3 ...) and the small early ones balance the late ones.
-    let panels = rows * n * n / 2 < ProductPanels.singleCallWork ? 1 : min(max(1, n / 128), 16)
-    parallelFor(panels) { index in
-        let p = panels - 1 - index   // the largest panels first, so the small ones fill in at the end
-        let first = ProductPanels.cut(n, panels, p), end = ProductPanels.cut(n, panels, p + 1), width = end - first
+    // Column panels of C whose triangles' areas are equal (cuts at n·√(i/panels)), so each
+    // holds the same number of multiply-adds.
+    let panels = rows * n * n / 2 < ProductPanels.singleCallWork || n < 2 * ProductPanels.minimumPanel ? 1 : ProductPanels.targetTiles
+    func cut(_ i: Int) -> Int { i >= panels ? n : Int((Double(n) * (Double(i) / Double(panels)).squareRoot())) & ~15 }
+    parallelFor(panels) { p in
+        let first = cut(p), end = cut(p + 1), width = end - first
         if first > 0 {
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(first), Int32(width), Int32(rows), 1,
                         a, Int32(n), a + first, Int32(n), 0, c + first, Int32(n))
@@ -117,8 +112,9 @@ public func gramUpper(_ a: UnsafePointer<Float>, rows: Int, n: Int, _ c: UnsafeM
 public func sgemv(_ w: UnsafePointer<Float>, rows: Int, columns: Int, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
     guard rows > 0 else { return }
     BLASThreads.useCallingThreadOnly()
-    // 64k weights (256 KB) is ~10 µs of streaming: below that one call.
-    let panels = rows * columns < 1 << 16 ? 1 : min(max(1, rows / ProductPanels.minimumPanel), ProductPanels.targetTiles)
+    // 64k weights (256 KB) is ~10 µs of streaming: below that one call. Up to 8 panels: a
+    // matrix-vector product repacks nothing, so more panels cost only their hand-offs.
+    let panels = rows * columns < 1 << 16 ? 1 : min(max(1, rows / ProductPanels.minimumPanel), 8)
     parallelFor(panels) { p in
         let first = ProductPanels.cut(rows, panels, p), end = ProductPanels.cut(rows, panels, p + 1)
         cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(end - first), Int32(columns), 1, w + first * columns,

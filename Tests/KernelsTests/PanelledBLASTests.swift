@@ -40,6 +40,7 @@ final class PanelledBLASTests: XCTestCase {
         Case(transA: .noTrans, transB: .noTrans, m: 613, n: 530, k: 67, alpha: 0.5, beta: 1, padA: 3, padB: 5, padC: 7),
         Case(transA: .trans, transB: .noTrans, m: 541, n: 611, k: 45, alpha: -1.25, beta: 0.75, padA: 1, padB: 0, padC: 2),
         Case(transA: .trans, transB: .trans, m: 70, n: 1100, k: 33, alpha: 2, beta: 0, padA: 4, padB: 9, padC: 0),
+        Case(transA: .trans, transB: .noTrans, m: 700, n: 200, k: 40, alpha: 1, beta: 0.25, padA: 3, padB: 2, padC: 1),
         Case(transA: .noTrans, transB: .trans, m: 37, n: 45, k: 19, alpha: 1, beta: 0.5, padA: 2, padB: 1, padC: 3),
     ]
 
@@ -92,7 +93,8 @@ final class PanelledBLASTests: XCTestCase {
             let b = randoms(t.bRows * t.ldb, seed: UInt64(20 + index))
             let c0 = randoms(t.m * t.ldc, seed: UInt64(30 + index))
             let panels = ProductPanels(m: t.m, n: t.n, k: t.k)
-            if index < 4 { XCTAssertGreaterThan(panels.tiles, 1, "case \(index) should be cut into panels") }
+            if index < 5 { XCTAssertGreaterThan(panels.tiles, 1, "case \(index) should be cut into panels") }
+            if index == 4 { XCTAssertGreaterThan(panels.rowPanels, 1, "case 4 should be cut into row panels") }
             let results = atThreadCounts { product(t, a, b, c0) }
             let expected = panelByPanel(t, a, b, c0)
             for (count, result) in zip([1, 2, 3], results) {
@@ -122,7 +124,7 @@ final class PanelledBLASTests: XCTestCase {
     func testPanelsDependOnTheShapeOnlyAndAreWide() {
         for (m, n, k) in [(512, 576, 576), (512, 1536, 576), (512, 49152, 576), (512, 192, 576), (2048, 576, 1536), (130, 300, 64)] {
             let panels = ProductPanels(m: m, n: n, k: k)
-            XCTAssertLessThanOrEqual(panels.tiles, 2 * ProductPanels.targetTiles)
+            XCTAssertLessThanOrEqual(panels.tiles, ProductPanels.targetTiles)
             var covered = 0
             for i in 0..<panels.rowPanels {
                 let rows = panels.rows(i)
@@ -139,8 +141,10 @@ final class PanelledBLASTests: XCTestCase {
             }
             XCTAssertEqual(covered, n)
         }
-        // The prefill of a 512-token chunk through a 576-wide layer is split for two cores.
-        XCTAssertGreaterThanOrEqual(ProductPanels(m: 512, n: 576, k: 576).tiles, 4)
+        // The prefill of a 512-token chunk is split for two cores, through a 576-wide layer in
+        // columns (the cheaper cut), through a 192-wide one in rows.
+        XCTAssertEqual(ProductPanels(m: 512, n: 576, k: 576).columnPanels, 2)
+        XCTAssertEqual(ProductPanels(m: 512, n: 192, k: 576).rowPanels, 2)
     }
 
     func testGramUpperIsBitIdenticalAtOneTwoThreeThreadsAndLeavesTheLowerTriangle() {
