@@ -10,9 +10,8 @@ import CBLAS
 /// the masked triangle is mostly skipped (62% of the full square at 512 tokens and tiles of
 /// 128). Each product is one sgemm, which at these sizes (head 64) is several times faster
 /// than row-by-row dot products. The row passes between the products stay on the calling
-/// thread: they take ~0.2 ms per head, and a second Dispatch worker would compete with
-/// OpenBLAS's threads, which keep spinning on the other core for a while after each call
-/// (measured: occasional 4-10x slowdowns under load).
+/// thread: they take ~0.2 ms per head (a second Dispatch worker competed with OpenBLAS's
+/// threads when products still used them: occasional 4-10x slowdowns under load).
 ///
 /// Layouts as in `causalAttention`: queries, gradOutput, gradQueries [tokens × heads·headDim];
 /// keys, values, gradKeys, gradValues [tokens × kvHeads·headDim]. All three gradients are

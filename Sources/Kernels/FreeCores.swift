@@ -27,8 +27,9 @@ public struct CPUTicks: Equatable, Sendable {
 /// Why: OpenBLAS splits each sgemm statically between its threads, and a two-thread product
 /// beside one busy core runs at the pace of the thread that shares it, while the other thread
 /// waits (measured: perplexity at 0.23x its idle throughput beside one busy-looping process on
-/// a 2-core machine, 0.53x with one thread). Our worker pool claims work dynamically but still
-/// loses a descheduled helper's index for a time slice. So the thread count follows the cores
+/// a 2-core machine, 0.53x with one thread). The products now run as two fixed panels on our
+/// pool (`PanelledBLAS.swift`, for thread-independent bits), where a descheduled worker's panel
+/// still holds up the product for a time slice. So the thread count follows the cores
 /// actually free: between two samples, the other processes' CPU time is the busy time of the
 /// CPUs we may run on minus our own process's CPU time (our spinning included), in cores.
 ///
