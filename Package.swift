@@ -33,7 +33,7 @@ let package = Package(
         // Perplexity, KL divergence against saved top-k log-probs, sampling and generation.
         .target(name: "Evaluation", dependencies: ["Llama", "Tokenizer", "Kernels"], swiftSettings: native),
         // Calibration text registry, sampling of sequences, XᵀX accumulation.
-        .target(name: "Calibration", dependencies: ["Checkpoint", "Tokenizer", "Llama", "CBLAS"], swiftSettings: native),
+        .target(name: "Calibration", dependencies: ["Checkpoint", "Tokenizer", "Llama", "Kernels"], swiftSettings: native),
         // AQLM per-layer engine: k-means init, beam search over codes, codebook/scale updates.
         .target(name: "Quantizer", dependencies: ["Kernels", "CBLAS"], swiftSettings: native),
         // Packed AQLM checkpoint (Hugging Face layout): writer and reader.

@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # Throughput on a shared machine: each command alone and beside one busy-looping process pinned to
-# core 1, in alternating rounds of one run; prints each figure and the loaded/idle ratio.
+# core 1, in alternating rounds of one run; prints each figure, the loaded/idle ratios and, when an
+# older binary is given, the new/old ratio of the idle figures (speed when idle must not change).
 #
 #   tools/shared_machine.sh [ROUNDS]        (default 2; run on an otherwise idle machine)
+#   AQLM=path/to/aqlm          the binary under test (default .build/release/aqlm)
+#   AQLM_OLD=path/to/aqlm      an older binary, run idle in the same rounds (optional)
 #
 # The commands: `aqlm perplexity` on the first 100 chunks of WikiText-2 test (tokens_per_second) and a
-# 2-block quantization of the default model with the fast preset (wall_seconds, as blocks per hour).
+# 2-block quantization of the default model with the fast preset (wall_seconds). Both run without
+# --threads, so the thread count follows the free cores; "switches" counts the changes it made
+# (AQLM_THREADS_LOG lines on stderr).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-2}
 aqlm=${AQLM:-.build/release/aqlm}
+old=${AQLM_OLD:-}
 text=../shared/data/wikitext-2/wiki.test.raw
 work=$(mktemp -d)
 busy=""
@@ -18,28 +24,50 @@ trap '[ -n "$busy" ] && kill "$busy" 2>/dev/null; rm -rf "$work"' EXIT
 start_busy() { taskset -c 1 sh -c 'while :; do :; done' & busy=$!; sleep 1; }
 stop_busy() { kill "$busy"; wait "$busy" 2>/dev/null || true; busy=""; }
 field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+switches() { grep -c '^threads:' "$work/stderr" || true; }
 
-perplexity() { "$aqlm" perplexity --model smollm2-135m --text "$text" --chunks 100 --json 2>/dev/null | field tokens_per_second; }
+# perplexity BINARY -> "tokens/s switches"
+perplexity() {
+  local p
+  p=$(AQLM_THREADS_LOG=1 "$1" perplexity --model smollm2-135m --text "$text" --chunks 100 --json 2>"$work/stderr" | field tokens_per_second)
+  echo "$p $(switches)"
+}
+# quantize BINARY -> "seconds switches"
 quantize() {
+  local q
   rm -rf "$work/q"
-  "$aqlm" quantize --model smollm2-135m --blocks 2 --preset fast --out "$work/q" --json 2>/dev/null | field wall_seconds
+  q=$(AQLM_THREADS_LOG=1 "$1" quantize --model smollm2-135m --blocks 2 --preset fast --out "$work/q" --json 2>"$work/stderr" | field wall_seconds)
+  echo "$q $(switches)"
 }
 
 for r in $(seq 1 "$rounds"); do
-  for load in idle busy; do
+  # Alternate the order between rounds so a drift of the machine does not favour one run.
+  runs="new:idle new:busy"
+  [ -n "$old" ] && runs="old:idle $runs"
+  [ $((r % 2)) = 0 ] && runs=$(echo "$runs" | tr ' ' '\n' | tac | tr '\n' ' ')
+  for run in $runs; do
+    bin=${run%%:*} load=${run##*:}
+    binary=$aqlm; [ "$bin" = old ] && binary=$old
     [ "$load" = busy ] && start_busy
-    p=$(perplexity); q=$(quantize)
+    read -r p ps < <(perplexity "$binary")
+    read -r q qs < <(quantize "$binary")
     [ "$load" = busy ] && stop_busy
-    echo "round $r $load: perplexity $p tokens/s, 2-block quantize $q s"
-    echo "$r $load $p $q" >> "$work/figures"
+    echo "round $r $bin $load: perplexity $p tokens/s ($ps switches), 2-block quantize $q s ($qs switches)"
+    echo "$r $bin $load $p $q" >> "$work/figures"
   done
 done
 python3 - "$work/figures" <<'EOF'
 import sys, statistics
 rows = [l.split() for l in open(sys.argv[1])]
-def med(load, col): return statistics.median(float(r[col]) for r in rows if r[1] == load)
-p_idle, p_busy = med("idle", 2), med("busy", 2)
-q_idle, q_busy = med("idle", 3), med("busy", 3)
-print(f"perplexity: busy/idle throughput {p_busy:.1f}/{p_idle:.1f} = {p_busy / p_idle:.3f}x")
-print(f"2-block quantize: busy/idle throughput {q_idle:.1f}/{q_busy:.1f} s = {q_idle / q_busy:.3f}x")
+def med(binary, load, col):
+    values = [float(r[col]) for r in rows if r[1] == binary and r[2] == load]
+    return statistics.median(values) if values else None
+p_idle, p_busy = med("new", "idle", 3), med("new", "busy", 3)
+q_idle, q_busy = med("new", "idle", 4), med("new", "busy", 4)
+print(f"perplexity: busy/idle throughput {p_busy:.1f}/{p_idle:.1f} tokens/s = {p_busy / p_idle:.3f}x (bar >= 0.45x)")
+print(f"2-block quantize: busy/idle throughput {q_idle:.1f}/{q_busy:.1f} s = {q_idle / q_busy:.3f}x (bar >= 0.45x)")
+p_old, q_old = med("old", "idle", 3), med("old", "idle", 4)
+if p_old is not None:
+    print(f"idle, new/old: perplexity {p_idle:.1f}/{p_old:.1f} tokens/s = {p_idle / p_old:.3f}x, "
+          f"2-block quantize {q_old:.1f}/{q_idle:.1f} s = {q_old / q_idle:.3f}x (1.0 = unchanged)")
 EOF

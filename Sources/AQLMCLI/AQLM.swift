@@ -19,6 +19,7 @@ struct AQLM: ParsableCommand {
 enum Entry {
     static func main() {
         BLASCore.applyRequestedCore()
+        BLASThreads.useCallingThreadOnly()
         AQLM.main()
     }
 }

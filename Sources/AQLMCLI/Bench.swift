@@ -39,7 +39,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Single-token decode steps after the prompt.")
     var decodeTokens = 64
 
-    @Option(help: "Cores to use (our loops and OpenBLAS).")
+    @Option(help: "Cores to use.")
     var threads: Int?
 
     @Option(name: .customLong("repeat"), help: "Rounds.")

@@ -142,3 +142,17 @@ func allFinite(_ values: [Float]) -> Bool {
         return acc.sum() + tail == 0
     }
 }
+
+/// `--threads N` fixes the thread count (our loops, which also run the BLAS products' panels);
+/// without it the count follows the
+/// cores other processes leave free, re-checked at the run's natural boundaries
+/// (`Threads.followFreeCores`).
+func applyThreadsOption(_ threads: Int?) {
+    if let threads { Threads.set(threads) } else { Threads.followFreeCores() }
+}
+
+/// `--threads` of the commands whose count follows the free cores.
+let threadsHelp: ArgumentHelp = """
+    Cores to use. Default: all, fewer while other processes keep some busy. Results are \
+    bit-identical at any count.
+    """

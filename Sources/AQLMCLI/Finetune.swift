@@ -87,7 +87,7 @@ struct Finetune: ParsableCommand {
     @Option(help: "Seed for calibration sampling and the order of sequences.")
     var seed: UInt64 = 0
 
-    @Option(help: "Cores to use (our loops and OpenBLAS).")
+    @Option(help: threadsHelp)
     var threads: Int?
 
     @Flag(help: "Print finetune.json (losses, best epoch, steps, times) as one JSON object when done.")
@@ -118,7 +118,7 @@ struct Finetune: ParsableCommand {
     }
 
     func run() throws {
-        if let threads { Threads.set(threads) }
+        applyThreadsOption(threads)
         var job = ModelFinetuning(studentPath: model, teacherPath: teacher, outputPath: out, options: try options())
         job.log = { printError($0) }
         guard let report = try job.run() else { return }

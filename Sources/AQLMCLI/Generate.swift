@@ -47,7 +47,7 @@ struct Generate: ParsableCommand {
     @Option(help: "Seed of the sampler.")
     var seed: UInt64 = 0
 
-    @Option(help: "Cores to use (our loops and OpenBLAS).")
+    @Option(help: threadsHelp)
     var threads: Int?
 
     @Flag(help: "Print one JSON object at the end instead of streaming text.")
@@ -64,7 +64,7 @@ struct Generate: ParsableCommand {
     }
 
     func run() throws {
-        if let threads { Threads.set(threads) }
+        applyThreadsOption(threads)
         // The template is checked before the weights are read: a refusal should not cost a model load.
         let chatFormat = try chat ? chatTemplate(model) : nil
         var (llama, spec) = try loadModel(model, head: head)

@@ -50,7 +50,7 @@ struct Perplexity: ParsableCommand {
     @Option(help: "Compare against a file saved with --save-logits: mean KL(base ‖ this) and top-1 agreement.")
     var klBase: String?
 
-    @Option(help: "Cores to use (our loops and OpenBLAS).")
+    @Option(help: threadsHelp)
     var threads: Int?
 
     @Flag(help: """
@@ -60,7 +60,7 @@ struct Perplexity: ParsableCommand {
     var json = false
 
     func run() throws {
-        if let threads { Threads.set(threads) }
+        applyThreadsOption(threads)
         let (llama, spec) = try loadModel(model, head: head)
         let (tokens, textName) = try loadTokens(spec: spec)
         let options = PerplexityOptions(context: ctx, maxChunks: chunks, method: method, topK: topK,

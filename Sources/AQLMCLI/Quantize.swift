@@ -84,13 +84,19 @@ struct Quantize: ParsableCommand {
     @Option(help: "Codebook parameterisation while fine-tuning: none, or linear (SimVQ: each codebook times a learned g×g matrix).")
     var codebookTransform: CodebookTransform?
 
-    @Option(help: "Cores to use (our loops and OpenBLAS).")
+    @Option(help: """
+        Gigabytes of calibration activations held in memory; above it they go to files in OUT.work, read one \
+        sequence at a time (same results). Default 2.
+        """)
+    var activationMemory: Double?
+
+    @Option(help: threadsHelp)
     var threads: Int?
 
     @Flag(help: """
         Print report.json's totals as one JSON object when done: scheme, model, output, samples, seqlen, seed, beam, \
         bits_per_weight, model_bits_per_weight, quantized_parameters, other_parameters, other_bytes, file_bytes, \
-        wall_seconds, peak_rss_bytes, calibration_activation_bytes (calibration activations held in memory), block_output_errors (and block_output_errors_finetuned when blocks are fine-tuned).
+        wall_seconds, peak_rss_bytes, calibration_activation_bytes (calibration activations: in memory, or in files above --activation-memory), block_output_errors (and block_output_errors_finetuned when blocks are fine-tuned).
         """)
     var json = false
 
@@ -118,6 +124,12 @@ struct Quantize: ParsableCommand {
         if let finetuneSequences { o.finetune.sequencesPerEpoch = finetuneSequences }
         if let valSamples { o.finetune.validationSamples = valSamples }
         if let codebookTransform { o.finetune.codebookTransform = codebookTransform }
+        if let activationMemory {
+            guard activationMemory >= 0, activationMemory.isFinite else {
+                throw ValidationError("--activation-memory \(activationMemory): must be a number of gigabytes ≥ 0")
+            }
+            o.activationMemoryLimit = Int(activationMemory * 1e9)
+        }
         guard o.samples >= 1 else { throw ValidationError("--samples must be at least 1") }
         guard o.finetune.epochs >= 0 else { throw ValidationError("--finetune-epochs must not be negative") }
         guard o.finetune.adam.learningRate > 0 else { throw ValidationError("--finetune-lr must be positive") }
@@ -135,7 +147,7 @@ struct Quantize: ParsableCommand {
     }
 
     func run() throws {
-        if let threads { Threads.set(threads) }
+        applyThreadsOption(threads)
         var job = BlockwiseQuantization(modelPath: model, outputPath: out, options: try options())
         job.log = { printError($0) }
         let report = try job.run()

@@ -54,7 +54,7 @@ struct SweepCommand: ParsableCommand {
     @Option(help: "CSV of points measured by another tool (method,bits_per_weight,ppl,kld[,ppl_stderr][,top1][,note]), shown as external.")
     var reference: String?
 
-    @Option(help: "Cores to use (our loops and OpenBLAS).")
+    @Option(help: threadsHelp)
     var threads: Int?
 
     @Flag(help: "Print results.json's rows on stdout when done.")
@@ -78,7 +78,7 @@ struct SweepCommand: ParsableCommand {
     }
 
     func run() throws {
-        if let threads { Threads.set(threads) }
+        applyThreadsOption(threads)
         let started = Date()
         var sweep = Sweep(options: try options())
         sweep.log = { printError($0) }

@@ -1,4 +1,4 @@
-import CBLAS
+import Kernels
 
 /// Accumulates H = Σ XᵀX over calibration activations X [tokens, dim] for one linear input.
 /// AQLM's objective ‖WX − ŴX‖² = tr((W−Ŵ) H (W−Ŵ)ᵀ) needs only H, so the activations
@@ -21,10 +21,9 @@ public struct HessianAccumulator: Sendable {
     /// Adds XᵀX for `rows` rows of X (row-major, `dim` wide).
     public mutating func add(_ x: UnsafePointer<Float>, rows: Int) {
         guard rows > 0 else { return }
-        let n = Int32(dim)
         batch.withUnsafeMutableBufferPointer { b in
             // Row-major C = Aᵀ A with A [rows, dim]: upper triangle of C filled.
-            cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, n, Int32(rows), 1, x, n, 0, b.baseAddress, n)
+            gramUpper(x, rows: rows, n: dim, b.baseAddress!)
         }
         for i in 0..<dim {
             for j in i..<dim { total[i * dim + j] += Double(batch[i * dim + j]) }

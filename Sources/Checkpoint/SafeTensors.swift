@@ -384,10 +384,12 @@ public struct SafeTensorsWriter {
         let source: Source
     }
 
-    /// Bytes given now, or a tensor converted to `dtype` only while the file is written.
+    /// Bytes given now, a tensor converted to `dtype` only while the file is written, or bytes
+    /// made only then (and dropped once written).
     private enum Source {
         case bytes([UInt8])
         case tensor(WeightTensor)
+        case produced(() throws -> [UInt8])
     }
     private var entries: [Entry] = []
     private var names = Set<String>()
@@ -411,6 +413,21 @@ public struct SafeTensorsWriter {
         }
         names.insert(name)
         entries.append(Entry(name: name, dtype: dtype, shape: shape, byteCount: bytes.count, source: .bytes(bytes)))
+    }
+
+    /// Adds a tensor whose little-endian bytes (exactly dtype × shape) `produce` makes while the
+    /// file is written, one tensor at a time: a writer of many large tensors then holds only
+    /// the one being written.
+    public mutating func add(_ name: String, dtype: SafeTensorsDType, shape: [Int],
+                             producedBy produce: @escaping () throws -> [UInt8]) throws {
+        guard name != "__metadata__", !name.isEmpty else {
+            throw CheckpointError.invalid(name, detail: "is not a valid tensor name")
+        }
+        guard !names.contains(name) else { throw CheckpointError.invalid(name, detail: "tensor added twice") }
+        guard shape.allSatisfy({ $0 >= 0 }) else { throw CheckpointError.invalid(name, detail: "negative dimension in \(shape)") }
+        names.insert(name)
+        entries.append(Entry(name: name, dtype: dtype, shape: shape, byteCount: shape.reduce(dtype.byteSize, *),
+                             source: .produced(produce)))
     }
 
     /// Adds a tensor stored as F32, F16 or BF16 (round to nearest even), converted chunk by
@@ -454,14 +471,25 @@ public struct SafeTensorsWriter {
         guard floats.count == shape.reduce(1, *) else {
             throw CheckpointError.invalid(name, detail: "\(floats.count) values do not fill shape \(shape)")
         }
-        let bytes: [UInt8]
-        switch dtype {
-        case .f32: bytes = floats.withUnsafeBytes { Array($0) }
-        case .f16: bytes = floats.map(floatToHalf).withUnsafeBytes { Array($0) }
-        case .bf16: bytes = floats.map(floatToBF16).withUnsafeBytes { Array($0) }
-        default: throw CheckpointError.invalid(name, detail: "cannot store floats as \(dtype.rawValue)")
+        guard let bytes = Self.bytes(floats: floats, as: dtype) else {
+            throw CheckpointError.invalid(name, detail: "cannot store floats as \(dtype.rawValue)")
         }
         try add(name, dtype: dtype, shape: shape, bytes: bytes)
+    }
+
+    /// Float32 values as F32, F16 or BF16 bytes (round to nearest even); nil for another dtype.
+    public static func bytes(floats: [Float], as dtype: SafeTensorsDType) -> [UInt8]? {
+        switch dtype {
+        case .f32: return floats.withUnsafeBytes { Array($0) }
+        case .f16: return floats.map(floatToHalf).withUnsafeBytes { Array($0) }
+        case .bf16: return floats.map(floatToBF16).withUnsafeBytes { Array($0) }
+        default: return nil
+        }
+    }
+
+    /// Integers as their little-endian bytes (the dtype of `T`).
+    public static func bytes<T: FixedWidthInteger>(integers: [T]) -> [UInt8] {
+        integers.map(\.littleEndian).withUnsafeBytes { Array($0) }
     }
 
     /// Adds integers with the dtype of `T` (Int8 -> I8, Int16 -> I16, Int32 -> I32, UInt8 -> U8, ...).
@@ -469,8 +497,7 @@ public struct SafeTensorsWriter {
         guard integers.count == shape.reduce(1, *) else {
             throw CheckpointError.invalid(name, detail: "\(integers.count) values do not fill shape \(shape)")
         }
-        let bytes = integers.map(\.littleEndian).withUnsafeBytes { Array($0) }
-        try add(name, dtype: SafeTensorsDType.integer(T.self), shape: shape, bytes: bytes)
+        try add(name, dtype: SafeTensorsDType.integer(T.self), shape: shape, bytes: Self.bytes(integers: integers))
     }
 
     /// Entries in data order with their offsets.
@@ -514,6 +541,13 @@ public struct SafeTensorsWriter {
                 switch entries[i].source {
                 case .bytes(let bytes): try out.write(bytes)
                 case .tensor(let t): try Self.writeConverted(t, as: entries[i].dtype, to: out)
+                case .produced(let produce):
+                    let e = entries[i]
+                    let bytes = try produce()
+                    guard bytes.count == e.byteCount else {
+                        throw CheckpointError.invalid(e.name, detail: "\(bytes.count) bytes made, \(e.dtype.rawValue) \(e.shape) needs \(e.byteCount)")
+                    }
+                    try out.write(bytes)
                 }
             }
         }

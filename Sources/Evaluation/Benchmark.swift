@@ -81,7 +81,7 @@ public func benchmarkForward(model: LlamaModel, prefillTokens: Int = 128, decode
         sgemmGFLOPS: sgemmGFLOPS(m: sgemmShape.m, n: sgemmShape.n, k: sgemmShape.k, repetitions: max(3, repetitions)))
 }
 
-/// GFLOP/s of cblas_sgemm computing Y[m×n] = X[m×k]·Wᵀ (W [n×k]), through DenseLinear (the
+/// GFLOP/s of sgemm (panels on our workers) computing Y[m×n] = X[m×k]·Wᵀ (W [n×k]), through DenseLinear (the
 /// layout the model's prefill uses), best of `repetitions`.
 public func sgemmGFLOPS(m: Int, n: Int, k: Int, repetitions: Int = 5) -> Double {
     var random = SeededRandom(seed: 2)

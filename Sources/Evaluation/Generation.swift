@@ -1,3 +1,4 @@
+import Kernels
 import Llama
 
 public struct GenerationOptions: Sendable {
@@ -53,6 +54,7 @@ public func generate(model: LlamaModel, prompt: [Int], options: GenerationOption
     var sampler = TokenSampler(options: options.sampling)
     let clock = ContinuousClock()
 
+    Threads.adjustToLoad()
     var started = clock.now
     model.forward(prompt, startPosition: 0, state: state, logits: .last)
     let prefillSeconds = seconds(clock.now - started)
@@ -68,6 +70,7 @@ public func generate(model: LlamaModel, prompt: [Int], options: GenerationOption
         ids.append(next)
         onToken(next)
         if ids.count == options.maxNewTokens { break }
+        Threads.adjustToLoad()
         model.forward([next], state: state, logits: .last)
         decodeSteps += 1
     }

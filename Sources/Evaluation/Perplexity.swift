@@ -107,6 +107,7 @@ public func evaluatePerplexity(model: LlamaModel, tokens: [Int], bos: Int?, text
     let clock = ContinuousClock(), started = clock.now
 
     for chunk in 0..<plan.chunks {
+        Threads.adjustToLoad()
         let range = plan.tokenRange(chunk: chunk)
         model.forward(plan.input(chunk: chunk, of: tokens, bos: bos), startPosition: 0, state: state,
                       logits: .range(scored))

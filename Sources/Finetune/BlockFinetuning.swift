@@ -57,10 +57,14 @@ public struct FinetuneError: Error, CustomStringConvertible, Equatable {
 /// validation loss is kept (training stops at the first epoch that does not improve on it).
 ///
 /// - Parameters:
-///   - inputs: the block's input for each calibration sequence, [tokens × hiddenSize] each.
+///   - inputs: the block's input for each calibration sequence, [tokens × hiddenSize] each
+///     (arrays, or `SequenceActivations` kept in a file).
 ///   - targets: the full-precision block's output for the same inputs.
-public func finetuneBlock(_ block: TrainableBlock, config: LlamaConfig, inputs: [[Float]], targets: [[Float]],
-                          options: BlockFinetuneOptions, log: (String) -> Void = { _ in }) throws -> BlockFinetuneResult {
+public func finetuneBlock<Inputs: RandomAccessCollection, Targets: RandomAccessCollection>(
+    _ block: TrainableBlock, config: LlamaConfig, inputs: Inputs, targets: Targets,
+    options: BlockFinetuneOptions, log: (String) -> Void = { _ in }
+) throws -> BlockFinetuneResult
+where Inputs.Element == [Float], Inputs.Index == Int, Targets.Element == [Float], Targets.Index == Int {
     let started = Date(), startedCPU = processCPUSeconds()
     let d = config.hiddenSize
     guard !inputs.isEmpty, inputs.count == targets.count else {
@@ -112,6 +116,7 @@ public func finetuneBlock(_ block: TrainableBlock, config: LlamaConfig, inputs: 
         var epochLoss = 0.0
         for stepStart in stride(from: 0, to: order.count, by: options.sequencesPerStep) {
             let step = order[stepStart..<min(stepStart + options.sequencesPerStep, order.count)]
+            Threads.adjustToLoad()
             gradients.zero()
             for s in step {
                 hidden = inputs[s]

@@ -192,13 +192,12 @@ extension PreparedBlock {
         guard let layer = dense[linear] as? DenseLinear else {
             preconditionFailure("\(linear.rawValue): the training pass needs dense weights")
         }
-        let dIn = Int32(layer.inputSize), dOut = Int32(layer.outputSize)
+        let dIn = layer.inputSize, dOut = layer.outputSize
         layer.weights.withUnsafeBufferPointer { weights in
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(t), dIn, dOut, 1, dy, dOut,
-                        weights.baseAddress!, dIn, accumulate ? 1 : 0, dx, dIn)
+            sgemm(.noTrans, .noTrans, t, dIn, dOut, 1, dy, dOut, weights.baseAddress!, dIn, accumulate ? 1 : 0, dx, dIn)
         }
         guard let trainable = trainable.quantized[linear], let codewords = codewords[linear] else { return }
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dOut, dIn, Int32(t), 1, dy, dOut, x, dIn, 0, w.weightGrad, dIn)
+        sgemm(.trans, .noTrans, dOut, dIn, t, 1, dy, dOut, x, dIn, 0, w.weightGrad, dIn)
         trainable.accumulateGradient(weightGrad: w.weightGrad, codewords: codewords, into: &gradients.linears[linear]!)
         gradients.linears[linear]!.addWeightGradient(w.weightGrad)
     }

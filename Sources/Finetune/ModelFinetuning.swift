@@ -282,6 +282,7 @@ struct ModelTrainer {
                     return false
                 }
                 let batch = order[(stepInEpoch * perStep)..<min((stepInEpoch + 1) * perStep, order.count)]
+                Threads.adjustToLoad()
                 gradients.zero()
                 let scale = 1 / Float(batch.count * length)
                 for s in batch {

@@ -37,6 +37,7 @@ public struct TeacherTargets: Sendable, Equatable {
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: vocab)
         defer { scratch.deallocate() }
         for (s, sequence) in sequences.enumerated() {
+            Threads.adjustToLoad()
             state.reset()
             let rows = teacher.forward(sequence, state: state, logits: .all)
             for row in rows.indices {

@@ -62,9 +62,8 @@ public struct TrainableLinear: Sendable {
             codebooks.withUnsafeBufferPointer { b in
                 transform.withUnsafeBufferPointer { a in
                     out.withUnsafeMutableBufferPointer { o in
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(k), Int32(g), Int32(g), 1,
-                                    b.baseAddress! + m * k * g, Int32(g), a.baseAddress! + m * g * g, Int32(g),
-                                    0, o.baseAddress! + m * k * g, Int32(g))
+                        sgemm(.noTrans, .noTrans, k, g, g, 1, b.baseAddress! + m * k * g, g, a.baseAddress! + m * g * g, g,
+                              0, o.baseAddress! + m * k * g, g)
                     }
                 }
             }
@@ -125,14 +124,12 @@ public struct TrainableLinear: Sendable {
                 let dc = dc.baseAddress! + m * k * g
                 transform.withUnsafeBufferPointer { a in
                     base.withUnsafeMutableBufferPointer { db in
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(k), Int32(g), Int32(g), 1,
-                                    dc, Int32(g), a.baseAddress! + m * g * g, Int32(g), 0, db.baseAddress! + m * k * g, Int32(g))
+                        sgemm(.noTrans, .trans, k, g, g, 1, dc, g, a.baseAddress! + m * g * g, g, 0, db.baseAddress! + m * k * g, g)
                     }
                 }
                 codebooks.withUnsafeBufferPointer { b in
                     matrix.withUnsafeMutableBufferPointer { da in
-                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(g), Int32(g), Int32(k), 1,
-                                    b.baseAddress! + m * k * g, Int32(g), dc, Int32(g), 0, da.baseAddress! + m * g * g, Int32(g))
+                        sgemm(.trans, .noTrans, g, g, k, 1, b.baseAddress! + m * k * g, g, dc, g, 0, da.baseAddress! + m * g * g, g)
                     }
                 }
             }

@@ -237,13 +237,11 @@ extension TrainableModel {
             if gradientScale != nil {
                 // ∂L/∂(normed rows) = ∂L/∂logits · W_head.
                 head.weights.withUnsafeBufferPointer { e in
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(d), Int32(v), 1,
-                                w.logits, Int32(v), e.baseAddress!, Int32(d), 0, w.gradNormed + first * d, Int32(d))
+                    sgemm(.noTrans, .noTrans, rows, d, v, 1, w.logits, v, e.baseAddress!, d, 0, w.gradNormed + first * d, d)
                 }
                 // ∂L/∂W_head += (∂L/∂logits)ᵀ · normed rows.
                 if let headGradient {
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(v), Int32(d), Int32(rows), 1,
-                                w.logits, Int32(v), w.normed + first * d, Int32(d), 1, headGradient, Int32(d))
+                    sgemm(.trans, .noTrans, v, d, rows, 1, w.logits, v, w.normed + first * d, d, 1, headGradient, d)
                 }
             }
             first += rows

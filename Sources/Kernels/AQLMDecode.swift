@@ -2,25 +2,26 @@ import CBLAS
 
 /// Decode (1-4 tokens) paths of `AQLMLinear`.
 extension AQLMLinear {
-    /// Lookup-table matvec (B ≤ 8). The table chunks are split between workers (split-K): each
-    /// builds the tables of its own input groups and sums them for every row into its own
-    /// partial output, so no worker waits for another's tables; the caller adds the partials
-    /// and applies the row scales.
+    /// Lookup-table matvec (B ≤ 8). The table chunks are split into parts (split-K) that the
+    /// workers claim: each part builds the tables of its own input groups and sums them for
+    /// every row into its own partial output, so no worker waits for another's tables; the
+    /// caller adds the partials and applies the row scales. The parts are fixed by the shape,
+    /// not the thread count, so the sum (and y) has the same bits at any count.
     func applyLookupTables(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, tokens: Int) {
         guard let codes = blockedCodes, tokens > 0 else { return }
         let chunkGroups = aqlmChunkGroups(codebookCount: scheme.codebookCount)
         let chunkCount = (groupCount + chunkGroups - 1) / chunkGroups
-        let workers = lookupWorkerCount(chunkCount: chunkCount, tokens: tokens)
+        let parts = lookupParts(chunkCount: chunkCount, tokens: tokens)
         let paddedRows = codes.blockCount * aqlmBlockRows
         let partialSize = tokens * paddedRows
-        let partials = UnsafeMutablePointer<Float>.allocate(capacity: workers * partialSize)
-        partials.initialize(repeating: 0, count: workers * partialSize)
+        let partials = UnsafeMutablePointer<Float>.allocate(capacity: parts * partialSize)
+        partials.initialize(repeating: 0, count: parts * partialSize)
         defer { partials.deallocate() }
 
         codes.bytes.withUnsafeBufferPointer { codeBytes in
             transposedCodebooks.withUnsafeBufferPointer { transposed in
-                parallelFor(workers) { w in
-                    lookupChunks(chunkCount * w / workers ..< chunkCount * (w + 1) / workers, x: x, tokens: tokens,
+                parallelFor(parts) { w in
+                    lookupChunks(chunkCount * w / parts ..< chunkCount * (w + 1) / parts, x: x, tokens: tokens,
                                  codes: codeBytes.baseAddress!, transposed: transposed.baseAddress!,
                                  into: partials + w * partialSize, paddedRows: paddedRows)
                 }
@@ -28,7 +29,7 @@ extension AQLMLinear {
         }
         scales.withUnsafeBufferPointer { s in
             for t in 0..<tokens {
-                scaleSummedPartials(partials + t * paddedRows, count: workers, stride: partialSize, scales: s.baseAddress!,
+                scaleSummedPartials(partials + t * paddedRows, count: parts, stride: partialSize, scales: s.baseAddress!,
                                     rows: outputSize, into: y + t * outputSize)
             }
         }
@@ -55,13 +56,17 @@ extension AQLMLinear {
     }
 
     /// A second worker's wake-up through Dispatch costs 4-8 µs (measured on this machine), so
-    /// only layers with ≳ 10 µs of single-core work split.
-    private func lookupWorkerCount(chunkCount: Int, tokens: Int) -> Int {
+    /// only layers with ≳ 10 µs of single-core work split (decided from the shape only).
+    private func lookupParts(chunkCount: Int, tokens: Int) -> Int {
         let lookups = outputSize * tableCount * tokens
         let multiplyAdds = tableCount * aqlmTableEntries * scheme.groupSize * tokens
         guard lookups + multiplyAdds / 4 >= Self.parallelDecodeWork else { return 1 }
-        return max(1, min(Threads.count, chunkCount))
+        return max(1, min(Self.decodeParts, chunkCount))
     }
+
+    /// Parts of a split decode: enough for up to 4 cores; each extra part costs one more
+    /// partial output to zero and add (~0.1 µs per 1,536 rows).
+    static let decodeParts = 4
 
     /// Below this many lookups plus table-build multiply-adds / 4 (single core: ~30 per ns), one
     /// core decodes alone. 250 000 splits [1536,576] and [576,1536] decoding, not [576,576].

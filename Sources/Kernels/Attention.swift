@@ -144,9 +144,8 @@ public func causalAttentionGEMM(queries: UnsafePointer<Float>, keys: UnsafePoint
         let visible = startPosition + blockStart + rows
         for h in 0..<heads {
             let g = h / groupSize
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(visible), Int32(d),
-                        scale, queries + blockStart * qStride + h * d, Int32(qStride),
-                        keys + g * d, Int32(kvStride), 0, scores, Int32(visible))
+            sgemm(.noTrans, .trans, rows, visible, d, scale, queries + blockStart * qStride + h * d, qStride,
+                  keys + g * d, kvStride, 0, scores, visible)
             parallelChunks(rows, minChunk: 32) { lo, hi in
                 for r in lo..<hi {
                     let row = scores + r * visible
@@ -155,9 +154,8 @@ public func causalAttentionGEMM(queries: UnsafePointer<Float>, keys: UnsafePoint
                     (row + seen).update(repeating: 0, count: visible - seen)
                 }
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(d), Int32(visible),
-                        1, scores, Int32(visible), values + g * d, Int32(kvStride),
-                        0, out + blockStart * qStride + h * d, Int32(qStride))
+            sgemm(.noTrans, .noTrans, rows, d, visible, 1, scores, visible, values + g * d, kvStride,
+                  0, out + blockStart * qStride + h * d, qStride)
         }
         blockStart += rows
     }

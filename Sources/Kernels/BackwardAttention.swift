@@ -10,9 +10,8 @@ import CBLAS
 /// the masked triangle is mostly skipped (62% of the full square at 512 tokens and tiles of
 /// 128). Each product is one sgemm, which at these sizes (head 64) is several times faster
 /// than row-by-row dot products. The row passes between the products stay on the calling
-/// thread: they take ~0.2 ms per head, and a second Dispatch worker would compete with
-/// OpenBLAS's threads, which keep spinning on the other core for a while after each call
-/// (measured: occasional 4-10x slowdowns under load).
+/// thread: they take ~0.2 ms per head (a second Dispatch worker competed with OpenBLAS's
+/// threads when products still used them: occasional 4-10x slowdowns under load).
 ///
 /// Layouts as in `causalAttention`: queries, gradOutput, gradQueries [tokens × heads·headDim];
 /// keys, values, gradKeys, gradValues [tokens × kvHeads·headDim]. All three gradients are
@@ -49,17 +48,6 @@ public func causalAttentionBackward(queries: UnsafePointer<Float>, keys: UnsafeP
             first += rows
         }
     }
-}
-
-private enum Transpose { case noTrans, trans }
-
-/// Row-major C = α·op(A)·op(B) + β·C with C [m × n] and inner dimension k.
-@inline(__always)
-private func sgemm(_ ta: Transpose, _ tb: Transpose, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
-                   _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
-                   _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
-    cblas_sgemm(CblasRowMajor, ta == .trans ? CblasTrans : CblasNoTrans, tb == .trans ? CblasTrans : CblasNoTrans,
-                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }
 
 /// Row i of the [rows × width] scores is query row firstRow + i: softmax over columns

@@ -32,10 +32,9 @@ extension EmbeddingTable {
     private func applyFloat32(_ values: [Float], _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, tokens: Int) {
         values.withUnsafeBufferPointer { w in
             if tokens == 1 {
-                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(rows), Int32(width), 1, w.baseAddress, Int32(width), x, 1, 0, y, 1)
+                sgemv(w.baseAddress!, rows: rows, columns: width, x, y)
             } else {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tokens), Int32(rows), Int32(width),
-                            1, x, Int32(width), w.baseAddress, Int32(width), 0, y, Int32(rows))
+                sgemm(.noTrans, .trans, tokens, rows, width, 1, x, width, w.baseAddress!, width, 0, y, rows)
             }
         }
     }

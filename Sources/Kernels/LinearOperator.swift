@@ -33,11 +33,9 @@ public struct DenseLinear: LinearOperator, @unchecked Sendable {
     public func apply(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, tokens: Int) {
         weights.withUnsafeBufferPointer { w in
             if tokens == 1 {
-                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(outputSize), Int32(inputSize), 1,
-                            w.baseAddress, Int32(inputSize), x, 1, 0, y, 1)
+                sgemv(w.baseAddress!, rows: outputSize, columns: inputSize, x, y)
             } else {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tokens), Int32(outputSize), Int32(inputSize),
-                            1, x, Int32(inputSize), w.baseAddress, Int32(inputSize), 0, y, Int32(outputSize))
+                sgemm(.noTrans, .trans, tokens, outputSize, inputSize, 1, x, inputSize, w.baseAddress!, inputSize, 0, y, outputSize)
             }
         }
     }

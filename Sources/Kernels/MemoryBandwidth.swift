@@ -49,7 +49,7 @@ func streamSum(_ p: UnsafeRawPointer, vectors: Int) -> Float {
     return ((s0 + s1) + (s2 + s3)).sum()
 }
 
-/// GFLOP/s of C[m, n] = A[m, k] · B[n, k]ᵀ through `cblas_sgemm` (the prefill shape: m tokens,
+/// GFLOP/s of C[m, n] = A[m, k] · B[n, k]ᵀ through `sgemm` (panels on our workers; the prefill shape: m tokens,
 /// n outputs, k inputs), best of `repeats` after one warm-up call.
 public func measureSgemmGFLOPS(m: Int, n: Int, k: Int, repeats: Int = 5) -> Double {
     var random = SeededRandom(seed: 1)
@@ -62,8 +62,7 @@ public func measureSgemmGFLOPS(m: Int, n: Int, k: Int, repeats: Int = 5) -> Doub
             c.withUnsafeMutableBufferPointer { c in
                 for i in 0...repeats {
                     let seconds = timeSeconds {
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k), 1,
-                                    a.baseAddress, Int32(k), b.baseAddress, Int32(k), 0, c.baseAddress, Int32(n))
+                        sgemm(.noTrans, .trans, m, n, k, 1, a.baseAddress!, k, b.baseAddress!, k, 0, c.baseAddress!, n)
                     }
                     if i > 0 { best = min(best, seconds) }
                 }

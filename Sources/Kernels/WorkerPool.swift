@@ -23,8 +23,10 @@ import Glibc
 /// it spins briefly, then sleeps until the last index completes. On a shared machine a helper can
 /// be descheduled halfway through its index; a caller spinning for it would hold the very core
 /// the helper needs to finish, while a sleeping caller lets the scheduler hand that core to the
-/// helper. (Perplexity beside one busy core collapses either way, 0.23-0.24x: its time is in
-/// OpenBLAS's statically split sgemm, see BENCHMARKS.md, "Shared machine".)
+/// helper. (Perplexity beside one busy core collapsed either way, 0.23-0.24x: its time was in
+/// OpenBLAS's statically split sgemm, see BENCHMARKS.md, "Shared machine"; products now run as
+/// two panels on this pool, just as exposed to a descheduled worker. The cure is fewer threads
+/// while a core is taken: `Threads.adjustToLoad`, `FreeCores`.)
 ///
 /// One job runs at a time. A loop started while another is running (nested inside a job body,
 /// or from a second thread) runs serially on its own thread.

@@ -91,9 +91,6 @@ extension LlamaModel {
             state.length = position + count
             pieceStart = pieceEnd
         }
-        // A batched forward ran multi-threaded sgemm; OpenBLAS's threads would now spin for
-        // ~0.1 s against the single-token steps that usually follow (see OpenBLASThreads).
-        if tokens.count > 1 { OpenBLASThreads.park() }
         return selected
     }
 

@@ -34,6 +34,14 @@ public enum PackedCheckpoint {
     /// `makeExtraFiles` receives their total size in bytes (a report can then state it).
     public static func write(_ model: PackedModel, to directory: String,
                              makeExtraFiles: (_ checkpointBytes: Int) throws -> [String: JSONValue]) throws {
+        try write(model, deferredLinears: [:], to: directory, makeExtraFiles: makeExtraFiles)
+    }
+
+    /// As above, with more quantized linears (besides `model.linears`) read only while the file
+    /// is written, one tensor at a time: a model whose codes do not all fit in memory is written
+    /// from where they were saved. The file is the same as with those codes in `model.linears`.
+    public static func write(_ model: PackedModel, deferredLinears: [String: DeferredLinear], to directory: String,
+                             makeExtraFiles: (_ checkpointBytes: Int) throws -> [String: JSONValue]) throws {
         let fm = FileManager.default
         guard !fm.fileExists(atPath: directory) else {
             throw PackedFormatError("output \(directory) already exists; choose another path or remove it")
@@ -46,7 +54,7 @@ public enum PackedCheckpoint {
             throw PackedFormatError("cannot create \(temporary): \(error.localizedDescription)")
         }
         do {
-            try writeContents(model, into: temporary)
+            try writeContents(model, deferredLinears: deferredLinears, into: temporary)
             for (name, json) in try makeExtraFiles(directoryBytes(temporary)) {
                 try writeJSONFile(json, to: (temporary as NSString).appendingPathComponent(name))
             }
@@ -67,20 +75,30 @@ public enum PackedCheckpoint {
         }
     }
 
-    static func writeContents(_ model: PackedModel, into directory: String) throws {
+    static func writeContents(_ model: PackedModel, deferredLinears: [String: DeferredLinear] = [:],
+                              into directory: String) throws {
         let s = model.scheme
         var writer = SafeTensorsWriter(metadata: ["format": "pt", "quantization": "aqlm \(s)"])
-        for name in model.linears.keys.sorted() {
-            let code = model.linears[name]!
-            let shape = [code.dOut, code.groupsPerRow, s.codebookCount]
-            if s.codeBits <= 8 {
-                try writer.add(name + ".codes", shape: shape, integers: code.codes.map { Int8(truncatingIfNeeded: $0) })
-            } else {
-                try writer.add(name + ".codes", shape: shape, integers: code.codes.map { Int16(bitPattern: $0) })
+        // The writer orders tensors by dtype and name whatever the order they are added in.
+        var linears = deferredLinears
+        for (name, code) in model.linears {
+            linears[name] = DeferredLinear(dOut: code.dOut, dIn: code.dIn, codes: { code.codes },
+                                           codebooks: { code.codebooks }, scales: { code.scales })
+        }
+        for (name, linear) in linears {
+            let codeType: SafeTensorsDType = s.codeBits <= 8 ? .i8 : .i16
+            try writer.add(name + ".codes", dtype: codeType, shape: [linear.dOut, linear.dIn / s.groupSize, s.codebookCount]) {
+                // The reference's pack_int_data: the code's low bits reinterpreted as signed.
+                let codes = try linear.codes()
+                return codeType == .i8 ? SafeTensorsWriter.bytes(integers: codes.map { Int8(truncatingIfNeeded: $0) })
+                                       : SafeTensorsWriter.bytes(integers: codes.map { Int16(bitPattern: $0) })
             }
-            try writer.add(name + ".codebooks", shape: [s.codebookCount, s.codebookSize, 1, s.groupSize],
-                           floats: code.codebooks, as: .f16)
-            try writer.add(name + ".scales", shape: [code.dOut, 1, 1, 1], floats: code.scales, as: .f16)
+            try writer.add(name + ".codebooks", dtype: .f16, shape: [s.codebookCount, s.codebookSize, 1, s.groupSize]) {
+                SafeTensorsWriter.bytes(floats: try linear.codebooks(), as: .f16)!
+            }
+            try writer.add(name + ".scales", dtype: .f16, shape: [linear.dOut, 1, 1, 1]) {
+                SafeTensorsWriter.bytes(floats: try linear.scales(), as: .f16)!
+            }
         }
         for name in model.dense.keys.sorted() {
             let t = model.dense[name]!
@@ -181,4 +199,23 @@ public enum PackedCheckpoint {
 public struct PackedFormatError: Error, CustomStringConvertible, Equatable {
     public let description: String
     public init(_ description: String) { self.description = description }
+}
+
+/// A quantized linear of a packed checkpoint being written whose arrays are read only when the
+/// file needs them (each once): e.g. from the block files a quantization run saved.
+public struct DeferredLinear {
+    public let dOut: Int
+    public let dIn: Int
+    public let codes: () throws -> [UInt16]
+    public let codebooks: () throws -> [Float]
+    public let scales: () throws -> [Float]
+
+    public init(dOut: Int, dIn: Int, codes: @escaping () throws -> [UInt16], codebooks: @escaping () throws -> [Float],
+                scales: @escaping () throws -> [Float]) {
+        self.dOut = dOut
+        self.dIn = dIn
+        self.codes = codes
+        self.codebooks = codebooks
+        self.scales = scales
+    }
 }

@@ -53,9 +53,14 @@ public struct PackedModel: Sendable {
 
 extension AdditiveCode {
     /// Bits this layer occupies in the packed file: B-bit codes, fp16 codebooks, fp16 scales.
-    public var storageBits: Double {
-        let codeBits = Double(dOut * groupsPerRow * scheme.codebookCount * scheme.codeBits)
-        let codebookBits = Double(scheme.codebookCount * scheme.codebookSize * scheme.groupSize * 16)
+    public var storageBits: Double { scheme.storageBits(dOut: dOut, dIn: dIn) }
+}
+
+extension AQLMScheme {
+    /// Bits a [dOut, dIn] layer in this scheme occupies in the packed file.
+    public func storageBits(dOut: Int, dIn: Int) -> Double {
+        let codeBits = Double(dOut * (dIn / groupSize) * codebookCount * codeBits)
+        let codebookBits = Double(codebookCount * codebookSize * groupSize * 16)
         return codeBits + codebookBits + Double(dOut * 16)
     }
 }

@@ -50,32 +50,54 @@ public struct BlockwiseQuantization {
         let work = WorkDirectory(output: outputPath, fingerprint: fingerprint(weights: weights))
         let names = (0..<blockCount).map { LlamaConfig.linearNames(layer: $0) }
 
+        /// Finished linears held in memory (the scalar baseline's dense weights) ...
         var stored: [String: StoredLinear] = [:]
+        /// ... and those only read back from their block file in the work directory while the
+        /// packed file is written (AQLM-family codes), so memory does not grow with depth.
+        var saved: [String: SavedLinear] = [:]
+        func keep(_ linears: [String: StoredLinear], block b: Int) {
+            for (name, linear) in linears {
+                if case .additive(let code) = linear {
+                    saved[name] = SavedLinear(code: code, name: name, file: work.blockFile(b))
+                } else {
+                    stored[name] = linear
+                }
+            }
+        }
         /// RMSNorm gains changed by block-wise fine-tuning, by tensor name.
         var finetunedNorms: [String: WeightTensor] = [:]
         var reports: [BlockReport] = []
-        var hidden: [[Float]]
+        var hidden: SequenceActivations
         /// The full-precision model's own hidden states, when fine-tuning targets them.
-        var fullPrecisionHidden: [[Float]]?
+        var fullPrecisionHidden: SequenceActivations?
         let keepsFullPrecisionChain = options.finetune.epochs > 0 && options.finetuneTargets == .fullPrecisionChain
             && options.choice.additiveScheme != nil
+        let width = options.sequenceLength * config.hiddenSize
+        // hidden, targets (one block's, while it runs) and the full-precision chain.
+        let activationBytes = (2 + (keepsFullPrecisionChain ? 1 : 0)) * sequences.count * width * MemoryLayout<Float>.size
+        /// Where the activations go when they would take more memory than allowed.
+        let spill = activationBytes > options.activationMemoryLimit ? work.path : nil
+        if spill != nil {
+            log(String(format: "calibration activations (%.2f GB) above --activation-memory: kept in files of %@",
+                       Double(activationBytes) / 1e9, work.path))
+        }
         let resumeFrom = try work.finishedBlocks()
         if resumeFrom > 0 {
             for b in 0..<min(resumeFrom, blockCount) {
                 let (linears, report) = try work.loadBlock(b, names: names[b])
-                stored.merge(linears) { $1 }
+                keep(linears, block: b)
                 reports.append(report)
                 finetunedNorms.merge(try loadFinetunedNorms(b, work: work)) { $1 }
             }
-            hidden = try work.loadHidden(sequences: sequences.count, width: options.sequenceLength * config.hiddenSize)
+            hidden = try work.loadHidden(sequences: sequences.count, width: width, spill: spill)
             if keepsFullPrecisionChain {
-                fullPrecisionHidden = try work.loadHidden(sequences: sequences.count, width: options.sequenceLength * config.hiddenSize,
-                                                          name: "hidden-fp.f32")
+                fullPrecisionHidden = try work.loadHidden(sequences: sequences.count, width: width, spill: spill, name: "hidden-fp.f32")
             }
             log("resuming after block \(resumeFrom - 1) from \(work.path)")
         } else {
             let embedding = weights["model.embed_tokens.weight"]
-            hidden = sequences.map { embeddingRows(embedding, tokens: $0) }
+            hidden = try SequenceActivations(count: sequences.count, width: width, directory: spill)
+            for (s, tokens) in sequences.enumerated() { hidden[s] = embeddingRows(embedding, tokens: tokens) }
             embedding.releasePages()
             if keepsFullPrecisionChain { fullPrecisionHidden = hidden }
         }
@@ -86,12 +108,13 @@ public struct BlockwiseQuantization {
             let original = LlamaBlock(weights: weights, layer: b)
             let fullPrecision = LlamaModel(block: original, config: config)
             let state = fullPrecision.makeState(maxPositions: options.sequenceLength, maxBatch: options.sequenceLength, maxLogitRows: 1)
-            let (targets, hessians) = runFullPrecisionBlock(fullPrecision, inputs: hidden, state: state)
+            let (targets, hessians) = try runFullPrecisionBlock(fullPrecision, inputs: hidden, state: state, spill: spill)
             let calibrationSeconds = Date().timeIntervalSince(blockClock)
             var linears: [String: StoredLinear] = [:]
             var layerReports: [LayerReport] = []
             for linear in LlamaLinear.allCases {
                 let name = "model.layers.\(b).\(linear.rawValue)"
+                Threads.adjustToLoad()
                 // LlamaBlock(weights:layer:) makes every linear a DenseLinear.
                 let dense = original[linear] as! DenseLinear
                 let (result, report) = try quantizeLinear(name: name, weight: WeightTensor(shape: [dense.outputSize, dense.inputSize], values: dense.weights),
@@ -135,17 +158,15 @@ public struct BlockwiseQuantization {
             log(String(format: "block %2d done: output error %.5f, %.1f s (%.1f s calibration forward), peak RSS %.2f GB",
                        b, outputErrorFinetuned ?? outputError, report.seconds, calibrationSeconds,
                        Double(report.peakRSSBytes ?? 0) / 1e9))
-            stored.merge(linears) { $1 }
             reports.append(report)
+            for activations in [hidden, targets] + (fullPrecisionHidden.map { [$0] } ?? []) { try activations.check() }
             try work.saveBlock(b, linears: linears, report: report, hidden: hidden, fullPrecisionHidden: fullPrecisionHidden)
+            keep(linears, block: b)
         }
 
         var finetunedWeights = weights
         finetunedWeights.tensors.merge(finetunedNorms) { $1 }
-        // hidden, targets (one block's, while it runs) and the full-precision chain.
-        let activationBytes = (2 + (keepsFullPrecisionChain ? 1 : 0)) * sequences.count * options.sequenceLength * config.hiddenSize
-            * MemoryLayout<Float>.size
-        let report = try writeOutput(weights: finetunedWeights, stored: stored, blockCount: blockCount, reports: reports,
+        let report = try writeOutput(weights: finetunedWeights, stored: stored, saved: saved, blockCount: blockCount, reports: reports,
                                      calibrationActivationBytes: activationBytes, wallSeconds: Date().timeIntervalSince(clock))
         work.remove()
         return report
@@ -191,8 +212,8 @@ public struct BlockwiseQuantization {
 
     /// The full-precision block on every calibration sequence: its outputs (the targets) and
     /// H = XᵀX at each of the four linear inputs.
-    func runFullPrecisionBlock(_ model: LlamaModel, inputs: [[Float]], state: LlamaState)
-        -> (targets: [[Float]], hessians: [LinearInputSite: [Double]]) {
+    func runFullPrecisionBlock(_ model: LlamaModel, inputs: SequenceActivations, state: LlamaState, spill: String?) throws
+        -> (targets: SequenceActivations, hessians: [LinearInputSite: [Double]]) {
         let c = model.config
         var accumulators: [LinearInputSite: HessianAccumulator] = [
             .attention: HessianAccumulator(dim: c.hiddenSize),
@@ -200,14 +221,14 @@ public struct BlockwiseQuantization {
             .mlp: HessianAccumulator(dim: c.hiddenSize),
             .mlpHidden: HessianAccumulator(dim: c.intermediateSize),
         ]
-        var targets: [[Float]] = []
-        targets.reserveCapacity(inputs.count)
-        for x in inputs {
+        var targets = try SequenceActivations(count: inputs.count, width: inputs.width, directory: spill)
+        for (s, x) in inputs.enumerated() {
+            Threads.adjustToLoad()
             var y = x
             model.forwardBlock(layer: 0, hidden: &y, startPosition: 0, state: state) { input in
                 accumulators[input.site]!.add(input.rows.baseAddress!, rows: input.tokens)
             }
-            targets.append(y)
+            targets[s] = y
         }
         var hessians: [LinearInputSite: [Double]] = [:]
         for site in Array(accumulators.keys) { hessians[site] = accumulators[site]!.takeHessian() }
@@ -215,16 +236,19 @@ public struct BlockwiseQuantization {
     }
 
     /// Runs block b of `model` in place on every sequence's hidden states.
-    func runBlock(_ model: LlamaModel, hidden: inout [[Float]], state: LlamaState) {
+    func runBlock(_ model: LlamaModel, hidden: inout SequenceActivations, state: LlamaState) {
         for s in hidden.indices {
+            Threads.adjustToLoad()
             model.forwardBlock(layer: 0, hidden: &hidden[s], startPosition: 0, state: state)
         }
     }
 
     /// The reference's block output error of the quantized block, leaving the hidden states as they are.
-    func measureQuantizedBlock(_ model: LlamaModel, hidden: [[Float]], targets: [[Float]], state: LlamaState) -> Double {
+    func measureQuantizedBlock(_ model: LlamaModel, hidden: SequenceActivations, targets: SequenceActivations,
+                               state: LlamaState) -> Double {
         var total = 0.0
         for s in hidden.indices {
+            Threads.adjustToLoad()
             var y = hidden[s]
             model.forwardBlock(layer: 0, hidden: &y, startPosition: 0, state: state)
             total += relativeSquaredDifference(y, targets[s])
@@ -234,7 +258,7 @@ public struct BlockwiseQuantization {
 
     /// Runs the quantized block in place on the hidden states and returns the reference's
     /// block output error, mean over sequences of ‖Y_q − Y_target‖² / ‖Y_q‖².
-    func runQuantizedBlock(_ model: LlamaModel, hidden: inout [[Float]], targets: [[Float]],
+    func runQuantizedBlock(_ model: LlamaModel, hidden: inout SequenceActivations, targets: SequenceActivations,
                            state: LlamaState) -> Double {
         runBlock(model, hidden: &hidden, state: state)
         return hidden.indices.reduce(0.0) { $0 + relativeSquaredDifference(hidden[$1], targets[$1]) } / Double(hidden.count)
@@ -318,7 +342,7 @@ public struct BlockwiseQuantization {
     /// Trains the codebooks, scales and norm gains of quantized block b to reproduce the
     /// full-precision block's outputs on the same inputs (AQLM §3.4); fp16-rounded result.
     func finetuneQuantizedBlock(_ original: LlamaBlock, layer b: Int, codes: [LlamaLinear: AdditiveCode], config: LlamaConfig,
-                                inputs: [[Float]], targets: [[Float]]) throws -> TrainableBlock {
+                                inputs: SequenceActivations, targets: SequenceActivations) throws -> TrainableBlock {
         var finetune = options.finetune
         finetune.seed = options.seed &+ UInt64(b)
         let result = try Finetune.finetuneBlock(TrainableBlock(block: original, codes: codes), config: config,
@@ -352,17 +376,21 @@ public struct BlockwiseQuantization {
 
     // MARK: - Output
 
-    func writeOutput(weights: ModelWeights, stored: [String: StoredLinear], blockCount: Int, reports: [BlockReport],
-                     calibrationActivationBytes: Int, wallSeconds: Double) throws -> QuantizeReport {
+    func writeOutput(weights: ModelWeights, stored: [String: StoredLinear], saved: [String: SavedLinear], blockCount: Int,
+                     reports: [BlockReport], calibrationActivationBytes: Int, wallSeconds: Double) throws -> QuantizeReport {
         let config = weights.config
         // Still mapped: the packed writer converts them to its stored widths (matrices fp16,
         // vectors fp32) chunk by chunk.
         var dense: [String: WeightTensor] = [:]
         for (name, t) in weights.tensors {
             let base = name.hasSuffix(".weight") ? String(name.dropLast(7)) : name
-            if stored[base] == nil { dense[name] = t }
+            if stored[base] == nil && saved[base] == nil { dense[name] = t }
         }
         var quantizedBits = 0.0, quantizedParameters = 0
+        for (_, linear) in saved {
+            quantizedBits += linear.storageBits
+            quantizedParameters += linear.linear.dOut * linear.linear.dIn
+        }
         for (_, linear) in stored {
             switch linear {
             case .additive(let c):
@@ -391,7 +419,7 @@ public struct BlockwiseQuantization {
             var codes: [String: AdditiveCode] = [:]
             for (name, linear) in stored { if case .additive(let c) = linear { codes[name] = c } }
             let packed = PackedModel(config: config, tokenizer: weights.tokenizer, scheme: scheme, linears: codes, dense: dense)
-            try PackedCheckpoint.write(packed, to: outputPath) { bytes in
+            try PackedCheckpoint.write(packed, deferredLinears: saved.mapValues(\.linear), to: outputPath) { bytes in
                 report.fileBytes = bytes
                 return ["report.json": report.json]
             }

@@ -83,6 +83,12 @@ public struct QuantizeOptions: Sendable {
     /// 37.25 (0.463) against 37.88 (0.471) after the default end-to-end fine-tuning; 1.09x the
     /// time of local on the first 8 blocks.
     public var finetuneTargets: BlockFinetuneTargets = .fullPrecisionChain
+    /// Above this many bytes, the calibration activations (two or three sets of samples ×
+    /// sequence length × hidden Float32) are kept in files of the work directory instead of
+    /// memory, read one sequence at a time; the results are the same. 2 GB keeps them in memory
+    /// for the 0.5B model at the default calibration (0.7 GB) and puts an 8B model's (3.2 GB) in
+    /// files.
+    public var activationMemoryLimit = 2_000_000_000
 
     public init() {}
 

@@ -51,12 +51,37 @@ enum BlockCheckpoint {
             guard let codeInfo = file.tensor(name + ".codes"), codeInfo.shape.count == 3 else {
                 throw CheckpointError.missingTensor(path, tensor: name + ".codes")
             }
-            let codes = try file.integers(name + ".codes", as: Int32.self).map { UInt16(truncatingIfNeeded: $0) }
+            let codes = try Self.codes(name, in: file)
             let dOut = codeInfo.shape[0], dIn = codeInfo.shape[1] * scheme.groupSize
             out[name] = .additive(AdditiveCode(scheme: scheme, dOut: dOut, dIn: dIn, codes: codes,
                                                codebooks: try file.floats(name + ".codebooks"),
                                                scales: try file.floats(name + ".scales")))
         }
         return out
+    }
+
+    /// The codes of linear `name` (stored as I32 so that any code width round-trips).
+    static func codes(_ name: String, in file: SafeTensorsFile) throws -> [UInt16] {
+        try file.integers(name + ".codes", as: Int32.self).map { UInt16(truncatingIfNeeded: $0) }
+    }
+}
+
+/// A finished AQLM-family linear as a run keeps it until the packed file is written: its shape
+/// and storage size, and where its block file holds the rest. Nothing of its codes stays in
+/// memory (~0.1 GB per block at Llama-3-8B's shapes).
+struct SavedLinear {
+    let linear: DeferredLinear
+    let storageBits: Double
+
+    /// `code` as saved under `name` in the block file `file` (BlockCheckpoint's layout).
+    init(code: AdditiveCode, name: String, file: String) {
+        storageBits = code.storageBits
+        // Each array is read when the writer reaches it, from a map opened for that read only,
+        // so a written block's pages do not stay resident either.
+        linear = DeferredLinear(
+            dOut: code.dOut, dIn: code.dIn,
+            codes: { try BlockCheckpoint.codes(name, in: SafeTensorsFile(path: file)) },
+            codebooks: { try SafeTensorsFile(path: file).floats(name + ".codebooks") },
+            scales: { try SafeTensorsFile(path: file).floats(name + ".scales") })
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Checkpoint
+import Finetune
 import PackedFormat
 
 /// `<output>.work/`: what a quantization run has finished so far. After each block it holds
@@ -18,6 +19,9 @@ struct WorkDirectory {
 
     func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
 
+    /// Block `index`'s linears.
+    func blockFile(_ index: Int) -> String { file("block-\(index).safetensors") }
+
     /// Blocks already finished by an earlier run with the same settings (0 for a fresh start).
     func finishedBlocks() throws -> Int {
         let progress = file("progress.json")
@@ -34,9 +38,9 @@ struct WorkDirectory {
 
     /// - Parameter fullPrecisionHidden: the full-precision model's hidden states after the
     ///   block, kept when fine-tuning targets them (`hidden-fp.f32`).
-    func saveBlock(_ index: Int, linears: [String: StoredLinear], report: BlockReport, hidden: [[Float]],
-                   fullPrecisionHidden: [[Float]]? = nil) throws {
-        try BlockCheckpoint.write(linears, to: file("block-\(index).safetensors"))
+    func saveBlock(_ index: Int, linears: [String: StoredLinear], report: BlockReport, hidden: SequenceActivations,
+                   fullPrecisionHidden: SequenceActivations? = nil) throws {
+        try BlockCheckpoint.write(linears, to: blockFile(index))
         try writeJSONFile(report.json, to: file("block-\(index).json"))
         try saveActivations(hidden, name: "hidden.f32")
         if let fullPrecisionHidden { try saveActivations(fullPrecisionHidden, name: "hidden-fp.f32") }
@@ -45,24 +49,27 @@ struct WorkDirectory {
     }
 
     func loadBlock(_ index: Int, names: [String]) throws -> ([String: StoredLinear], BlockReport) {
-        let linears = try BlockCheckpoint.read(names, from: file("block-\(index).safetensors"))
+        let linears = try BlockCheckpoint.read(names, from: blockFile(index))
         let report = BlockReport(json: try readJSONFile(file("block-\(index).json")))
         return (linears, report)
     }
 
-    private func saveActivations(_ sequences: [[Float]], name: String) throws {
+    private func saveActivations(_ sequences: SequenceActivations, name: String) throws {
         try writeFileAtomically(file(name)) { out in
             for h in sequences { try h.withUnsafeBytes { try out.write($0) } }
         }
     }
 
-    func loadHidden(sequences: Int, width: Int, name: String = "hidden.f32") throws -> [[Float]] {
+    /// The saved hidden states, in files of `spill` when given (see `SequenceActivations`).
+    func loadHidden(sequences: Int, width: Int, spill: String?, name: String = "hidden.f32") throws -> SequenceActivations {
         let mapped = try MappedFile(path: file(name))
         guard mapped.bytes.count == sequences * width * 4 else {
             throw PackedFormatError("\(file(name)) has \(mapped.bytes.count) bytes, expected \(sequences * width * 4)")
         }
         let floats = mapped.bytes.bindMemory(to: Float.self)
-        return (0..<sequences).map { Array(floats[($0 * width)..<(($0 + 1) * width)]) }
+        var hidden = try SequenceActivations(count: sequences, width: width, directory: spill)
+        for s in 0..<sequences { hidden[s] = Array(floats[(s * width)..<((s + 1) * width)]) }
+        return hidden
     }
 
     func remove() { try? FileManager.default.removeItem(atPath: path) }

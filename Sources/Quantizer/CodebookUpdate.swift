@@ -67,8 +67,11 @@ func solveScales(_ evaluated: EvaluatedCode, problem: LayerProblem) -> Evaluated
                 if old != 0 {
                     for i in 0..<dIn { rowProduct[i] = result.reconstructionTimesHessian[r * dIn + i] / old }
                 } else {
-                    cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(dIn), Int32(dIn), 1, problem.hessian, Int32(dIn),
-                                row, 1, 0, &rowProduct, 1)
+                    problem.hessian.withUnsafeBufferPointer { h in
+                        rowProduct.withUnsafeMutableBufferPointer { p in
+                            sgemv(h.baseAddress!, rows: dIn, columns: dIn, row, p.baseAddress!)
+                        }
+                    }
                 }
                 let curvature = Double(dot(row, rowProduct, count: dIn))
                 let projection = Double(dot(row, wh.baseAddress! + r * dIn, count: dIn))

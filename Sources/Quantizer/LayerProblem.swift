@@ -66,6 +66,7 @@ public func hessianWeightedError(weight: [Float], approximation: [Float], hessia
     precondition(weight.count == dOut * dIn && approximation.count == dOut * dIn && hessian.count == dIn * dIn)
     let residual = (0..<weight.count).map { Double(weight[$0]) - Double(approximation[$0]) }
     var product = [Double](repeating: 0, count: dOut * dIn)
+    BLASThreads.useCallingThreadOnly()   // one thread: the same bits at any thread count
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(dOut), Int32(dIn), Int32(dIn),
                 1, residual, Int32(dIn), hessian, Int32(dIn), 0, &product, Int32(dIn))
     var total = 0.0
@@ -88,8 +89,13 @@ public func relativeHessianWeightedError(weight: [Float], approximation: [Float]
 /// A [rows, dIn] · H [dIn, dIn] (row-major).
 func multiplyByHessian(_ a: [Float], rows: Int, hessian: [Float], dIn: Int) -> [Float] {
     var product = [Float](repeating: 0, count: rows * dIn)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(dIn), Int32(dIn),
-                1, a, Int32(dIn), hessian, Int32(dIn), 0, &product, Int32(dIn))
+    a.withUnsafeBufferPointer { a in
+        hessian.withUnsafeBufferPointer { h in
+            product.withUnsafeMutableBufferPointer { p in
+                sgemm(.noTrans, .noTrans, rows, dIn, dIn, 1, a.baseAddress!, dIn, h.baseAddress!, dIn, 0, p.baseAddress!, dIn)
+            }
+        }
+    }
     return product
 }
 

@@ -87,6 +87,8 @@ final class CLIBadInputTests: CLITestCase {
                                mentions: ["--samples"])
         try assertOneLineError(["quantize", "--model", model, "--out", out, "--calibration", text, "--preset", "fastest"],
                                mentions: ["--preset", "fastest"])
+        try assertOneLineError(["quantize", "--model", model, "--out", out, "--calibration", text, "--activation-memory=-1"],
+                               mentions: ["--activation-memory", "-1"])
         try assertOneLineError(["quantize", "--model", model, "--out", out, "--calibration", path("no-calibration.txt")],
                                mentions: [path("no-calibration.txt")])
         XCTAssertFalse(FileManager.default.fileExists(atPath: out), "nothing written on bad arguments")

@@ -34,6 +34,36 @@ final class CLIResumeTests: CLITestCase {
         try killThenResume(extraArguments: ["--finetune-targets", "local"])
     }
 
+    /// Activations in files of the work directory (unlinked at once, so a killed run leaves none).
+    func testKillNineThenResumeWithActivationsInFiles() throws {
+        try killThenResume(extraArguments: ["--activation-memory", "0"])
+    }
+
+    /// The thread count follows the machine's load, so it must not reach the files: one block
+    /// of a model wide enough that the forward, XᵀX, the quantizer's W·H and fine-tuning are
+    /// cut into several BLAS panels (widths 256/1024, 64-token sequences), at 1 and 2 threads.
+    func testOneAndTwoThreadsWriteTheSameFiles() throws {
+        var wide = TinyModel.config
+        wide.hiddenSize = 256
+        wide.intermediateSize = 1024
+        let model = try tinyGGUF("wide.gguf", seed: 5, config: wide)
+        let calibration = try writeText("calibration.txt", words: 3000)
+        var outputs: [String] = []
+        for threads in ["1", "2"] {
+            let out = path("threads-\(threads)")
+            try succeed(["quantize", "--model", model, "--out", out, "--scheme", "2x4", "--calibration", calibration,
+                         "--samples", "16", "--seqlen", "64", "--max-iters", "2", "--seed", "7", "--blocks", "1",
+                         "--threads", threads], timeout: 120)
+            outputs.append(out)
+        }
+        for file in ["model.safetensors", "config.json"] {
+            let a = try Data(contentsOf: URL(fileURLWithPath: outputs[0] + "/" + file))
+            let b = try Data(contentsOf: URL(fileURLWithPath: outputs[1] + "/" + file))
+            XCTAssertGreaterThan(a.count, 0)
+            XCTAssertTrue(a == b, "\(file) differs between --threads 1 and --threads 2")
+        }
+    }
+
     func killThenResume(extraArguments: [String]) throws {
         let model = try tinyGGUF("six-blocks.gguf", seed: 3, config: config)
         let calibration = try writeText("calibration.txt", words: 2000)

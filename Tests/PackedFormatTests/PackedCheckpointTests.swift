@@ -77,6 +77,52 @@ final class PackedCheckpointTests: XCTestCase {
         }
     }
 
+    /// Linears read only while the file is written (as `aqlm quantize` writes from its work
+    /// directory) give the same files, byte for byte, as the same codes held in memory; each
+    /// array is asked for once, and only by the write.
+    func testDeferredLinearsWriteTheSameFiles() throws {
+        for scheme in [AQLMScheme.preset1x8, AQLMScheme(codebookCount: 1, codeBits: 10, groupSize: 8)] {
+            let model = try Self.packedTinyModel(scheme: scheme)
+            let eager = directory + "/eager-\(scheme.codeBits)", streamed = directory + "/streamed-\(scheme.codeBits)"
+            try PackedCheckpoint.write(model, to: eager)
+            var inMemory = model
+            var deferred: [String: DeferredLinear] = [:]
+            nonisolated(unsafe) var reads: [String: Int] = [:]
+            for name in model.linears.keys.sorted().enumerated().filter({ $0.offset % 3 != 0 }).map(\.element) {
+                let code = inMemory.linears.removeValue(forKey: name)!
+                deferred[name] = DeferredLinear(
+                    dOut: code.dOut, dIn: code.dIn,
+                    codes: { reads[name + ".codes", default: 0] += 1; return code.codes },
+                    codebooks: { reads[name + ".codebooks", default: 0] += 1; return code.codebooks },
+                    scales: { reads[name + ".scales", default: 0] += 1; return code.scales })
+            }
+            XCTAssertFalse(inMemory.linears.isEmpty)
+            XCTAssertTrue(reads.isEmpty)
+            try PackedCheckpoint.write(inMemory, deferredLinears: deferred, to: streamed) { _ in [:] }
+            XCTAssertEqual(reads.count, 3 * deferred.count)
+            XCTAssertEqual(Set(reads.values), [1])
+            let files = try FileManager.default.contentsOfDirectory(atPath: eager).sorted()
+            XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: streamed).sorted(), files)
+            for file in files {
+                XCTAssertEqual(FileManager.default.contents(atPath: eager + "/" + file),
+                               FileManager.default.contents(atPath: streamed + "/" + file), "\(file) (\(scheme))")
+            }
+        }
+    }
+
+    func testDeferredLinearOfTheWrongSizeIsNamedAndLeavesNoOutput() throws {
+        var model = try Self.packedTinyModel(scheme: .preset1x8)
+        let name = "model.layers.0.mlp.up_proj"
+        let code = model.linears.removeValue(forKey: name)!
+        let short = DeferredLinear(dOut: code.dOut, dIn: code.dIn, codes: { Array(code.codes.dropLast()) },
+                                   codebooks: { code.codebooks }, scales: { code.scales })
+        let path = directory + "/short"
+        XCTAssertThrowsError(try PackedCheckpoint.write(model, deferredLinears: [name: short], to: path) { _ in [:] }) {
+            XCTAssertTrue("\($0)".contains(name + ".codes"), "\($0)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path))
+    }
+
     func testConfigCarriesTheReferenceQuantizationConfig() throws {
         let model = try Self.packedTinyModel(scheme: .preset1x8)
         let path = directory + "/m"

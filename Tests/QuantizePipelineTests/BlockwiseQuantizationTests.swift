@@ -85,6 +85,33 @@ final class BlockwiseQuantizationTests: XCTestCase {
                        FileManager.default.contents(atPath: b + "/model.safetensors"))
     }
 
+    /// Calibration activations kept in files of the work directory (a limit of 0 bytes) give the
+    /// same files as in memory, with fine-tuning on full-precision-chain targets (all three
+    /// sets, the chain a copy of the inputs that then diverges).
+    func testActivationsInFilesGiveTheSameFiles() throws {
+        var inMemory = try options("2x4")
+        inMemory.finetune.epochs = 2
+        inMemory.finetune.validationSamples = 1
+        inMemory.finetuneTargets = .fullPrecisionChain
+        var inFiles = inMemory
+        inFiles.activationMemoryLimit = 0
+        let a = directory + "/memory", b = directory + "/files"
+        var lines: [String] = []
+        var first = BlockwiseQuantization(modelPath: modelPath, outputPath: a, options: inMemory)
+        first.log = { lines.append($0) }
+        let reportA = try first.run()
+        XCTAssertFalse(lines.contains { $0.contains("kept in files") })
+        var second = BlockwiseQuantization(modelPath: modelPath, outputPath: b, options: inFiles)
+        second.log = { lines.append($0) }
+        let reportB = try second.run()
+        XCTAssertTrue(lines.contains { $0.contains("kept in files") })
+        XCTAssertNotNil(reportA.blocks[1].outputErrorFinetuned)
+        XCTAssertEqual(reportA.blocks.map(\.outputErrorFinetuned), reportB.blocks.map(\.outputErrorFinetuned))
+        XCTAssertEqual(FileManager.default.contents(atPath: a + "/model.safetensors"),
+                       FileManager.default.contents(atPath: b + "/model.safetensors"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: b + ".work"))
+    }
+
     func testBaselinesRun() throws {
         for scheme in ["rtn2", "rvq1x8", "pq2x4"] {
             let out = directory + "/" + scheme
