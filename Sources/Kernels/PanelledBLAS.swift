@@ -32,12 +32,21 @@ public struct ProductPanels: Equatable, Sendable {
     public static let singleCallWork = 1 << 21
     /// No panel shorter than this (before the cut is rounded down to a multiple of 16).
     public static let minimumPanel = 256
-    /// Panels per product: two, one per core of the machine this runs on. Each panel repacks
-    /// its share of the operands, which costs CPU time even on one thread (OpenBLAS 0.3,
-    /// Haswell kernels, one thread, CPU time against one call: [512×1536]·[1536×576]ᵀ cut in
-    /// 2 column panels +2 %, 4 +5 %, 2×6 tiles +9 %; [512×576] rows cut in 2 +4 %, 2×2 +5 %).
-    /// Not more for more cores: the cut may depend on the shape only, never on the count.
+    /// Panels per product: at least two (one per core of the machine this is measured on), more
+    /// only while each stays `widePanel` long. Each panel repacks its share of the operands, which
+    /// costs CPU time even on one thread (OpenBLAS 0.3, Haswell kernels, one thread, CPU time
+    /// against one call: [512×1536]·[1536×576]ᵀ cut in 2 column panels +2 %, 4 +5 %, 2×6 tiles
+    /// +9 %; [512×576] rows cut in 2 +4 %, 2×2 +5 %): narrow panels are what cost, so the
+    /// 576-896-wide products of small models keep two, while the 4864-14336-wide ones of larger
+    /// models give machines with more cores work for them (4 to 14 panels). The cut depends on
+    /// the shape only, never on the thread count, so the bits do not either.
     public static let targetTiles = 2
+    /// Beyond `targetTiles`, a product is cut further only into panels at least this long.
+    public static let widePanel = 1024
+
+    static func panels(_ extent: Int) -> Int {
+        min(max(1, extent / minimumPanel), max(targetTiles, extent / widePanel))
+    }
 
     public init(m: Int, n: Int, k: Int) {
         self.m = m
@@ -45,8 +54,8 @@ public struct ProductPanels: Equatable, Sendable {
         let work = m * n * k
         // Columns when they are wide enough (a column panel repacks A's rows, the activations,
         // the cheaper cut), else rows, else one call.
-        columnPanels = work < Self.singleCallWork ? 1 : min(max(1, n / Self.minimumPanel), Self.targetTiles)
-        rowPanels = work < Self.singleCallWork || columnPanels > 1 ? 1 : min(max(1, m / Self.minimumPanel), Self.targetTiles)
+        columnPanels = work < Self.singleCallWork ? 1 : Self.panels(n)
+        rowPanels = work < Self.singleCallWork || columnPanels > 1 ? 1 : Self.panels(m)
     }
 
     public var tiles: Int { rowPanels * columnPanels }

@@ -122,9 +122,12 @@ final class PanelledBLASTests: XCTestCase {
     }
 
     func testPanelsDependOnTheShapeOnlyAndAreWide() {
-        for (m, n, k) in [(512, 576, 576), (512, 1536, 576), (512, 49152, 576), (512, 192, 576), (2048, 576, 1536), (130, 300, 64)] {
+        for (m, n, k) in [(512, 576, 576), (512, 1536, 576), (512, 49152, 576), (512, 4864, 896), (512, 192, 576), (2048, 576, 1536), (130, 300, 64)] {
             let panels = ProductPanels(m: m, n: n, k: k)
-            XCTAssertLessThanOrEqual(panels.tiles, ProductPanels.targetTiles)
+            // Two panels, or more only while each stays `widePanel` long.
+            if panels.tiles > ProductPanels.targetTiles {
+                XCTAssertGreaterThanOrEqual(max(m / panels.rowPanels, n / panels.columnPanels), ProductPanels.widePanel - 15)
+            }
             var covered = 0
             for i in 0..<panels.rowPanels {
                 let rows = panels.rows(i)
@@ -145,6 +148,10 @@ final class PanelledBLASTests: XCTestCase {
         // columns (the cheaper cut), through a 192-wide one in rows.
         XCTAssertEqual(ProductPanels(m: 512, n: 576, k: 576).columnPanels, 2)
         XCTAssertEqual(ProductPanels(m: 512, n: 192, k: 576).rowPanels, 2)
+        // Wider layers give machines with more cores more panels: Qwen's 4864 and Llama-3-8B's 14336.
+        XCTAssertEqual(ProductPanels(m: 512, n: 1536, k: 576).columnPanels, 2)
+        XCTAssertEqual(ProductPanels(m: 512, n: 4864, k: 896).columnPanels, 4)
+        XCTAssertEqual(ProductPanels(m: 512, n: 14336, k: 4096).columnPanels, 14)
     }
 
     func testGramUpperIsBitIdenticalAtOneTwoThreeThreadsAndLeavesTheLowerTriangle() {
