@@ -8,6 +8,8 @@ enum CodeObjective: String, ExpressibleByArgument, CaseIterable {
     case xtx, plain
 }
 
+extension CodeSelection: ExpressibleByArgument {}
+
 struct Finetune: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "finetune",
@@ -81,6 +83,9 @@ struct Finetune: ParsableCommand {
     @Option(help: "Error the V steps re-encode under: xtx (activation-weighted, XᵀX of the window's inputs) or plain.")
     var codeObjective: CodeObjective = .xtx
 
+    @Option(help: "How a V step picks what it changes: movement (the groups the normalised step moves most, re-encoded by beam search toward the stepped weights) or gain (per group the single code change with the most negative predicted loss change G·δ + (L/2)δᵀH_jjδ, G the raw mean gradient; the --code-fraction best of those).")
+    var codeSelect: CodeSelection = .movement
+
     @Option(help: "Adam steps between saves of OUT.work/.")
     var saveEvery = ModelFinetuneOptions().saveEverySteps
 
@@ -113,6 +118,7 @@ struct Finetune: ParsableCommand {
         o.codeUpdate.everySteps = codeEvery
         o.codeUpdate.beamSize = codeBeam
         o.codeUpdate.activationWeighted = codeObjective == .xtx
+        o.codeUpdate.selection = codeSelect
         guard saveEvery >= 1 else { throw ValidationError("--save-every must be at least 1") }
         return o
     }

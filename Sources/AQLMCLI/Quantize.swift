@@ -3,11 +3,13 @@ import Foundation
 import Finetune
 import Kernels
 import QuantizePipeline
+import Quantizer
 
 extension QuantizeOptions.Preset: ExpressibleByArgument {}
 extension CodebookTransform: ExpressibleByArgument {}
 extension LearningRateSchedule: ExpressibleByArgument {}
 extension BlockFinetuneTargets: ExpressibleByArgument {}
+extension AQLMInitialization: ExpressibleByArgument {}
 
 struct Quantize: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -53,6 +55,12 @@ struct Quantize: ParsableCommand {
 
     @Option(help: "Lloyd iterations of the k-means initialisation.")
     var kmeansIters: Int?
+
+    @Option(name: .customLong("init"), help: "How codes and codebooks start: product (k-means per slice, diag(XᵀX)-weighted), residual (the paper's greedy residual k-means) or oa-em (product, then EM rounds under the g×g blocks of XᵀX over all codebooks jointly).")
+    var initialization: AQLMInitialization?
+
+    @Option(help: "Most EM rounds of --init oa-em.")
+    var emIters: Int?
 
     @Option(help: "Seed for calibration sampling, k-means seeding and group orders.")
     var seed: UInt64 = 0
@@ -114,6 +122,11 @@ struct Quantize: ParsableCommand {
         if let tol { o.aqlm.tolerance = tol }
         if let maxIters { o.aqlm.maxIterations = maxIters }
         if let kmeansIters { o.aqlm.kmeansIterations = kmeansIters }
+        if let initialization { o.aqlm.initialization = initialization }
+        if let emIters {
+            guard emIters >= 0 else { throw ValidationError("--em-iters must not be negative") }
+            o.aqlm.emIterations = emIters
+        }
         o.seed = seed
         o.blockLimit = blocks
         if let finetuneEpochs { o.finetune.epochs = finetuneEpochs }

@@ -29,14 +29,30 @@ public struct CodeUpdateOptions: Sendable, Equatable {
     public var beamSize = 8
     /// Re-encode under the XᵀX-weighted error (true) or the plain squared error.
     public var activationWeighted = true
+    /// How the subspace is chosen and the codes moved (see `CodeSelection`).
+    public var selection = CodeSelection.movement
 
     public init() {}
 
     public var enabled: Bool { fraction > 0 }
 
     var fingerprint: String {
-        enabled ? "v:\(fraction):\(stepSize):\(everySteps):\(beamSize):\(activationWeighted)" : "v:off"
+        enabled ? "v:\(fraction):\(stepSize):\(everySteps):\(beamSize):\(activationWeighted)"
+            + (selection == .movement ? "" : ":\(selection.rawValue)") : "v:off"
     }
+}
+
+/// How a V step picks the groups it changes.
+public enum CodeSelection: String, Sendable, CaseIterable {
+    /// The τ fraction of groups the normalised step Δ moves most (Σ_a H_aa·Δ_a²), re-encoded by
+    /// beam search toward Ŵ + Δ.
+    case movement
+    /// Every group's best single-code change under the linearised loss G·δ + (L/2)·δᵀH_jjδ
+    /// (`linearizedCodeProposals`, G the window's mean raw gradient); the τ fraction with the
+    /// most negative predicted change is applied, and only changes predicted to lower the loss.
+    /// L = rms(G)/(η·rms(Ŵ)) under H scaled to a unit mean diagonal, so the continuous step
+    /// −G/L moves weights by about η row-RMSs, like `movement`'s η.
+    case gain
 }
 
 /// What the V steps see between two of them: XᵀX of every quantized linear's input, per block.
@@ -140,6 +156,7 @@ extension TrainableLinear {
     mutating func updateCodes(gradient: LinearGradient, sequences: Int, hessian: [Float], options o: CodeUpdateOptions,
                               seed: UInt64) -> (changed: Int, before: Double, after: Double) {
         guard let sum = gradient.weightSum, let squares = gradient.weightSquareSum else { return (0, 0, 0) }
+        if o.selection == .gain { return updateCodesByPredictedGain(gradientSum: sum, sequences: sequences, hessian: hessian, options: o) }
         let code = additiveCode
         let current = code.dequantized()
         let step = codeUpdateStep(weights: current, gradientSum: sum, squareSum: squares, sequences: sequences, dOut: dOut, dIn: dIn, stepSize: o.stepSize)
@@ -158,6 +175,38 @@ extension TrainableLinear {
         codes = result.code.codes
         let reference = max(problem.referenceEnergy, .leastNonzeroMagnitude)
         return (result.changedCodes, result.initialObjective / reference, result.trackedObjective / reference)
+    }
+}
+
+extension TrainableLinear {
+    /// The `CodeSelection.gain` V step. Returns the changed codes and, as "before → after",
+    /// 0 → the summed predicted loss change of the applied changes.
+    mutating func updateCodesByPredictedGain(gradientSum: [Float], sequences: Int, hessian: [Float],
+                                             options o: CodeUpdateOptions) -> (changed: Int, before: Double, after: Double) {
+        let code = additiveCode
+        let n = Float(max(sequences, 1))
+        let meanGradient = gradientSum.map { $0 / n }
+        var meanDiagonal: Float = 0
+        for i in 0..<dIn { meanDiagonal += hessian[i * dIn + i] }
+        meanDiagonal = max(meanDiagonal / Float(dIn), 1e-12)
+        let metric = hessian.map { $0 / meanDiagonal }
+        let weights = code.dequantized()
+        let gradientRMS = (meanGradient.reduce(Float(0)) { $0 + $1 * $1 } / Float(meanGradient.count)).squareRoot()
+        let weightRMS = (weights.reduce(Float(0)) { $0 + $1 * $1 } / Float(weights.count)).squareRoot()
+        guard gradientRMS > 0, weightRMS > 0, o.stepSize > 0 else { return (0, 0, 0) }
+        let trust = gradientRMS / (o.stepSize * weightRMS)
+        let proposals = linearizedCodeProposals(code, gradient: meanGradient, hessian: metric, trust: trust)
+            .sorted { $0.predictedChange != $1.predictedChange ? $0.predictedChange < $1.predictedChange
+                : ($0.row, $0.group) < ($1.row, $1.group) }
+        let total = dOut * (dIn / scheme.groupSize)
+        let count = min(proposals.count, Int((o.fraction * Double(total)).rounded(.up)))
+        var predicted = 0.0
+        let groups = dIn / scheme.groupSize, books = scheme.codebookCount
+        for p in proposals.prefix(count) {
+            codes[(p.row * groups + p.group) * books + p.codebook] = p.code
+            predicted += Double(p.predictedChange)
+        }
+        return (count, 0, predicted)
     }
 }
 

@@ -204,6 +204,10 @@ public struct BlockwiseQuantization {
                 String(options.samples), String(options.sequenceLength), String(options.seed), String(a.beamSize),
                 String(a.maxIterations), String(a.tolerance), String(a.kmeansIterations), String(a.weightedInitialization),
                 String(a.restartDeadCodes), String(options.blockLimit ?? -1), finetuneFingerprint].joined(separator: "|")
+            // Appended only when not the product start, so work directories written before
+            // `--init` existed stay resumable.
+            + (a.initialization == .product ? "" : "|init=\(a.initialization.rawValue)"
+               + (a.initialization == .outputAwareEM ? ",em=\(a.emIterations)" : ""))
     }
 
     // MARK: - One block

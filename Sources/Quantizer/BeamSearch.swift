@@ -132,8 +132,13 @@ struct BeamSearchTables: @unchecked Sendable {
     static let maximumProductTable = 1 << 23
 
     init(code: AdditiveCode, problem: LayerProblem) {
+        self.init(code: code, hessian: problem.hessian)
+    }
+
+    /// The tables from H [dIn, dIn] alone (they do not depend on W).
+    init(code: AdditiveCode, hessian: [Float]) {
         let g = code.scheme.groupSize, books = code.scheme.codebookCount, size = code.scheme.codebookSize
-        let groups = code.groupsPerRow, dIn = problem.dIn
+        let groups = code.groupsPerRow, dIn = code.dIn
         groupSize = g
         self.books = books
         self.size = size
@@ -142,7 +147,7 @@ struct BeamSearchTables: @unchecked Sendable {
         var blocks = [Float](repeating: 0, count: groups * g * g)
         for j in 0..<groups {
             for a in 0..<g {
-                for b in 0..<g { blocks[(j * g + a) * g + b] = problem.hessian[(j * g + a) * dIn + j * g + b] }
+                for b in 0..<g { blocks[(j * g + a) * g + b] = hessian[(j * g + a) * dIn + j * g + b] }
             }
         }
         hessianBlocks = blocks

@@ -51,10 +51,16 @@ public enum AQLMInitialization: String, Sendable, CaseIterable {
     case product
     /// Residual k-means, as in the paper and the reference code.
     case residual
+    /// Product k-means, then EM rounds under the output-aware block metric (the g×g diagonal
+    /// blocks of XᵀX) over all codebooks jointly: `outputAwareEMInitialization`.
+    case outputAwareEM = "oa-em"
 }
 
 /// The initial code `options.initialization` asks for.
 func initialCode(problem: LayerProblem, scheme: AQLMScheme, options: AQLMOptions) throws -> AdditiveCode {
+    if options.initialization == .outputAwareEM {
+        return try outputAwareEMInitialization(problem: problem, scheme: scheme, options: options)
+    }
     if options.initialization == .product && scheme.codebookCount <= scheme.groupSize {
         return try productKMeansInitialization(problem: problem, scheme: scheme, options: options)
     }

@@ -22,6 +22,9 @@ public struct AQLMOptions: Sendable {
     public var initialization = AQLMInitialization.product
     /// Lloyd iterations of each codebook's k-means in the initialisation.
     public var kmeansIterations = 30
+    /// Most EM rounds of the `outputAwareEM` initialisation (they also stop once a round gains
+    /// less than 0.1 % of the block metric).
+    public var emIterations = 10
     /// k-means fits its centroids on a random subset of at most this many groups per code
     /// (all groups get assigned afterwards); 0 uses every group. Subsets overfit: on Gaussian
     /// 8-dim groups, 128 per code leaves held-out groups ~3% worse, so the default is all.
