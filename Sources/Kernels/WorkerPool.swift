@@ -36,8 +36,13 @@ public final class WorkerPool: @unchecked Sendable {
 
     /// The longest an idle helper spins before sleeping (it adapts below this, see
     /// `helperLoop`). The gaps between the parallel loops of one SmolLM2 decode step are mostly
-    /// < 20 µs on free cores.
-    nonisolated(unsafe) public static var spinMicroseconds = 50
+    /// < 20 µs on free cores, but a prefill's products are separated by serial norms, RoPE and
+    /// softmax rows of a few hundred µs: at 50 µs the helpers slept through them and every product
+    /// began with a wake-up, which cost idle perplexity ~7 % once the BLAS products moved onto this
+    /// pool (24 chunks, alternating: 417/407 tokens/s at 50 µs, 437/443 at 1000, 439/438 at 10000).
+    /// Spinning longer is safe now that the thread count follows the free cores: beside a busy
+    /// process the pool runs one thread and nobody spins. `AQLM_SPIN_US` overrides it (measuring).
+    nonisolated(unsafe) public static var spinMicroseconds = Int(ProcessInfo.processInfo.environment["AQLM_SPIN_US"] ?? "") ?? 1000
 
     private let ticket = Atomic<UInt64>(0)
     private let completed = Atomic<Int>(0)
