@@ -130,12 +130,16 @@ public struct BlockwiseQuantization {
             var quantized = LlamaModel(block: quantizedBlock(original, layer: b, linears: linears), config: config)
             let outputError: Double
             var outputErrorFinetuned: Double?, finetuneSeconds: Double?
+            var chainError: Double?, chainErrorFinetuned: Double?
             if let codes = finetunableCodes(linears, layer: b) {
                 let finetuneClock = Date()
-                outputError = measureQuantizedBlock(quantized, hidden: hidden, targets: targets, state: state)
                 if fullPrecisionHidden != nil {
                     runBlock(fullPrecision, hidden: &fullPrecisionHidden!, state: state)
                 }
+                let before = measureQuantizedBlock(quantized, hidden: hidden, targets: [targets] + (fullPrecisionHidden.map { [$0] } ?? []),
+                                                   state: state)
+                outputError = before[0]
+                chainError = before.count > 1 ? before[1] : nil
                 let tuned = try finetuneQuantizedBlock(original, layer: b, codes: codes, config: config,
                                                        inputs: hidden, targets: fullPrecisionHidden ?? targets)
                 for (linear, layer) in tuned.quantized { linears["model.layers.\(b).\(linear.rawValue)"] = .additive(layer.additiveCode) }
@@ -147,14 +151,19 @@ public struct BlockwiseQuantization {
                 // fine-tuning, so it is not part of what fine-tuning adds.
                 finetuneSeconds = Date().timeIntervalSince(finetuneClock)
                 outputErrorFinetuned = runQuantizedBlock(quantized, hidden: &hidden, targets: targets, state: state)
+                if let chain = fullPrecisionHidden {
+                    chainErrorFinetuned = meanRelativeSquaredDifference(hidden, chain)
+                }
                 log(String(format: "block %2d fine-tuned: output error %.5f -> %.5f, %.1f s",
-                           b, outputError, outputErrorFinetuned!, finetuneSeconds!))
+                           b, outputError, outputErrorFinetuned!, finetuneSeconds!)
+                    + (chainErrorFinetuned.map { String(format: "; against the full-precision chain %.5f -> %.5f", chainError!, $0) } ?? ""))
             } else {
                 outputError = runQuantizedBlock(quantized, hidden: &hidden, targets: targets, state: state)
             }
             let report = BlockReport(index: b, outputError: outputError, outputErrorFinetuned: outputErrorFinetuned,
                                      seconds: Date().timeIntervalSince(blockClock), calibrationSeconds: calibrationSeconds,
-                                     finetuneSeconds: finetuneSeconds, peakRSSBytes: peakResidentBytes(), layers: layerReports)
+                                     finetuneSeconds: finetuneSeconds, peakRSSBytes: peakResidentBytes(), layers: layerReports,
+                                     chainError: chainError, chainErrorFinetuned: chainErrorFinetuned)
             log(String(format: "block %2d done: output error %.5f, %.1f s (%.1f s calibration forward), peak RSS %.2f GB",
                        b, outputErrorFinetuned ?? outputError, report.seconds, calibrationSeconds,
                        Double(report.peakRSSBytes ?? 0) / 1e9))
@@ -247,17 +256,18 @@ public struct BlockwiseQuantization {
         }
     }
 
-    /// The reference's block output error of the quantized block, leaving the hidden states as they are.
-    func measureQuantizedBlock(_ model: LlamaModel, hidden: SequenceActivations, targets: SequenceActivations,
-                               state: LlamaState) -> Double {
-        var total = 0.0
+    /// The reference's block output error of the quantized block against each of `targets`
+    /// (one forward pass), leaving the hidden states as they are.
+    func measureQuantizedBlock(_ model: LlamaModel, hidden: SequenceActivations, targets: [SequenceActivations],
+                               state: LlamaState) -> [Double] {
+        var totals = [Double](repeating: 0, count: targets.count)
         for s in hidden.indices {
             Threads.adjustToLoad()
             var y = hidden[s]
             model.forwardBlock(layer: 0, hidden: &y, startPosition: 0, state: state)
-            total += relativeSquaredDifference(y, targets[s])
+            for (t, target) in targets.enumerated() { totals[t] += relativeSquaredDifference(y, target[s]) }
         }
-        return total / Double(hidden.count)
+        return totals.map { $0 / Double(hidden.count) }
     }
 
     /// Runs the quantized block in place on the hidden states and returns the reference's
@@ -265,7 +275,12 @@ public struct BlockwiseQuantization {
     func runQuantizedBlock(_ model: LlamaModel, hidden: inout SequenceActivations, targets: SequenceActivations,
                            state: LlamaState) -> Double {
         runBlock(model, hidden: &hidden, state: state)
-        return hidden.indices.reduce(0.0) { $0 + relativeSquaredDifference(hidden[$1], targets[$1]) } / Double(hidden.count)
+        return meanRelativeSquaredDifference(hidden, targets)
+    }
+
+    /// Mean over sequences of ‖a − b‖² / ‖a‖².
+    func meanRelativeSquaredDifference(_ a: SequenceActivations, _ b: SequenceActivations) -> Double {
+        a.indices.reduce(0.0) { $0 + relativeSquaredDifference(a[$1], b[$1]) } / Double(a.count)
     }
 
     func quantizeLinear(name: String, weight: WeightTensor, hessian: [Double], layer: Int, linear: LlamaLinear) throws

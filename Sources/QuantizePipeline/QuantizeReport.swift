@@ -60,6 +60,11 @@ public struct BlockReport: Sendable {
     public var index: Int
     public var outputError: Double
     public var outputErrorFinetuned: Double?
+    /// With fp-chain targets: the block's output error against the full-precision model's own
+    /// hidden states (what block-wise fine-tuning minimises), before and after fine-tuning. The
+    /// local errors above then compare against a different goal and may rise on purpose.
+    public var chainError: Double?
+    public var chainErrorFinetuned: Double?
     public var seconds: Double
     public var calibrationSeconds: Double
     /// What block-wise fine-tuning adds to `seconds`, when it ran: measuring the error before
@@ -78,6 +83,8 @@ public struct BlockReport: Sendable {
             ("output_error", .double(outputError)),
         ]
         if let f = outputErrorFinetuned { members.append(("output_error_finetuned", .double(f))) }
+        if let c = chainError { members.append(("chain_error", .double(c))) }
+        if let c = chainErrorFinetuned { members.append(("chain_error_finetuned", .double(c))) }
         members += [
             ("seconds", .double(seconds)),
             ("calibration_seconds", .double(calibrationSeconds)),
@@ -92,6 +99,8 @@ public struct BlockReport: Sendable {
         index = j["index"]?.int ?? -1
         outputError = j["output_error"]?.double ?? .nan
         outputErrorFinetuned = j["output_error_finetuned"]?.double
+        chainError = j["chain_error"]?.double
+        chainErrorFinetuned = j["chain_error_finetuned"]?.double
         seconds = j["seconds"]?.double ?? .nan
         calibrationSeconds = j["calibration_seconds"]?.double ?? .nan
         finetuneSeconds = j["finetune_seconds"]?.double
@@ -100,8 +109,11 @@ public struct BlockReport: Sendable {
     }
 
     init(index: Int, outputError: Double, outputErrorFinetuned: Double?, seconds: Double, calibrationSeconds: Double,
-         finetuneSeconds: Double? = nil, peakRSSBytes: Int? = nil, layers: [LayerReport]) {
+         finetuneSeconds: Double? = nil, peakRSSBytes: Int? = nil, layers: [LayerReport],
+         chainError: Double? = nil, chainErrorFinetuned: Double? = nil) {
         self.index = index
+        self.chainError = chainError
+        self.chainErrorFinetuned = chainErrorFinetuned
         self.outputError = outputError
         self.outputErrorFinetuned = outputErrorFinetuned
         self.seconds = seconds
