@@ -131,6 +131,33 @@ struct BeamSearchTables: @unchecked Sendable {
     let hessianTimesCodes: [Float]?
     static let maximumProductTable = 1 << 23
 
+    /// The tables' storage as pointers, for the hot loops that read them.
+    struct Pointers {
+        let codebooks: UnsafePointer<Float>
+        let transposed: UnsafePointer<Float>
+        let energies: UnsafePointer<Float>
+        let blocks: UnsafePointer<Float>
+        /// `hessianTimesCodes`, if kept.
+        let products: UnsafePointer<Float>?
+    }
+
+    /// Runs `body` with pointers into the tables, valid only during the call.
+    func withPointers<R>(_ body: (Pointers) throws -> R) rethrows -> R {
+        try codebooks.withUnsafeBufferPointer { codebooks in
+            try transposedCodebooks.withUnsafeBufferPointer { transposed in
+                try codeEnergies.withUnsafeBufferPointer { energies in
+                    try hessianBlocks.withUnsafeBufferPointer { blocks in
+                        try (hessianTimesCodes ?? []).withUnsafeBufferPointer { products in
+                            try body(Pointers(codebooks: codebooks.baseAddress!, transposed: transposed.baseAddress!,
+                                              energies: energies.baseAddress!, blocks: blocks.baseAddress!,
+                                              products: hessianTimesCodes == nil ? nil : products.baseAddress!))
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     init(code: AdditiveCode, problem: LayerProblem) {
         self.init(code: code, hessian: problem.hessian)
     }
@@ -295,30 +322,21 @@ private final class RowBeamSearch {
         slotOfHypothesis[0] = 0
         hypothesisError[0] = error
         live = 1
-        tables.codebooks.withUnsafeBufferPointer { codebooks in
-            tables.transposedCodebooks.withUnsafeBufferPointer { transposed in
-                tables.codeEnergies.withUnsafeBufferPointer { energies in
-                    tables.hessianBlocks.withUnsafeBufferPointer { blocks in
-                      (tables.hessianTimesCodes ?? []).withUnsafeBufferPointer { products in
-                        let context = GroupContext(codebooks: codebooks.baseAddress!, transposed: transposed.baseAddress!,
-                                                   energies: energies.baseAddress!, blocks: blocks.baseAddress!,
-                                                   products: tables.hessianTimesCodes == nil ? nil : products.baseAddress!, scale: scale)
-                        for (visit, j) in order.groups.enumerated() {
-                            if let selected, !selected[j] { continue }
-                            beginGroup(j)
-                            for k in 0..<books {
-                                let m = order.codebooks[visit * books + k]
-                                if beam == 1 {
-                                    greedyStep(group: j, codebook: m, context)
-                                } else {
-                                    beamStep(group: j, codebook: m, context)
-                                }
-                            }
-                            finishGroup(j, context)
-                        }
-                      }
+        tables.withPointers { t in
+            let context = GroupContext(codebooks: t.codebooks, transposed: t.transposed, energies: t.energies,
+                                       blocks: t.blocks, products: t.products, scale: scale)
+            for (visit, j) in order.groups.enumerated() {
+                if let selected, !selected[j] { continue }
+                beginGroup(j)
+                for k in 0..<books {
+                    let m = order.codebooks[visit * books + k]
+                    if beam == 1 {
+                        greedyStep(group: j, codebook: m, context)
+                    } else {
+                        beamStep(group: j, codebook: m, context)
                     }
                 }
+                finishGroup(j, context)
             }
         }
         var best = 0

@@ -27,40 +27,33 @@ public func linearizedCodeProposals(_ code: AdditiveCode, gradient: [Float], hes
     let groups = code.groupsPerRow, dIn = code.dIn, vectors = books * size
     var best = [CodeProposal?](repeating: nil, count: code.dOut * groups)
     best.withUnsafeMutableBufferPointer { best in
-        tables.codebooks.withUnsafeBufferPointer { codebooks in
-            tables.transposedCodebooks.withUnsafeBufferPointer { transposed in
-                tables.codeEnergies.withUnsafeBufferPointer { energies in
-                    tables.hessianBlocks.withUnsafeBufferPointer { blocks in
-                        let best = best.baseAddress!, codebooks = codebooks.baseAddress!
-                        let transposed = transposed.baseAddress!, energies = energies.baseAddress!, blocks = blocks.baseAddress!
-                        parallelRowBlocks(code.dOut) { rows in
-                            var query = [Float](repeating: 0, count: g)
-                            for r in rows {
-                                let s = code.scales[r], curvature = trust * s * s
-                                for j in 0..<groups {
-                                    let block = blocks + j * g * g
-                                    let gradientSlice = r * dIn + j * g
-                                    for m in 0..<books {
-                                        let old = Int(code.codes[(r * groups + j) * books + m])
-                                        let oldVector = codebooks + (m * size + old) * g
-                                        var gradientDotOld: Float = 0
-                                        for a in 0..<g {
-                                            var row: Float = 0
-                                            for b in 0..<g { row += block[a * g + b] * oldVector[b] }
-                                            query[a] = s * gradient[gradientSlice + a] - curvature * row
-                                            gradientDotOld += gradient[gradientSlice + a] * oldVector[a]
-                                        }
-                                        let bias = energies + j * vectors + m * size
-                                        let offset = -s * gradientDotOld + curvature / 2 * bias[old]
-                                        let found = nearestCandidate(query: query, dims: g, table: transposed + m * g * size, count: size,
-                                                                     bias: bias, biasScale: curvature / 2, offset: offset)
-                                        guard found.index != old, found.value < 0 else { continue }
-                                        if let current = best[r * groups + j], current.predictedChange <= found.value { continue }
-                                        best[r * groups + j] = CodeProposal(row: r, group: j, codebook: m, code: UInt16(found.index),
-                                                                            predictedChange: found.value)
-                                    }
-                                }
+        tables.withPointers { t in
+            let best = best.baseAddress!, codebooks = t.codebooks, transposed = t.transposed, energies = t.energies, blocks = t.blocks
+            parallelRowBlocks(code.dOut) { rows in
+                var query = [Float](repeating: 0, count: g)
+                for r in rows {
+                    let s = code.scales[r], curvature = trust * s * s
+                    for j in 0..<groups {
+                        let block = blocks + j * g * g
+                        let gradientSlice = r * dIn + j * g
+                        for m in 0..<books {
+                            let old = Int(code.codes[(r * groups + j) * books + m])
+                            let oldVector = codebooks + (m * size + old) * g
+                            var gradientDotOld: Float = 0
+                            for a in 0..<g {
+                                var row: Float = 0
+                                for b in 0..<g { row += block[a * g + b] * oldVector[b] }
+                                query[a] = s * gradient[gradientSlice + a] - curvature * row
+                                gradientDotOld += gradient[gradientSlice + a] * oldVector[a]
                             }
+                            let bias = energies + j * vectors + m * size
+                            let offset = -s * gradientDotOld + curvature / 2 * bias[old]
+                            let found = nearestCandidate(query: query, dims: g, table: transposed + m * g * size, count: size,
+                                                         bias: bias, biasScale: curvature / 2, offset: offset)
+                            guard found.index != old, found.value < 0 else { continue }
+                            if let current = best[r * groups + j], current.predictedChange <= found.value { continue }
+                            best[r * groups + j] = CodeProposal(row: r, group: j, codebook: m, code: UInt16(found.index),
+                                                                predictedChange: found.value)
                         }
                     }
                 }

@@ -76,43 +76,36 @@ func blockMetricCodeStep(_ code: AdditiveCode, points: [Float], problem: LayerPr
     let groups = code.groupsPerRow, dIn = problem.dIn, vectors = books * size
     var codes = code.codes
     codes.withUnsafeMutableBufferPointer { codes in
-        tables.codebooks.withUnsafeBufferPointer { codebooks in
-            tables.transposedCodebooks.withUnsafeBufferPointer { transposed in
-                tables.codeEnergies.withUnsafeBufferPointer { energies in
-                    tables.hessianBlocks.withUnsafeBufferPointer { blocks in
-                        let codes = codes.baseAddress!, codebooks = codebooks.baseAddress!
-                        let transposed = transposed.baseAddress!, energies = energies.baseAddress!, blocks = blocks.baseAddress!
-                        parallelRowBlocks(code.dOut) { rows in
-                            var sum = [Float](repeating: 0, count: g)
-                            var query = [Float](repeating: 0, count: g)
-                            var target = [Float](repeating: 0, count: g)
-                            for r in rows {
-                                for j in 0..<groups {
-                                    let groupCodes = codes + (r * groups + j) * books
-                                    let block = blocks + j * g * g
-                                    for a in 0..<g { sum[a] = 0 }
-                                    for m in 0..<books {
-                                        let v = codebooks + (m * size + Int(groupCodes[m])) * g
-                                        for a in 0..<g { sum[a] += v[a] }
-                                    }
-                                    for m in 0..<books {
-                                        let old = codebooks + (m * size + Int(groupCodes[m])) * g
-                                        // t = x − (Σ − C_m,old); the score of c is q_jmc − 2 C_c·H_jj t.
-                                        for a in 0..<g { target[a] = points[r * dIn + j * g + a] - sum[a] + old[a] }
-                                        for a in 0..<g {
-                                            var row: Float = 0
-                                            for b in 0..<g { row += block[a * g + b] * target[b] }
-                                            query[a] = -2 * row
-                                        }
-                                        let best = nearestCandidate(query: query, dims: g, table: transposed + m * g * size, count: size,
-                                                                    bias: energies + j * vectors + m * size, biasScale: 1, offset: 0)
-                                        guard best.index != Int(groupCodes[m]) else { continue }
-                                        let new = codebooks + (m * size + best.index) * g
-                                        for a in 0..<g { sum[a] += new[a] - old[a] }
-                                        groupCodes[m] = UInt16(best.index)
-                                    }
-                                }
+        tables.withPointers { t in
+            let codes = codes.baseAddress!, codebooks = t.codebooks, transposed = t.transposed, energies = t.energies, blocks = t.blocks
+            parallelRowBlocks(code.dOut) { rows in
+                var sum = [Float](repeating: 0, count: g)
+                var query = [Float](repeating: 0, count: g)
+                var target = [Float](repeating: 0, count: g)
+                for r in rows {
+                    for j in 0..<groups {
+                        let groupCodes = codes + (r * groups + j) * books
+                        let block = blocks + j * g * g
+                        for a in 0..<g { sum[a] = 0 }
+                        for m in 0..<books {
+                            let v = codebooks + (m * size + Int(groupCodes[m])) * g
+                            for a in 0..<g { sum[a] += v[a] }
+                        }
+                        for m in 0..<books {
+                            let old = codebooks + (m * size + Int(groupCodes[m])) * g
+                            // t = x − (Σ − C_m,old); the score of c is q_jmc − 2 C_c·H_jj t.
+                            for a in 0..<g { target[a] = points[r * dIn + j * g + a] - sum[a] + old[a] }
+                            for a in 0..<g {
+                                var row: Float = 0
+                                for b in 0..<g { row += block[a * g + b] * target[b] }
+                                query[a] = -2 * row
                             }
+                            let best = nearestCandidate(query: query, dims: g, table: transposed + m * g * size, count: size,
+                                                        bias: energies + j * vectors + m * size, biasScale: 1, offset: 0)
+                            guard best.index != Int(groupCodes[m]) else { continue }
+                            let new = codebooks + (m * size + best.index) * g
+                            for a in 0..<g { sum[a] += new[a] - old[a] }
+                            groupCodes[m] = UInt16(best.index)
                         }
                     }
                 }
