@@ -323,8 +323,7 @@ private final class RowBeamSearch {
         hypothesisError[0] = error
         live = 1
         tables.withPointers { t in
-            let context = GroupContext(codebooks: t.codebooks, transposed: t.transposed, energies: t.energies,
-                                       blocks: t.blocks, products: t.products, scale: scale)
+            let context = GroupContext(tables: t, scale: scale)
             for (visit, j) in order.groups.enumerated() {
                 if let selected, !selected[j] { continue }
                 beginGroup(j)
@@ -349,12 +348,7 @@ private final class RowBeamSearch {
     }
 
     struct GroupContext {
-        let codebooks: UnsafePointer<Float>
-        let transposed: UnsafePointer<Float>
-        let energies: UnsafePointer<Float>
-        let blocks: UnsafePointer<Float>
-        /// H_jj C_cᵀ table of `BeamSearchTables`, if kept.
-        let products: UnsafePointer<Float>?
+        let tables: BeamSearchTables.Pointers
         let scale: Float
     }
 
@@ -373,7 +367,7 @@ private final class RowBeamSearch {
     @inline(__always)
     private func prepareQuery(hypothesis h: Int, group j: Int, codebook m: Int, old o: Int, _ context: GroupContext) -> Float {
         let s = context.scale
-        let oldVector = context.codebooks + (m * size + o) * g
+        let oldVector = context.tables.codebooks + (m * size + o) * g
         let gradient = current.gradient + h * g
         let hc = hessianTimesCode(group: j, codebook: m, code: o, context)
         var oldDotGradient: Float = 0
@@ -381,15 +375,15 @@ private final class RowBeamSearch {
             query[a] = -2 * s * gradient[a] - 2 * s * s * hc[a]
             oldDotGradient += oldVector[a] * gradient[a]
         }
-        let oldEnergy = context.energies + (j * books + m) * size + o
+        let oldEnergy = context.tables.energies + (j * books + m) * size + o
         return current.error[h] + 2 * s * oldDotGradient + s * s * oldEnergy.pointee
     }
 
     /// H_jj C_cᵀ, from the table or computed into scratch (`query[2g..<3g]` / `[3g..<4g]` by `slot`).
     @inline(__always)
     private func hessianTimesCode(group j: Int, codebook m: Int, code c: Int, slot: Int = 0, _ context: GroupContext) -> UnsafePointer<Float> {
-        if let products = context.products { return products + ((j * books + m) * size + c) * g }
-        let vector = context.codebooks + (m * size + c) * g, block = context.blocks + j * g * g
+        if let products = context.tables.products { return products + ((j * books + m) * size + c) * g }
+        let vector = context.tables.codebooks + (m * size + c) * g, block = context.tables.blocks + j * g * g
         let out = query + (2 + slot) * g
         for a in 0..<g {
             var sum: Float = 0
@@ -412,8 +406,8 @@ private final class RowBeamSearch {
     private func greedyStep(group j: Int, codebook m: Int, _ context: GroupContext) {
         let o = current.codes[m]
         let offset = prepareQuery(hypothesis: 0, group: j, codebook: m, old: o, context)
-        let energies = context.energies + (j * books + m) * size, s2 = context.scale * context.scale
-        let best = nearestCandidate(query: query, dims: g, table: context.transposed + m * g * size, count: size,
+        let energies = context.tables.energies + (j * books + m) * size, s2 = context.scale * context.scale
+        let best = nearestCandidate(query: query, dims: g, table: context.tables.transposed + m * g * size, count: size,
                                     bias: energies, biasScale: s2, offset: offset)
         guard best.index != o else { return }
         // Keeping o scores exactly the current error up to rounding; move only on a real gain.
@@ -424,12 +418,12 @@ private final class RowBeamSearch {
     }
 
     private func beamStep(group j: Int, codebook m: Int, _ context: GroupContext) {
-        let energies = context.energies + (j * books + m) * size, s2 = context.scale * context.scale
+        let energies = context.tables.energies + (j * books + m) * size, s2 = context.scale * context.scale
         let chunksPerHypothesis = scoreStride / 16
         for h in 0..<live {
             let o = current.codes[h * books + m]
             let offset = prepareQuery(hypothesis: h, group: j, codebook: m, old: o, context)
-            scoreCandidates(query: query, dims: g, table: context.transposed + m * g * size, count: size,
+            scoreCandidates(query: query, dims: g, table: context.tables.transposed + m * g * size, count: size,
                             bias: energies, biasScale: s2, offset: offset,
                             into: scores + h * scoreStride, chunkMinima: chunkMinima + h * chunksPerHypothesis)
         }
@@ -465,7 +459,7 @@ private final class RowBeamSearch {
                 let new = current.codes[h * books + m], old = Int(slotCodes[root * rowCodes + j * books + m])
                 if new == old { continue }
                 differs = true
-                let newVector = context.codebooks + (m * size + new) * g, oldVector = context.codebooks + (m * size + old) * g
+                let newVector = context.tables.codebooks + (m * size + new) * g, oldVector = context.tables.codebooks + (m * size + old) * g
                 for a in 0..<g { delta[a] += context.scale * (newVector[a] - oldVector[a]) }
             }
             changed[h] = differs
