@@ -108,7 +108,7 @@ public struct BlockwiseQuantization {
             let original = LlamaBlock(weights: weights, layer: b)
             let fullPrecision = LlamaModel(block: original, config: config)
             let state = fullPrecision.makeState(maxPositions: options.sequenceLength, maxBatch: options.sequenceLength, maxLogitRows: 1)
-            let (targets, hessians) = try runFullPrecisionBlock(fullPrecision, inputs: hidden, state: state, spill: spill)
+            let (targets, hessians) = try runFullPrecisionBlock(fullPrecision, inputs: hidden, state: state, spill: spill, block: b)
             let calibrationSeconds = Date().timeIntervalSince(blockClock)
             var linears: [String: StoredLinear] = [:]
             var layerReports: [LayerReport] = []
@@ -225,8 +225,10 @@ public struct BlockwiseQuantization {
 
     /// The full-precision block on every calibration sequence: its outputs (the targets) and
     /// H = XᵀX at each of the four linear inputs.
-    func runFullPrecisionBlock(_ model: LlamaModel, inputs: SequenceActivations, state: LlamaState, spill: String?) throws
+    func runFullPrecisionBlock(_ model: LlamaModel, inputs: SequenceActivations, state: LlamaState, spill: String?, block: Int) throws
         -> (targets: SequenceActivations, hessians: [LinearInputSite: [Double]]) {
+        let started = Date()
+        var lastReport = started
         let c = model.config
         var accumulators: [LinearInputSite: HessianAccumulator] = [
             .attention: HessianAccumulator(dim: c.hiddenSize),
@@ -242,6 +244,12 @@ public struct BlockwiseQuantization {
                 accumulators[input.site]!.add(input.rows.baseAddress!, rows: input.tokens)
             }
             targets[s] = y
+            // A block's calibration pass takes minutes on wide models: a line every ~30 s.
+            if Date().timeIntervalSince(lastReport) >= 30 && s + 1 < inputs.count {
+                lastReport = Date()
+                log(String(format: "block %2d calibration forward: %d/%d sequences, %.0f s", block, s + 1, inputs.count,
+                           lastReport.timeIntervalSince(started)))
+            }
         }
         var hessians: [LinearInputSite: [Double]] = [:]
         for site in Array(accumulators.keys) { hessians[site] = accumulators[site]!.takeHessian() }
