@@ -89,17 +89,25 @@ public struct BlockwiseQuantization {
                 reports.append(report)
                 finetunedNorms.merge(try loadFinetunedNorms(b, work: work)) { $1 }
             }
-            hidden = try work.loadHidden(sequences: sequences.count, width: width, spill: spill)
-            if keepsFullPrecisionChain {
-                fullPrecisionHidden = try work.loadHidden(sequences: sequences.count, width: width, spill: spill, name: "hidden-fp.f32")
+            let freed = work.removeStaleFiles(finished: resumeFrom)
+            if freed > 0 { log(String(format: "removed %.2f GB that an interrupted run left in %@", Double(freed) / 1e9, work.path)) }
+            let saved = try work.loadHidden(work.hiddenFile(after: resumeFrom), sequences: sequences.count, width: width, spill: spill)
+            let savedChain = keepsFullPrecisionChain
+                ? try work.loadHidden(work.hiddenFile(after: resumeFrom, fullPrecision: true), sequences: sequences.count, width: width, spill: spill)
+                : nil
+            if let saved, !keepsFullPrecisionChain || savedChain != nil {
+                hidden = saved
+                fullPrecisionHidden = savedChain
+            } else {
+                // A work directory from before the hidden states were named by block count.
+                log("resuming: the hidden states after block \(resumeFrom - 1) are not in \(work.path); recomputing them through the finished blocks")
+                (hidden, fullPrecisionHidden) = try replayFinishedBlocks(resumeFrom, sequences: sequences, weights: weights, work: work,
+                                                                         names: names, norms: finetunedNorms, spill: spill,
+                                                                         fullPrecisionChain: keepsFullPrecisionChain)
             }
             log("resuming after block \(resumeFrom - 1) from \(work.path)")
         } else {
-            let embedding = weights["model.embed_tokens.weight"]
-            hidden = try SequenceActivations(count: sequences.count, width: width, directory: spill)
-            for (s, tokens) in sequences.enumerated() { hidden[s] = embeddingRows(embedding, tokens: tokens) }
-            embedding.releasePages()
-            if keepsFullPrecisionChain { fullPrecisionHidden = hidden }
+            (hidden, fullPrecisionHidden) = try embedCalibration(sequences, weights: weights, spill: spill, fullPrecisionChain: keepsFullPrecisionChain)
         }
 
         for b in resumeFrom..<blockCount {
@@ -179,6 +187,42 @@ public struct BlockwiseQuantization {
                                      calibrationActivationBytes: activationBytes, wallSeconds: Date().timeIntervalSince(clock))
         work.remove()
         return report
+    }
+
+    /// The calibration sequences' embeddings: the hidden states entering block 0, for the
+    /// quantized chain and (when kept) the full-precision one.
+    func embedCalibration(_ sequences: [[Int]], weights: ModelWeights, spill: String?, fullPrecisionChain: Bool) throws
+        -> (SequenceActivations, SequenceActivations?) {
+        let embedding = weights["model.embed_tokens.weight"]
+        var hidden = try SequenceActivations(count: sequences.count, width: sequences.first.map { $0.count * embedding.rowWidth } ?? 0,
+                                             directory: spill)
+        for (s, tokens) in sequences.enumerated() { hidden[s] = embeddingRows(embedding, tokens: tokens) }
+        embedding.releasePages()
+        return (hidden, fullPrecisionChain ? hidden : nil)
+    }
+
+    /// The hidden states after the first `finished` blocks, recomputed from the embeddings
+    /// through each finished block as saved (its linears and fine-tuned norms from the work
+    /// directory) and, when kept, through the full-precision blocks: one block in memory at a
+    /// time. Equal to what the interrupted run had up to float rounding (its fine-tuned blocks
+    /// ran from Float32 codebooks, these from the saved ones).
+    func replayFinishedBlocks(_ finished: Int, sequences: [[Int]], weights: ModelWeights, work: WorkDirectory, names: [[String]],
+                              norms: [String: WeightTensor], spill: String?, fullPrecisionChain: Bool) throws
+        -> (SequenceActivations, SequenceActivations?) {
+        var (hidden, chain) = try embedCalibration(sequences, weights: weights, spill: spill, fullPrecisionChain: fullPrecisionChain)
+        let length = sequences.first?.count ?? 0
+        for b in 0..<finished {
+            let original = LlamaBlock(weights: weights, layer: b)
+            var block = quantizedBlock(original, layer: b, linears: try work.loadBlock(b, names: names[b]).0)
+            if let gain = norms["model.layers.\(b).input_layernorm.weight"] { block.inputNorm = gain.values }
+            if let gain = norms["model.layers.\(b).post_attention_layernorm.weight"] { block.postAttentionNorm = gain.values }
+            let quantized = LlamaModel(block: block, config: weights.config)
+            let state = quantized.makeState(maxPositions: length, maxBatch: length, maxLogitRows: 1)
+            runBlock(quantized, hidden: &hidden, state: state)
+            if chain != nil { runBlock(LlamaModel(block: original, config: weights.config), hidden: &chain!, state: state) }
+            log("replayed block \(b) of \(finished)")
+        }
+        return (hidden, chain)
     }
 
     /// The embedding rows of `tokens` [count × width], read from the checkpoint as stored.

@@ -39,6 +39,34 @@ final class CLIResumeTests: CLITestCase {
         try killThenResume(extraArguments: ["--activation-memory", "0"])
     }
 
+    /// A run killed after writing the next block's hidden states but before progress.json moved
+    /// on (once: the states were one block ahead on resume) leaves files a resume must ignore, as
+    /// it must the temporary file of a write cut short; it also removes them.
+    func testHiddenStatesAheadOfProgressAndHalfWrittenFilesAreIgnored() throws {
+        try killThenResume(extraArguments: []) { work, finished in
+            let ahead = work + "/hidden-after-\(finished + 1).f32"
+            let size = try XCTUnwrap(FileManager.default.attributesOfItem(atPath: work + "/hidden-after-\(finished).f32")[.size] as? Int)
+            XCTAssertTrue(FileManager.default.createFile(atPath: ahead, contents: Data(repeating: 0x41, count: size)))
+            XCTAssertTrue(FileManager.default.createFile(atPath: work + "/.hidden-fp-after-\(finished + 1).f32.tmp-1-2", contents: Data(count: 64)))
+            return { stderr in
+                XCTAssertFalse(FileManager.default.fileExists(atPath: ahead))
+                XCTAssertTrue(stderr.contains("that an interrupted run left"), stderr)
+            }
+        }
+    }
+
+    /// Without saved hidden states (a work directory of an older version, or files removed) a
+    /// resume recomputes them through the finished blocks: the same codes follow, up to the float
+    /// rounding of running the saved rather than the in-memory blocks.
+    func testLostHiddenStatesAreRecomputedThroughTheFinishedBlocks() throws {
+        try killThenResume(extraArguments: [], identical: false) { work, finished in
+            for name in try FileManager.default.contentsOfDirectory(atPath: work) where name.hasPrefix("hidden") {
+                try FileManager.default.removeItem(atPath: work + "/" + name)
+            }
+            return { stderr in XCTAssertTrue(stderr.contains("recomputing them through the finished blocks"), stderr) }
+        }
+    }
+
     /// The thread count follows the machine's load, so it must not reach the files: one block
     /// of a model wide enough that the forward, XᵀX, the quantizer's W·H and fine-tuning are
     /// cut into several BLAS panels (widths 256/1024, 64-token sequences), at 1 and 2 threads.
@@ -64,7 +92,13 @@ final class CLIResumeTests: CLITestCase {
         }
     }
 
-    func killThenResume(extraArguments: [String]) throws {
+    /// - Parameters:
+    ///   - identical: whether the resumed run must write byte-identical files (else the codes
+    ///     must agree for at least 95 % of the groups).
+    ///   - tamper: changes the killed run's work directory (path, finished blocks) before the
+    ///     resume and returns checks on the resumed run's stderr.
+    func killThenResume(extraArguments: [String], identical: Bool = true,
+                        tamper: ((String, Int) throws -> (String) -> Void)? = nil) throws {
         let model = try tinyGGUF("six-blocks.gguf", seed: 3, config: config)
         let calibration = try writeText("calibration.txt", words: 2000)
 
@@ -90,12 +124,27 @@ final class CLIResumeTests: CLITestCase {
         XCTAssertLessThan(atKill, config.numLayers, "killed before the last block")
         XCTAssertFalse(FileManager.default.fileExists(atPath: out), "no output directory from a killed run")
 
+        let checks = try tamper?(out + ".work", atKill)
         let resumed = try run(arguments, timeout: 60)
         XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        checks?(resumed.stderr)
         XCTAssertTrue(resumed.stderr.contains("resuming after block \(atKill - 1)"), resumed.stderr)
         XCTAssertFalse(resumed.stderr.contains("block  0 done"), "finished blocks are not redone:\n\(resumed.stderr)")
         XCTAssertFalse(FileManager.default.fileExists(atPath: out + ".work"), "work directory removed when done")
 
+        guard identical else {
+            let a = try SafeTensorsFile(path: reference + "/model.safetensors"), b = try SafeTensorsFile(path: out + "/model.safetensors")
+            var same = 0, total = 0
+            for name in a.tensors.map(\.name) where name.hasSuffix(".codes") {
+                let x = try a.integers(name, as: Int8.self), y = try b.integers(name, as: Int8.self)   // 2x4: I8 codes
+                XCTAssertEqual(x.count, y.count, name)
+                same += zip(x, y).filter { $0 == $1 }.count
+                total += x.count
+            }
+            XCTAssertGreaterThan(total, 0)
+            XCTAssertGreaterThanOrEqual(Double(same) / Double(max(total, 1)), 0.95, "\(same) of \(total) codes as uninterrupted")
+            return
+        }
         for file in ["model.safetensors", "config.json"] {
             let a = try Data(contentsOf: URL(fileURLWithPath: reference + "/" + file))
             let b = try Data(contentsOf: URL(fileURLWithPath: out + "/" + file))
