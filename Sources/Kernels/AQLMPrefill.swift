@@ -1,5 +1,3 @@
-import CBLAS
-
 /// Prefill (> 4 tokens) path of `AQLMLinear` and the dequantizer it is built on.
 extension AQLMLinear {
     /// y = x Ŵᵀ through weight panels (`multiplyByWeightPanels`): each 32-row panel is
@@ -182,8 +180,9 @@ private func sumCodewordsIntoPanel<Code: FixedWidthInteger>(
     for half in 0..<2 {
         let rows = rowOffsets + 16 * half
         for j in groups {
+            let group = codes + j * m * codeStride
             @inline(__always) func codeword(_ i: Int) -> SIMD8<Float> {
-                let first = codes + rows[i] + j * m * codeStride
+                let first = group + rows[i]
                 var sum = book.loadUnaligned(fromByteOffset: Int(first[0]) * 32, as: SIMD8<Float>.self)
                 for b in 1..<m {
                     sum += book.loadUnaligned(fromByteOffset: b * bookBytes + Int(first[b * codeStride]) * 32, as: SIMD8<Float>.self)
@@ -193,15 +192,7 @@ private func sumCodewordsIntoPanel<Code: FixedWidthInteger>(
             @inline(__always) func pair(_ i: Int) -> SIMD16<Float> { SIMD16(lowHalf: codeword(i), highHalf: codeword(i + 8)) }
             var v = (pair(0), pair(1), pair(2), pair(3), pair(4), pair(5), pair(6), pair(7))
             transposeEightByEightHalves(&v)
-            let column = out + (j - groups.lowerBound) * 8 * WeightPanels.rows + 16 * half
-            storeVector(v.0, column)
-            storeVector(v.1, column + WeightPanels.rows)
-            storeVector(v.2, column + 2 * WeightPanels.rows)
-            storeVector(v.3, column + 3 * WeightPanels.rows)
-            storeVector(v.4, column + 4 * WeightPanels.rows)
-            storeVector(v.5, column + 5 * WeightPanels.rows)
-            storeVector(v.6, column + 6 * WeightPanels.rows)
-            storeVector(v.7, column + 7 * WeightPanels.rows)
+            storePanelColumns(v, out + (j - groups.lowerBound) * 8 * WeightPanels.rows, firstRow: 16 * half)
         }
     }
 }

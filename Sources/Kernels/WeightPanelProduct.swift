@@ -24,8 +24,9 @@ enum WeightPanels {
     /// Columns of a panel block at most: 32 rows × 256 × 4 bytes = 32 KB, within the 48 KB L1
     /// while every token block runs over it.
     static let maximumDepth = 256
-    /// Panels dequantized together before their multiplications: one column block of the
-    /// activations (tokens × depth) then serves four panels from L2.
+    /// Panels that take a column block in turn (each dequantized into the same L1-resident
+    /// buffer, then multiplied with every token): one column block of the activations
+    /// (tokens × depth) serves four panels from L2 before the next block is read.
     static let tilePanels = 4
 
     /// The column blocks of a product `width` wide: as even as multiples of `step` allow (the
@@ -39,10 +40,11 @@ enum WeightPanels {
 
 /// y (see `WeightPanels`) for weights whose panels `fill(panel, columns, out)` writes: rows
 /// 32·panel ..< 32·panel + 32 (anything past `rows` is never stored) of columns `columns` into
-/// out [columns.count × 32]. y[t, r] = scales[r] · Σ_k x[t, k] · W[r, k]: the dequantizer leaves
-/// the row scales out and they are applied once per output.
+/// out [columns.count × 32]; the column blocks are whole multiples of `columnStep` (a step of
+/// `width` asks for whole rows). y[t, r] = scales[r] · Σ_k x[t, k] · W[r, k] (no scales: 1): a
+/// dequantizer leaves the row scales out and they are applied once per output.
 func multiplyByWeightPanels(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, tokens: Int, rows: Int,
-                            width: Int, columnStep: Int, scales: UnsafePointer<Float>,
+                            width: Int, columnStep: Int, scales: UnsafePointer<Float>?,
                             fill: (Int, Range<Int>, UnsafeMutablePointer<Float>) -> Void) {
     guard tokens > 0, rows > 0 else { return }
     let panels = (rows + WeightPanels.rows - 1) / WeightPanels.rows
@@ -59,22 +61,22 @@ func multiplyByWeightPanels(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer
         (padded + (tokens - fullTokens) * width).initialize(repeating: 0, count: (WeightPanels.tokens - tokens + fullTokens) * width)
     }
     parallelChunks(panels) { firstPanel, endPanel in
-        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: WeightPanels.tilePanels * panelFloats)
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: panelFloats)
         let spill = UnsafeMutablePointer<Float>.allocate(capacity: WeightPanels.tokens * WeightPanels.rows)
         defer { buffer.deallocate(); spill.deallocate() }
         for tileStart in stride(from: firstPanel, to: endPanel, by: WeightPanels.tilePanels) {
             let tile = tileStart ..< min(endPanel, tileStart + WeightPanels.tilePanels)
             for (b, columns) in blocks.enumerated() {
-                for p in tile { fill(p, columns, buffer + (p - tileStart) * panelFloats) }
                 for p in tile {
+                    fill(p, columns, buffer)
                     let firstRow = p * WeightPanels.rows
                     for t in stride(from: 0, to: tokens, by: WeightPanels.tokens) {
                         let rowsOfX = t < fullTokens ? x + t * width : UnsafePointer(padded)
                         panelMicroKernel(x: rowsOfX + columns.lowerBound, xStride: width,
                                          tokens: min(WeightPanels.tokens, tokens - t),
-                                         panel: buffer + (p - tileStart) * panelFloats, depth: columns.count,
+                                         panel: buffer, depth: columns.count,
                                          y: y + t * rows + firstRow, yStride: rows, rows: min(WeightPanels.rows, rows - firstRow),
-                                         accumulate: b > 0, scales: b == blocks.count - 1 ? scales + firstRow : nil, spill: spill)
+                                         accumulate: b > 0, scales: b == blocks.count - 1 ? scales.map { $0 + firstRow } : nil, spill: spill)
                     }
                 }
             }
@@ -197,4 +199,43 @@ func transposeEightByEightHalves(_ v: inout (SIMD16<Float>, SIMD16<Float>, SIMD1
         for k in 0..<8 { for j in 0..<16 { f[k * 16 + j] = m[k][j] } }
     }
     #endif
+}
+
+/// Eight vectors of 16 rows (`transposeEightByEightHalves`' output) as eight consecutive panel
+/// columns: v.k to column k, rows `firstRow` ..< `firstRow` + 16 (`column` points at row 0 of
+/// the first).
+@inline(__always)
+func storePanelColumns(_ v: (SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>,
+                             SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>),
+                       _ column: UnsafeMutablePointer<Float>, firstRow: Int) {
+    let out = column + firstRow, n = WeightPanels.rows
+    storeVector(v.0, out)
+    storeVector(v.1, out + n)
+    storeVector(v.2, out + 2 * n)
+    storeVector(v.3, out + 3 * n)
+    storeVector(v.4, out + 4 * n)
+    storeVector(v.5, out + 5 * n)
+    storeVector(v.6, out + 6 * n)
+    storeVector(v.7, out + 7 * n)
+}
+
+/// A panel from `count` (≤ 32) row-major rows of `width` values: out[k·32 + i] = rows[i·width + k]
+/// (rows past `count` are zero).
+func transposeRowsIntoPanel(_ rows: UnsafePointer<Float>, count: Int, width: Int, into out: UnsafeMutablePointer<Float>) {
+    let whole = width / 8 * 8
+    for half in 0..<2 {
+        @inline(__always) func part(_ i: Int, _ j: Int) -> SIMD8<Float> {
+            let r = 16 * half + i
+            return r < count ? UnsafeRawPointer(rows + r * width + 8 * j).loadUnaligned(as: SIMD8<Float>.self) : SIMD8()
+        }
+        for j in 0..<(whole / 8) {
+            @inline(__always) func pair(_ i: Int) -> SIMD16<Float> { SIMD16(lowHalf: part(i, j), highHalf: part(i + 8, j)) }
+            var v = (pair(0), pair(1), pair(2), pair(3), pair(4), pair(5), pair(6), pair(7))
+            transposeEightByEightHalves(&v)
+            storePanelColumns(v, out + 8 * j * WeightPanels.rows, firstRow: 16 * half)
+        }
+    }
+    for k in whole..<width {
+        for i in 0..<WeightPanels.rows { out[k * WeightPanels.rows + i] = i < count ? rows[i * width + k] : 0 }
+    }
 }
