@@ -51,14 +51,16 @@ func multiplyByWeightPanels(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer
     let blocks = WeightPanels.columnBlocks(width: width, step: columnStep)
     let depth = blocks[0].count
     let panelFloats = depth * WeightPanels.rows
-    // A last partial block of tokens is read from a copy padded with zero rows, so the
-    // micro-kernel always reads 12 evenly spaced rows.
-    let fullTokens = tokens / WeightPanels.tokens * WeightPanels.tokens
-    let padded = UnsafeMutablePointer<Float>.allocate(capacity: fullTokens < tokens ? WeightPanels.tokens * width : 0)
+    // Blocks of 12 tokens, or of 8 when that fits the count exactly and 12 does not (128 or
+    // 512 tokens: no padded block). A last partial block is read from a copy padded with zero
+    // rows, so the micro-kernel always reads evenly spaced rows.
+    let block = tokens % WeightPanels.tokens != 0 && tokens % 8 == 0 ? 8 : WeightPanels.tokens
+    let fullTokens = tokens / block * block
+    let padded = UnsafeMutablePointer<Float>.allocate(capacity: fullTokens < tokens ? block * width : 0)
     defer { padded.deallocate() }
     if fullTokens < tokens {
         padded.update(from: x + fullTokens * width, count: (tokens - fullTokens) * width)
-        (padded + (tokens - fullTokens) * width).initialize(repeating: 0, count: (WeightPanels.tokens - tokens + fullTokens) * width)
+        (padded + (tokens - fullTokens) * width).initialize(repeating: 0, count: (block - tokens + fullTokens) * width)
     }
     parallelChunks(panels) { firstPanel, endPanel in
         let buffer = UnsafeMutablePointer<Float>.allocate(capacity: panelFloats)
@@ -70,13 +72,18 @@ func multiplyByWeightPanels(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer
                 for p in tile {
                     fill(p, columns, buffer)
                     let firstRow = p * WeightPanels.rows
-                    for t in stride(from: 0, to: tokens, by: WeightPanels.tokens) {
+                    for t in stride(from: 0, to: tokens, by: block) {
                         let rowsOfX = t < fullTokens ? x + t * width : UnsafePointer(padded)
-                        panelMicroKernel(x: rowsOfX + columns.lowerBound, xStride: width,
-                                         tokens: min(WeightPanels.tokens, tokens - t),
-                                         panel: buffer, depth: columns.count,
-                                         y: y + t * rows + firstRow, yStride: rows, rows: min(WeightPanels.rows, rows - firstRow),
-                                         accumulate: b > 0, scales: b == blocks.count - 1 ? scales.map { $0 + firstRow } : nil, spill: spill)
+                        let arguments = PanelKernelArguments(
+                            x: rowsOfX + columns.lowerBound, xStride: width, tokens: min(block, tokens - t), panel: buffer,
+                            depth: columns.count, y: y + t * rows + firstRow, yStride: rows,
+                            rows: min(WeightPanels.rows, rows - firstRow), accumulate: b > 0,
+                            scales: b == blocks.count - 1 ? scales.map { $0 + firstRow } : nil, spill: spill)
+                        if block == 8 {
+                            panelMicroKernel(EightTokens.self, arguments)
+                        } else {
+                            panelMicroKernel(TwelveTokens.self, arguments)
+                        }
                     }
                 }
             }
@@ -84,20 +91,36 @@ func multiplyByWeightPanels(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer
     }
 }
 
-/// y[t, 0..<rows] (+)= Σ_k x[t, k] · panel[k, 0..<rows] for t < tokens (≤ 12), rows ≤ 32,
-/// then × scales[0..<rows] when given. x holds 12 rows `xStride` apart whatever `tokens` (the
-/// caller pads a last partial block): three row pointers, the stride and three times it address
-/// all twelve, so nothing spills from the general registers inside the loop. `spill` [12 × 32]
-/// takes the sums of a partial tile.
-@inline(__always)
-private func panelMicroKernel(x: UnsafePointer<Float>, xStride: Int, tokens: Int, panel: UnsafePointer<Float>, depth: Int,
-                              y: UnsafeMutablePointer<Float>, yStride: Int, rows: Int, accumulate: Bool,
-                              scales: UnsafePointer<Float>?, spill: UnsafeMutablePointer<Float>) {
+/// The token count of a micro-kernel, as a type: each count gets its own specialised (never
+/// inlined) copy of the kernel, with the accumulators past the count folded away. (Inlining
+/// several counts into one function instead made the compiler stop inlining the vector loads:
+/// 2.3x slower.)
+private protocol TokenBlock { static var count: Int { get } }
+private enum TwelveTokens: TokenBlock { static var count: Int { 12 } }
+private enum EightTokens: TokenBlock { static var count: Int { 8 } }
+
+/// What one micro-kernel call works on (see `panelMicroKernel`).
+private struct PanelKernelArguments {
+    let x: UnsafePointer<Float>, xStride: Int, tokens: Int, panel: UnsafePointer<Float>, depth: Int
+    let y: UnsafeMutablePointer<Float>, yStride: Int, rows: Int, accumulate: Bool
+    let scales: UnsafePointer<Float>?, spill: UnsafeMutablePointer<Float>
+}
+
+/// y[t, 0..<rows] (+)= Σ_k x[t, k] · panel[k, 0..<rows] for t < tokens ≤ B.count (12 or 8),
+/// rows ≤ 32, then × scales[0..<rows] when given. x holds B.count rows `xStride` apart whatever
+/// `tokens` (the caller pads a last partial block): three row pointers, the stride and three
+/// times it address all twelve, so nothing spills from the general registers inside the loop.
+/// `spill` [12 × 32] takes the sums of a partial tile.
+@inline(never)
+private func panelMicroKernel<B: TokenBlock>(_: B.Type, _ arguments: PanelKernelArguments) {
+    let (x, xStride, tokens, panel, depth) = (arguments.x, arguments.xStride, arguments.tokens, arguments.panel, arguments.depth)
+    let (y, yStride, rows, accumulate) = (arguments.y, arguments.yStride, arguments.rows, arguments.accumulate)
+    let (scales, spill, blockTokens) = (arguments.scales, arguments.spill, B.count)
     typealias V = SIMD16<Float>
     var a0 = V(), a1 = V(), a2 = V(), a3 = V(), a4 = V(), a5 = V(), a6 = V(), a7 = V(), a8 = V(), a9 = V(), a10 = V(), a11 = V()
     var b0 = V(), b1 = V(), b2 = V(), b3 = V(), b4 = V(), b5 = V(), b6 = V(), b7 = V(), b8 = V(), b9 = V(), b10 = V(), b11 = V()
     var w = panel
-    var p0 = x, p4 = x + 4 * xStride, p8 = x + 8 * xStride
+    var p0 = x, p4 = x + 4 * xStride, p8 = x + (blockTokens > 8 ? 8 * xStride : 0)
     let s1 = xStride, s2 = 2 * xStride, s3 = 3 * xStride
     for _ in 0..<depth {
         let low = loadVector(w), high = loadVector(w + 16)
@@ -110,18 +133,21 @@ private func panelMicroKernel(x: UnsafePointer<Float>, xStride: Int, tokens: Int
         s = V(repeating: p4[s1]); a5.addProduct(s, low); b5.addProduct(s, high)
         s = V(repeating: p4[s2]); a6.addProduct(s, low); b6.addProduct(s, high)
         s = V(repeating: p4[s3]); a7.addProduct(s, low); b7.addProduct(s, high)
-        s = V(repeating: p8[0]); a8.addProduct(s, low); b8.addProduct(s, high)
-        s = V(repeating: p8[s1]); a9.addProduct(s, low); b9.addProduct(s, high)
-        s = V(repeating: p8[s2]); a10.addProduct(s, low); b10.addProduct(s, high)
-        s = V(repeating: p8[s3]); a11.addProduct(s, low); b11.addProduct(s, high)
+        if blockTokens > 8 {
+            s = V(repeating: p8[0]); a8.addProduct(s, low); b8.addProduct(s, high)
+            s = V(repeating: p8[s1]); a9.addProduct(s, low); b9.addProduct(s, high)
+            s = V(repeating: p8[s2]); a10.addProduct(s, low); b10.addProduct(s, high)
+            s = V(repeating: p8[s3]); a11.addProduct(s, low); b11.addProduct(s, high)
+        }
         p0 += 1
         p4 += 1
         p8 += 1
     }
-    let full = tokens == WeightPanels.tokens && rows == WeightPanels.rows
+    let full = tokens == blockTokens && rows == WeightPanels.rows
     let scaleLow = scales.map { loadVector($0) } ?? V(repeating: 1), scaleHigh = scales.map { loadVector($0 + 16) } ?? V(repeating: 1)
     // A full tile goes straight to y; a partial one through `spill` (stride 32), merged below.
     @inline(__always) func finish(_ i: Int, _ low: V, _ high: V) {
+        guard i < blockTokens else { return }
         if full {
             let out = y + i * yStride
             var l = low, h = high
