@@ -51,10 +51,11 @@ func multiplyByWeightPanels(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer
     let blocks = WeightPanels.columnBlocks(width: width, step: columnStep)
     let depth = blocks[0].count
     let panelFloats = depth * WeightPanels.rows
-    // Blocks of 12 tokens, or of 8 when that fits the count exactly and 12 does not (128 or
-    // 512 tokens: no padded block). A last partial block is read from a copy padded with zero
-    // rows, so the micro-kernel always reads evenly spaced rows.
-    let block = tokens % WeightPanels.tokens != 0 && tokens % 8 == 0 ? 8 : WeightPanels.tokens
+    // Blocks of 12 tokens, or of 8 when they leave less padding (128 or 512 tokens: none; 5:
+    // 3 rows, not 7). A last partial block is read from a copy padded with zero rows, so the
+    // micro-kernel always reads evenly spaced rows.
+    func computedTokens(_ block: Int) -> Int { (tokens + block - 1) / block * block }
+    let block = computedTokens(8) < computedTokens(WeightPanels.tokens) ? 8 : WeightPanels.tokens
     let fullTokens = tokens / block * block
     let padded = UnsafeMutablePointer<Float>.allocate(capacity: fullTokens < tokens ? block * width : 0)
     defer { padded.deallocate() }
