@@ -35,9 +35,10 @@ public struct AQLMShapeError: Error, CustomStringConvertible {
 ///
 /// For B ≤ 8 the codes are re-laid out at construction in the decode kernel's read order
 /// (64-row blocks, table by table: see `AQLMBlockedCodes`); `apply` uses the lookup-table
-/// kernel for up to `decodeTokenLimit` tokens and dequantize-tile + sgemm beyond.
-/// For B > 8 (e.g. 1x16) the codes stay in the HF layout and every token count goes through
-/// dequantized tiles (a 65536-entry table per group would not fit any cache).
+/// kernel for up to `decodeTokenLimit` tokens and weight panels (dequantized, then a 512-bit
+/// micro-kernel: `multiplyByWeightPanels`) beyond.
+/// For B > 8 (e.g. 1x16) the codes stay in the HF layout and decoding goes through dequantized
+/// rows (a 65536-entry table per group would not fit any cache); prefill through weight panels.
 public struct AQLMLinear: LinearOperator, @unchecked Sendable {
     public let outputSize: Int
     public let inputSize: Int
@@ -46,7 +47,7 @@ public struct AQLMLinear: LinearOperator, @unchecked Sendable {
     public let codebooks: [Float]
     /// [d_out]
     public let scales: [Float]
-    /// Token counts up to this use the lookup-table matvec; more use dequantize-tile + sgemm.
+    /// Token counts up to this use the lookup-table matvec; more use weight panels.
     public static let decodeTokenLimit = 4
 
     /// B ≤ 8: codes in lookup order.

@@ -5,8 +5,6 @@ extension EmbeddingTable {
     /// Rows per work item of the row-dot path (~0.6 MB of Q8_0 at width 576): small enough that
     /// a worker the OS deschedules holds up at most one item while the other takes the rest.
     static let rowsPerItem = 1024
-    /// Rows per dequantized tile of the sgemm path: 256 × 576 Float32 is 576 KB (L2-resident).
-    static let tileRows = 256
     /// How far ahead of the row dots (bytes of stored rows) the next rows are prefetched. Four
     /// rows of 576 values are only 2.3 KB (Q8_0), and the hardware prefetchers alone left one
     /// core at half the streaming rate: measured single-thread, 49152 × 576 Q8_0 row dots, under
@@ -85,10 +83,16 @@ extension EmbeddingTable {
         }
     }
 
-    /// Many tokens: dequantized row tiles + sgemm, as AQLM prefill.
+    /// Many tokens: weight panels, as AQLM prefill: 32 whole rows dequantized at a time, turned
+    /// into one panel and multiplied with every token by the 512-bit micro-kernel.
     private func applyTiles(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, tokens: Int) {
-        multiplyByDequantizedTiles(x, y, tokens: tokens, rows: rows, width: width, tileRows: Self.tileRows,
-                                   minChunk: Self.tileRows) { dequantizeRows($0, into: $1) }
+        multiplyByWeightPanels(x, y, tokens: tokens, rows: rows, width: width, columnStep: width, scales: nil) { panel, _, out in
+            let first = panel * WeightPanels.rows, count = min(WeightPanels.rows, rows - first)
+            let natural = UnsafeMutablePointer<Float>.allocate(capacity: count * width)
+            defer { natural.deallocate() }
+            dequantizeRows(first ..< first + count, into: natural)
+            transposeRowsIntoPanel(natural, count: count, width: width, into: out)
+        }
     }
 }
 

@@ -36,8 +36,8 @@ public struct EmbeddingTableError: Error, CustomStringConvertible, Equatable {
 /// its 135 M parameters, 113 MB in Float32, read once per decoded token). Reduced precisions
 /// compute from the stored values directly: for a few tokens, F16 rows as SIMD dot products and
 /// Q8_0 rows as VNNI int8 dot products with int8-quantized activations (`Q8RowTiles`), on both
-/// cores (the table streams from memory once per call); for more, rows dequantized tile by
-/// tile into an L2-resident buffer and multiplied with sgemm (Float32 activations, exact).
+/// cores (the table streams from memory once per call); for more, rows dequantized 32 at a
+/// time into weight panels for the 512-bit micro-kernel (Float32 activations, exact).
 public struct EmbeddingTable: LinearOperator, @unchecked Sendable {
     public let rows: Int
     public let width: Int
@@ -70,7 +70,7 @@ public struct EmbeddingTable: LinearOperator, @unchecked Sendable {
         }
     }
 
-    /// Token counts up to this take the row-dot path; more go through dequantized tiles and sgemm.
+    /// Token counts up to this take the row-dot path; more go through weight panels.
     public static let smallBatchLimit = 4
 
     /// A Float32 table over `values` [rows × width], row-major (the array is shared, not copied).

@@ -1,8 +1,8 @@
 import CBLAS
 
 /// A linear layer y = x Wᵀ over a batch of token rows, whatever W's storage: dense Float32
-/// (sgemm), or packed AQLM codes (lookup-table matvec for decoding, dequantize-tile + sgemm
-/// for prefill). The model's forward pass only sees this protocol.
+/// (sgemm), or packed AQLM codes (lookup-table matvec for decoding, dequantized weight panels
+/// and a 512-bit micro-kernel for prefill). The model's forward pass only sees this protocol.
 public protocol LinearOperator: Sendable {
     /// d_in: the width of each input row.
     var inputSize: Int { get }

@@ -97,7 +97,7 @@ final class BenchPackedModelTests: XCTestCase {
     }
 
     /// One token at a time (lookup-table AQLM decode, Q8_0 int8 row tiles) against one prefill of the
-    /// same 48 tokens (dequantized tiles + sgemm): the mean NLL agrees to 1e-3 relative (the int16
+    /// same 48 tokens (weight panels): the mean NLL agrees to 1e-3 relative (the int16
     /// tables' rounding) and the greedy choice agrees at almost every position.
     func testDecodeStepsAgreeWithPrefill() throws {
         let inputs = try loadInputs()

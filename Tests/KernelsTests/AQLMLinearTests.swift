@@ -114,14 +114,11 @@ final class AQLMLinearTests: XCTestCase {
     /// apply() (lookup tables up to 4 tokens, dequantized tiles + sgemm beyond) equals the
     /// dense product with the dequantized weight.
     func testApplyMatchesDequantizedDenseProduct() throws {
-        let saved = AQLMLinear.prefillTileRows
-        defer { AQLMLinear.prefillTileRows = saved }
-        AQLMLinear.prefillTileRows = 64  // two workers, each with several tiles, the last partial
         try withTwoWorkersAlways { try checkApplyMatchesDequantizedDenseProduct() }
     }
 
     private func checkApplyMatchesDequantizedDenseProduct() throws {
-        for (i, (dOut, dIn, s)) in [(200, 96, scheme(2, 8, 8)), (150, 64, scheme(1, 16, 8))].enumerated() {
+        for (i, (dOut, dIn, s)) in [(200, 96, scheme(2, 8, 8)), (150, 64, scheme(1, 16, 8)), (64, 896, scheme(2, 8, 8))].enumerated() {
             let layer = try AQLMLinear.random(outputSize: dOut, inputSize: dIn, scheme: s, seed: UInt64(20 + i))
             let weight = layer.dequantize()
             let dense = DenseLinear(weights: weight, outputSize: dOut, inputSize: dIn)
@@ -145,6 +142,44 @@ final class AQLMLinearTests: XCTestCase {
                 }
                 XCTAssertLessThanOrEqual(worst.excess, 1, "\(s) tokens \(tokens): y[\(worst.index)] = \(y[worst.index]), "
                                          + "dense \(expected[worst.index])")
+            }
+        }
+    }
+
+    /// The prefill path (weight panels + the 512-bit micro-kernel) against the product with the
+    /// dequantized weight summed in Double, on the widths of the models in use (576, 896, 4864)
+    /// and awkward ones: rows off the 32-row panel, token counts off the 12-token block, 1x16
+    /// (wide codes), M = 3, and G = 16 (the one-value-at-a-time dequantizer).
+    func testPrefillMatchesDoubleProductOnWideAndOddShapes() throws {
+        let cases: [(rows: Int, width: Int, scheme: AQLMScheme, tokens: [Int])] = [
+            (33, 896, scheme(2, 8, 8), [5, 13, 128]), (96, 576, scheme(2, 8, 8), [24, 37]),
+            (40, 4864, scheme(2, 8, 8), [5, 30]), (70, 200, scheme(1, 16, 8), [12, 17]),
+            (37, 24, scheme(3, 8, 8), [7]), (50, 64, scheme(2, 6, 16), [6, 25]),
+        ]
+        try withTwoWorkersAlways {
+            for (i, c) in cases.enumerated() {
+                let layer = try AQLMLinear.random(outputSize: c.rows, inputSize: c.width, scheme: c.scheme, seed: UInt64(60 + i))
+                let weight = layer.dequantize()
+                for tokens in c.tokens {
+                    let x = inputs(tokens: tokens, size: c.width, groupSize: c.scheme.groupSize, seed: UInt64(7 * i + tokens))
+                    var y = [Float](repeating: .nan, count: tokens * c.rows)
+                    layer.applyPrefill(x, &y, tokens: tokens)
+                    var worst = (excess: Float(0), index: 0)
+                    for t in 0..<tokens {
+                        for r in 0..<c.rows {
+                            var sum = 0.0, magnitude = 0.0
+                            for k in 0..<c.width {
+                                let term = Double(weight[r * c.width + k]) * Double(x[t * c.width + k])
+                                sum += term
+                                magnitude += abs(term)
+                            }
+                            // Float32 sums of `width` terms (and the scale applied once, after).
+                            let excess = Float(abs(Double(y[t * c.rows + r]) - sum) / (3e-5 * magnitude + 1e-30))
+                            if !(excess <= worst.excess), !worst.excess.isNaN { worst = (excess, t * c.rows + r) }
+                        }
+                    }
+                    XCTAssertLessThanOrEqual(worst.excess, 1, "\(c.scheme) [\(c.rows), \(c.width)] \(tokens) tokens: y[\(worst.index)]")
+                }
             }
         }
     }

@@ -70,8 +70,8 @@ final class EmbeddingTableTests: XCTestCase {
     }
 
     /// y = x · Tableᵀ against a Double product over the dequantized table, for token counts on
-    /// both sides of the row-dot / sgemm switch and row counts that leave partial four-row
-    /// groups, 64-row tiles, work items and sgemm tiles. Q8_0 with few tokens quantizes the
+    /// both sides of the row-dot / weight-panel switch and row counts that leave partial four-row
+    /// groups, 64-row tiles, work items and 32-row weight panels. Q8_0 with few tokens quantizes the
     /// activations to int8: it is held to `int8ActivationBound` instead.
     func testHeadProductsMatchTheDequantizedTable() throws {
         let threads = Threads.count
