@@ -95,6 +95,9 @@ struct Finetune: ParsableCommand {
     @Option(help: threadsHelp)
     var threads: Int?
 
+    @Option(help: denseMemoryHelp)
+    var denseMemory: Double?
+
     @Flag(help: "Print finetune.json (losses, best epoch, steps, times) as one JSON object when done.")
     var json = false
 
@@ -119,6 +122,7 @@ struct Finetune: ParsableCommand {
         o.codeUpdate.beamSize = codeBeam
         o.codeUpdate.activationWeighted = codeObjective == .xtx
         o.codeUpdate.selection = codeSelect
+        o.teacherDenseMemoryBudget = try denseMemoryBudget(denseMemory)
         guard saveEvery >= 1 else { throw ValidationError("--save-every must be at least 1") }
         return o
     }
