@@ -98,7 +98,7 @@ struct Finetune: ParsableCommand {
     @Option(help: denseMemoryHelp)
     var denseMemory: Double?
 
-    @Flag(help: "Print finetune.json (losses, best epoch, steps, times) as one JSON object when done.")
+    @Flag(help: "Print finetune.json (losses, best epoch, steps, times, teacher_dense_linears) as one JSON object when done.")
     var json = false
 
     func options() throws -> ModelFinetuneOptions {
