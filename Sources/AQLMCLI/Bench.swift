@@ -103,9 +103,9 @@ struct Bench: ParsableCommand {
             for isComparison in order {
                 guard let arguments = childArguments(comparison: isComparison) else { continue }
                 let result = try runBenchChild(arguments: arguments)
-                printError(String(format: "round %d/%d %@: prefill %.1f tokens/s, decode %.1f tokens/s, peak RSS %.1f MB",
+                printError(String(format: "round %d/%d %@: prefill %.1f tokens/s, decode %.1f tokens/s, peak RSS %.1f MB%@",
                                   round + 1, rounds, result.model, result.prefillTokensPerSecond, result.decodeTokensPerSecond,
-                                  Double(result.peakRSSBytes ?? 0) / 1e6))
+                                  Double(result.peakRSSBytes ?? 0) / 1e6, result.denseLinears.map { ", dense linears " + $0 } ?? ""))
                 if isComparison { theirs.append(result) } else { mine.append(result) }
             }
         }

@@ -79,9 +79,14 @@ func loadModel(_ name: String, head: EmbeddingPrecision? = nil, denseMemory: Dou
     if let tensor = firstNonFiniteTensor(opened.model) {
         throw CLIError("\(opened.path): tensor '\(tensor)' contains NaN or infinity")
     }
-    let dense = opened.model.denseLinears
-    if dense.storage != nil { printError(dense.description) }
     return (opened.model, opened.tokenizer)
+}
+
+/// One stderr line saying how a dense model's block linears are held (nothing for a packed
+/// model); commands print it once their inputs are checked (a refusal stays one line).
+func logDenseLinears(_ model: LlamaModel) {
+    let dense = model.denseLinears
+    if dense.storage != nil { printError(dense.description) }
 }
 
 /// `--dense-memory` of the commands that run a model.

@@ -93,6 +93,7 @@ struct Generate: ParsableCommand {
             if !json && !piece.isEmpty { writeStdout(piece) }
         }
         let tail = decoder.finish()
+        logDenseLinears(llama)
         if json {
             let text = tokenizer.decode(result.ids)
             print(try jsonLine(result, extra: denseLinearFields(llama).merging(

@@ -71,6 +71,7 @@ struct Perplexity: ParsableCommand {
         try validatePerplexityInputs(tokenCount: tokens.count, textName: textName, options: options,
                                      modelContext: llama.config.contextLength, vocabSize: llama.config.vocabSize)
         let plan = ChunkPlan(tokenCount: tokens.count, context: ctx, maxChunks: chunks, method: method)
+        logDenseLinears(llama)
         printError("perplexity: \(tokens.count) tokens, \(plan.chunks) chunks of \(ctx), "
                    + "\(plan.scoredPositions.count) scored per chunk (\(method.rawValue) protocol), \(Threads.count) threads")
         let result = try evaluatePerplexity(
