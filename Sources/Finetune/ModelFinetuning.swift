@@ -1,5 +1,6 @@
 import Foundation
 import Checkpoint
+import Evaluation
 import Kernels
 import Llama
 import PackedFormat
@@ -194,8 +195,9 @@ public struct ModelFinetuning {
         let clock = Date(), cpu = processCPUSeconds()
         let targets = TeacherTargets.compute(teacher: teacher, sequences: sequences, k: options.teacherTopK) { done in
             if done % 16 == 0 || done == sequences.count {
-                log(String(format: "teacher: %d/%d sequences, %.0f s (%.0f CPU s)", done, sequences.count,
-                           Date().timeIntervalSince(clock), processCPUSeconds() - cpu))
+                // The peak so far is the teacher phase's (the student is not built yet).
+                log(String(format: "teacher: %d/%d sequences, %.0f s (%.0f CPU s), peak RSS %.0f MB", done, sequences.count,
+                           Date().timeIntervalSince(clock), processCPUSeconds() - cpu, Double(peakResidentBytes() ?? 0) / 1e6))
             }
         }
         try work.saveTeacher(targets)
