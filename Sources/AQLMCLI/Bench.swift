@@ -51,6 +51,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Storage of the key/value cache: f32 (exact) or f16 (half the bytes decode attention reads, llama.cpp's default).")
     var kvCache: KVCachePrecision = .f32
 
+    @Option(help: denseMemoryHelp)
+    var denseMemory: Double?
+
     @Option(help: "What runs our parallel loops: pool (persistent workers) or dispatch (concurrentPerform).")
     var parallel: ParallelBackend = .pool
 
@@ -59,7 +62,7 @@ struct Bench: ParsableCommand {
 
     @Flag(help: """
         Print one JSON object: the model's prefill_tokens_per_second, decode_tokens_per_second, peak_rss_bytes, \
-        generation_peak_rss_bytes, kernels, ... (best round), rounds, compare (the same keys), ratios, machine.
+        generation_peak_rss_bytes, dense_linears, dense_linear_float32_bytes, kernels, ... (best round), rounds, compare (the same keys), ratios, machine.
         """)
     var json = false
 
@@ -100,9 +103,9 @@ struct Bench: ParsableCommand {
             for isComparison in order {
                 guard let arguments = childArguments(comparison: isComparison) else { continue }
                 let result = try runBenchChild(arguments: arguments)
-                printError(String(format: "round %d/%d %@: prefill %.1f tokens/s, decode %.1f tokens/s, peak RSS %.1f MB",
+                printError(String(format: "round %d/%d %@: prefill %.1f tokens/s, decode %.1f tokens/s, peak RSS %.1f MB%@",
                                   round + 1, rounds, result.model, result.prefillTokensPerSecond, result.decodeTokensPerSecond,
-                                  Double(result.peakRSSBytes ?? 0) / 1e6))
+                                  Double(result.peakRSSBytes ?? 0) / 1e6, result.denseLinears.map { ", dense linears " + $0 } ?? ""))
                 if isComparison { theirs.append(result) } else { mine.append(result) }
             }
         }
@@ -122,6 +125,7 @@ struct Bench: ParsableCommand {
                          "--threads", String(Threads.count), "--parallel", parallel.rawValue, "--passes", String(passes),
                          "--kv-cache", kvCache.rawValue]
         if !kernels { arguments.append("--no-kernels") }
+        if let denseMemory { arguments += ["--dense-memory", String(denseMemory)] }
         if !comparison {
             arguments += ["--model", model]
             if let head { arguments += ["--head", head.rawValue] }
@@ -138,7 +142,8 @@ struct Bench: ParsableCommand {
     private func runChild() throws {
         let options = BenchOptions(promptTokens: promptTokens, decodeTokens: decodeTokens, passes: passes, kernels: kernels)
         let result = try benchmarkModel(model, options: options) {
-            var opened = try openModel(model, dequantize: dequantize, embedding: head).model
+            var opened = try openModel(model, dequantize: dequantize, embedding: head,
+                                       denseMemoryBudget: denseMemoryBudget(denseMemory)).model
             opened.kvCache = kvCache
             return opened
         }

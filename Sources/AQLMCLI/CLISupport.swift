@@ -73,12 +73,43 @@ func jsonLine<T: Encodable>(_ value: T, extra: [String: JSONField]) throws -> St
 /// packed AQLM directory (packed layers run through the AQLM kernels). A NaN or infinite
 /// weight is refused here, naming the tensor, rather than surfacing as a NaN perplexity.
 /// - Parameter head: storage of the embedding table and tied head (nil: the path's default).
-func loadModel(_ name: String, head: EmbeddingPrecision? = nil) throws -> (LlamaModel, TokenizerSpec) {
-    let opened = try openModel(name, embedding: head)
+/// - Parameter denseMemory: `--dense-memory` in GB (nil: `DenseLinearStorage.defaultBudgetBytes`).
+func loadModel(_ name: String, head: EmbeddingPrecision? = nil, denseMemory: Double? = nil) throws -> (LlamaModel, TokenizerSpec) {
+    let opened = try openModel(name, embedding: head, denseMemoryBudget: denseMemoryBudget(denseMemory))
     if let tensor = firstNonFiniteTensor(opened.model) {
         throw CLIError("\(opened.path): tensor '\(tensor)' contains NaN or infinity")
     }
     return (opened.model, opened.tokenizer)
+}
+
+/// One stderr line saying how a dense model's block linears are held (nothing for a packed
+/// model); commands print it once their inputs are checked (a refusal stays one line).
+func logDenseLinears(_ model: LlamaModel) {
+    let dense = model.denseLinears
+    if dense.storage != nil { printError(dense.description) }
+}
+
+/// `--dense-memory` of the commands that run a model.
+let denseMemoryHelp: ArgumentHelp = """
+    GB a dense model's block linears (a GGUF or Hugging Face checkpoint; bench --dense) may take as Float32: \
+    above it they stay in the file's stored type and are converted per use into one scratch matrix \
+    (same results, resident memory flat in depth, slower decode). 0 always streams. Default: half the physical memory.
+    """
+
+/// `--dense-memory GB` as bytes (GB = 10⁹ bytes); nil gives the default budget.
+func denseMemoryBudget(_ gigabytes: Double?) throws -> Int {
+    guard let gigabytes else { return DenseLinearStorage.defaultBudgetBytes }
+    guard gigabytes >= 0, gigabytes.isFinite else { throw ValidationError("--dense-memory \(gigabytes): must be 0 or more GB") }
+    return gigabytes * 1e9 >= Double(Int.max) ? Int.max : Int(gigabytes * 1e9)
+}
+
+/// The JSON fields that say how a model's dense block linears were held: `dense_linears`
+/// ("float32", "streamed", or null for a packed model run through its kernels) and
+/// `dense_linear_float32_bytes` (all Float32 matrices, or the one streaming scratch).
+func denseLinearFields(_ model: LlamaModel) -> [String: JSONField] {
+    let dense = model.denseLinears
+    return ["dense_linears": dense.storage.map { .string($0.rawValue) } ?? .null,
+            "dense_linear_float32_bytes": .int(dense.float32Bytes)]
 }
 
 /// The vocabulary alone, for commands that run no model: the same tokenizer `openModel` would
@@ -113,6 +144,9 @@ func firstNonFiniteTensor(_ model: LlamaModel) -> String? {
         tensors.append((prefix + "post_attention_layernorm.weight", block.postAttentionNorm))
         for linear in LlamaLinear.allCases {
             if let dense = block[linear] as? DenseLinear { tensors.append((linear.weightName(layer: b), dense.weights)) }
+            // Streamed weights are checked in chunks from their stored form (no Float32 copy).
+            if let streamed = block[linear] as? StreamedLinear, let stored = streamed.weight as? WeightTensor,
+               !stored.allValuesFinite() { return linear.weightName(layer: b) }
         }
         for (name, bias) in [("q", block.qBias), ("k", block.kBias), ("v", block.vBias)] {
             if let bias { tensors.append((prefix + "self_attn.\(name)_proj.bias", bias)) }

@@ -95,7 +95,10 @@ struct Finetune: ParsableCommand {
     @Option(help: threadsHelp)
     var threads: Int?
 
-    @Flag(help: "Print finetune.json (losses, best epoch, steps, times) as one JSON object when done.")
+    @Option(help: denseMemoryHelp)
+    var denseMemory: Double?
+
+    @Flag(help: "Print finetune.json (losses, best epoch, steps, times, teacher_dense_linears) as one JSON object when done.")
     var json = false
 
     func options() throws -> ModelFinetuneOptions {
@@ -119,6 +122,7 @@ struct Finetune: ParsableCommand {
         o.codeUpdate.beamSize = codeBeam
         o.codeUpdate.activationWeighted = codeObjective == .xtx
         o.codeUpdate.selection = codeSelect
+        o.teacherDenseMemoryBudget = try denseMemoryBudget(denseMemory)
         guard saveEvery >= 1 else { throw ValidationError("--save-every must be at least 1") }
         return o
     }

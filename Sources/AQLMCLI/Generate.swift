@@ -50,7 +50,10 @@ struct Generate: ParsableCommand {
     @Option(help: threadsHelp)
     var threads: Int?
 
-    @Flag(help: "Print one JSON object at the end instead of streaming text.")
+    @Option(help: denseMemoryHelp)
+    var denseMemory: Double?
+
+    @Flag(help: "Print one JSON object at the end instead of streaming text (with peak_rss_bytes, dense_linears, dense_linear_float32_bytes).")
     var json = false
 
     @Flag(help: .hidden)
@@ -67,7 +70,7 @@ struct Generate: ParsableCommand {
         applyThreadsOption(threads)
         // The template is checked before the weights are read: a refusal should not cost a model load.
         let chatFormat = try chat ? chatTemplate(model) : nil
-        var (llama, spec) = try loadModel(model, head: head)
+        var (llama, spec) = try loadModel(model, head: head, denseMemory: denseMemory)
         llama.kvCache = kvCache
         if bench {
             let result = benchmarkForward(model: llama)
@@ -90,9 +93,11 @@ struct Generate: ParsableCommand {
             if !json && !piece.isEmpty { writeStdout(piece) }
         }
         let tail = decoder.finish()
+        logDenseLinears(llama)
         if json {
             let text = tokenizer.decode(result.ids)
-            print(try jsonLine(result, extra: ["text": .string(text), "peak_rss_bytes": peakResidentBytes().map { .int($0) } ?? .null]))
+            print(try jsonLine(result, extra: denseLinearFields(llama).merging(
+                ["text": .string(text), "peak_rss_bytes": peakResidentBytes().map { .int($0) } ?? .null]) { $1 }))
         } else {
             writeStdout(tail + "\n")
             printError(String(format: "%d prompt tokens at %.1f tokens/s, %d generated at %.1f tokens/s (%@)",

@@ -53,21 +53,25 @@ struct Perplexity: ParsableCommand {
     @Option(help: threadsHelp)
     var threads: Int?
 
+    @Option(help: denseMemoryHelp)
+    var denseMemory: Double?
+
     @Flag(help: """
         Print one JSON object instead of text: ppl, ppl_stderr, mean_nll, chunks, ctx, scored_tokens, wall_seconds, \
-        tokens_per_second, peak_rss_bytes, protocol (and kld_mean, kld_stderr, top1_agreement with --kl-base).
+        tokens_per_second, peak_rss_bytes, protocol, dense_linears, dense_linear_float32_bytes (and kld_mean, kld_stderr, top1_agreement with --kl-base).
         """)
     var json = false
 
     func run() throws {
         applyThreadsOption(threads)
-        let (llama, spec) = try loadModel(model, head: head)
+        let (llama, spec) = try loadModel(model, head: head, denseMemory: denseMemory)
         let (tokens, textName) = try loadTokens(spec: spec)
         let options = PerplexityOptions(context: ctx, maxChunks: chunks, method: method, topK: topK,
                                         saveLogitsPath: saveLogits, klBasePath: klBase)
         try validatePerplexityInputs(tokenCount: tokens.count, textName: textName, options: options,
                                      modelContext: llama.config.contextLength, vocabSize: llama.config.vocabSize)
         let plan = ChunkPlan(tokenCount: tokens.count, context: ctx, maxChunks: chunks, method: method)
+        logDenseLinears(llama)
         printError("perplexity: \(tokens.count) tokens, \(plan.chunks) chunks of \(ctx), "
                    + "\(plan.scoredPositions.count) scored per chunk (\(method.rawValue) protocol), \(Threads.count) threads")
         let result = try evaluatePerplexity(
@@ -77,8 +81,8 @@ struct Perplexity: ParsableCommand {
         }
         let peak = peakResidentBytes()
         if json {
-            print(try jsonLine(result, extra: ["peak_rss_bytes": peak.map { .int($0) } ?? .null,
-                                               "protocol": .string(method.rawValue)]))
+            print(try jsonLine(result, extra: denseLinearFields(llama).merging(
+                ["peak_rss_bytes": peak.map { .int($0) } ?? .null, "protocol": .string(method.rawValue)]) { $1 }))
         } else {
             print(String(format: "Final estimate: PPL = %.4f +/- %.5f", result.ppl, result.pplStderr))
             if let kl = result.kldMean, let klError = result.kldStderr, let top1 = result.top1Agreement {

@@ -69,6 +69,7 @@ public func storageDescription(_ op: any LinearOperator) -> String {
     case let aqlm as AQLMLinear: return "aqlm \(aqlm.scheme)"
     case let table as EmbeddingTable: return "embedding \(table.precision.rawValue)"
     case is DenseLinear: return "dense f32"
+    case is StreamedLinear: return "dense streamed"
     default: return String(describing: type(of: op))
     }
 }

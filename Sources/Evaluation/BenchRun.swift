@@ -56,6 +56,10 @@ public struct ModelBenchResult: Codable, Sendable, Equatable {
     /// Peak resident memory from the end of loading through prefill and decoding.
     public var generationPeakRSSBytes: Int?
     public var kernels: [KernelResult]
+    /// How the dense block linears were held ("float32", "streamed"; nil for packed kernels)
+    /// and their resident Float32 bytes (`LlamaModel.denseLinears`).
+    public var denseLinears: String?
+    public var denseLinearFloat32Bytes: Int?
 
     public init(model: String, label: String, threads: Int, parallel: String, prefillTokens: Int, decodeTokens: Int,
                 prefillTokensPerSecond: Double, decodeTokensPerSecond: Double, prefillTokensPerCPUSecond: Double,
@@ -92,6 +96,7 @@ public struct ModelBenchResult: Codable, Sendable, Equatable {
         case decodeGBPerSecond = "decode_gb_per_second", weightBytes = "weight_bytes", loadSeconds = "load_seconds"
         case rssAfterLoadBytes = "rss_after_load_bytes", loadPeakRSSBytes = "load_peak_rss_bytes"
         case peakRSSBytes = "peak_rss_bytes", generationPeakRSSBytes = "generation_peak_rss_bytes", kernels
+        case denseLinears = "dense_linears", denseLinearFloat32Bytes = "dense_linear_float32_bytes"
     }
 }
 
@@ -129,6 +134,9 @@ public func benchmarkModel(_ path: String, options: BenchOptions, load: () throw
         weightBytes: model.weightBytes, loadSeconds: loadSeconds, rssAfterLoadBytes: rssAfterLoad,
         loadPeakRSSBytes: loadPeak, peakRSSBytes: max(loadPeak ?? 0, peak ?? 0),
         generationPeakRSSBytes: canResetPeak ? peak : nil, kernels: [])
+    let dense = model.denseLinears
+    result.denseLinears = dense.storage?.rawValue
+    result.denseLinearFloat32Bytes = dense.float32Bytes
     if options.kernels {
         result.kernels = benchmarkKernels(model: model, prefillTokens: options.promptTokens, minSeconds: options.kernelSeconds)
     }

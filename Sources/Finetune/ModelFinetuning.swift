@@ -1,5 +1,6 @@
 import Foundation
 import Checkpoint
+import Evaluation
 import Kernels
 import Llama
 import PackedFormat
@@ -38,6 +39,9 @@ public struct ModelFinetuneOptions: Sendable {
     public var stopAfterSteps: Int?
     /// PV-tuning's V steps (code updates between the Adam steps); off when `fraction` is 0.
     public var codeUpdate = CodeUpdateOptions()
+    /// Bytes the teacher's block linears may hold as Float32 (above: streamed from the stored
+    /// type, the same targets); see `openModel(denseMemoryBudget:)`.
+    public var teacherDenseMemoryBudget = DenseLinearStorage.defaultBudgetBytes
 
     public init() {}
 }
@@ -59,6 +63,9 @@ public struct ModelFinetuneReport: Sendable {
     /// Fraction of all codes changed by the V steps of each epoch (empty without V steps).
     public var codesChanged: [Double] = []
     public var teacherSeconds: Double
+    /// How the teacher's block linears were held ("float32", "streamed"), nil when its targets
+    /// were read back from the work directory (or it is a packed model run through its kernels).
+    public var teacherDenseLinears: String?
     public var wallSeconds: Double
     /// CPU time of the process (all threads) over the run.
     public var cpuSeconds: Double
@@ -71,7 +78,8 @@ public struct ModelFinetuneReport: Sendable {
             ("validation_loss", .array(validationLoss.map(JSONValue.double))),
             ("best_epoch", .int(bestEpoch)), ("steps", .int(steps)),
             ("codes_changed", .array(codesChanged.map(JSONValue.double))),
-            ("teacher_seconds", .double(teacherSeconds)), ("wall_seconds", .double(wallSeconds)),
+            ("teacher_seconds", .double(teacherSeconds)),
+            ("teacher_dense_linears", teacherDenseLinears.map(JSONValue.string) ?? .null), ("wall_seconds", .double(wallSeconds)),
             ("cpu_seconds", .double(cpuSeconds)),
         ])
     }
@@ -116,7 +124,7 @@ public struct ModelFinetuning {
                                                      length: o.sequenceLength, seed: o.seed)
         let work = FinetuneWorkDirectory(output: outputPath, fingerprint: fingerprint(), teacherFingerprint: teacherFingerprint())
         let teacherClock = Date()
-        let teacher = try teacherTargets(sequences: sequences, config: packed.config, work: work)
+        let (teacher, teacherDenseLinears) = try teacherTargets(sequences: sequences, config: packed.config, work: work)
         let teacherSeconds = Date().timeIntervalSince(teacherClock)
 
         let student = try TrainableModel(packed: packed, transform: o.codebookTransform,
@@ -131,7 +139,8 @@ public struct ModelFinetuning {
             student: studentDirectory, teacher: teacherPath, output: outputPath, samples: o.samples,
             sequenceLength: o.sequenceLength, teacherTopK: teacher.k, trainingLoss: trainer.trainingLoss,
             validationLoss: trainer.validationLoss, bestEpoch: trainer.bestEpoch, steps: trainer.optimizer.step,
-            codesChanged: trainer.codesChanged, teacherSeconds: teacherSeconds, wallSeconds: Date().timeIntervalSince(started),
+            codesChanged: trainer.codesChanged, teacherSeconds: teacherSeconds,
+            teacherDenseLinears: teacherDenseLinears?.rawValue, wallSeconds: Date().timeIntervalSince(started),
             cpuSeconds: processCPUSeconds() - startedCPU)
         try PackedCheckpoint.write(trainer.best.packedModel(), to: outputPath, extraFiles: ["finetune.json": report.json])
         work.remove()
@@ -172,10 +181,13 @@ public struct ModelFinetuning {
             .joined(separator: "|") + (o.codeUpdate.enabled ? "|" + o.codeUpdate.fingerprint : "")
     }
 
-    /// The teacher's targets: from the work directory, or computed (and saved there).
-    func teacherTargets(sequences: [[Int]], config: LlamaConfig, work: FinetuneWorkDirectory) throws -> TeacherTargets {
-        if let saved = try work.loadTeacher() { return saved }
-        let teacher = try openModel(teacherPath).model
+    /// The teacher's targets: from the work directory, or computed (and saved there); and how
+    /// the teacher's block linears were held when it ran.
+    func teacherTargets(sequences: [[Int]], config: LlamaConfig, work: FinetuneWorkDirectory) throws
+        -> (targets: TeacherTargets, denseLinears: DenseLinearStorage?) {
+        if let saved = try work.loadTeacher() { return (saved, nil) }
+        let teacher = try openModel(teacherPath, denseMemoryBudget: options.teacherDenseMemoryBudget).model
+        if teacher.denseLinears.storage != nil { log("teacher " + teacher.denseLinears.description) }
         guard teacher.config.vocabSize == config.vocabSize, teacher.config.hiddenSize == config.hiddenSize,
               teacher.config.numLayers == config.numLayers else {
             throw FinetuneError("--teacher \(teacherPath) has a different shape than --model \(studentPath)")
@@ -183,12 +195,13 @@ public struct ModelFinetuning {
         let clock = Date(), cpu = processCPUSeconds()
         let targets = TeacherTargets.compute(teacher: teacher, sequences: sequences, k: options.teacherTopK) { done in
             if done % 16 == 0 || done == sequences.count {
-                log(String(format: "teacher: %d/%d sequences, %.0f s (%.0f CPU s)", done, sequences.count,
-                           Date().timeIntervalSince(clock), processCPUSeconds() - cpu))
+                // The peak so far is the teacher phase's (the student is not built yet).
+                log(String(format: "teacher: %d/%d sequences, %.0f s (%.0f CPU s), peak RSS %.0f MB", done, sequences.count,
+                           Date().timeIntervalSince(clock), processCPUSeconds() - cpu, Double(peakResidentBytes() ?? 0) / 1e6))
             }
         }
         try work.saveTeacher(targets)
-        return targets
+        return (targets, teacher.denseLinears.storage)
     }
 }
 

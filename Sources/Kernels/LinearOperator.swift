@@ -32,11 +32,19 @@ public struct DenseLinear: LinearOperator, @unchecked Sendable {
 
     public func apply(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, tokens: Int) {
         weights.withUnsafeBufferPointer { w in
-            if tokens == 1 {
-                sgemv(w.baseAddress!, rows: outputSize, columns: inputSize, x, y)
-            } else {
-                sgemm(.noTrans, .trans, tokens, outputSize, inputSize, 1, x, inputSize, w.baseAddress!, inputSize, 0, y, outputSize)
-            }
+            denseProduct(w.baseAddress!, rows: outputSize, columns: inputSize, x, y, tokens: tokens)
         }
+    }
+}
+
+/// y[t] = W · x[t] for the row-major Float32 W [rows × columns] and `tokens` rows of x: sgemv
+/// for one token, sgemm for more. Every dense Float32 product of a linear goes through here, so
+/// a weight held as Float32 and one converted on use give the same bits.
+public func denseProduct(_ w: UnsafePointer<Float>, rows: Int, columns: Int, _ x: UnsafePointer<Float>,
+                         _ y: UnsafeMutablePointer<Float>, tokens: Int) {
+    if tokens == 1 {
+        sgemv(w, rows: rows, columns: columns, x, y)
+    } else {
+        sgemm(.noTrans, .trans, tokens, rows, columns, 1, x, columns, w, columns, 0, y, rows)
     }
 }

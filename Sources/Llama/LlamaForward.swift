@@ -215,11 +215,12 @@ extension LlamaModel {
     /// run side by side, one linear per core (a parallel loop inside one then runs serially):
     /// one wait for the other core per group instead of one per linear, and no split-K partial
     /// sums. Measured on two cores, SmolLM2 2x8 decode: ~10 % faster than splitting each
-    /// linear. Dense layers call multi-threaded BLAS, which is not run concurrently.
+    /// linear. Dense layers call multi-threaded BLAS, which is not run concurrently (streamed ones also
+    /// share one conversion scratch).
     private func applyAll(_ outputs: [(linear: any LinearOperator, y: UnsafeMutablePointer<Float>)],
                           to x: UnsafePointer<Float>, tokens: Int) {
         let sideBySide = tokens <= Self.concurrentLinearTokens && Threads.count > 1
-            && !outputs.contains { $0.linear is DenseLinear }
+            && !outputs.contains { $0.linear is DenseLinear || $0.linear is StreamedLinear }
         if sideBySide {
             parallelFor(outputs.count) { outputs[$0].linear.apply(x, outputs[$0].y, tokens: tokens) }
         } else {

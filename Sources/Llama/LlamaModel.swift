@@ -84,8 +84,9 @@ public struct LlamaBlock: Sendable {
 
 extension LlamaBlock {
     /// Block `layer` of a checkpoint with its linears as dense Float32 layers, converted now
-    /// from the stored type; the map's pages of each tensor are released once converted.
-    public init(weights: ModelWeights, layer l: Int) {
+    /// from the stored type (the map's pages of each tensor released once converted), or, with
+    /// a `scratch`, left in the stored type as `StreamedLinear`s converted into it on use.
+    public init(weights: ModelWeights, layer l: Int, streamingInto scratch: ConversionScratch? = nil) {
         let c = weights.config
         let p = "model.layers.\(l)."
         func values(_ name: String) -> [Float] {
@@ -93,8 +94,9 @@ extension LlamaBlock {
             defer { t.releasePages() }
             return t.values
         }
-        func dense(_ linear: LlamaLinear) -> DenseLinear {
+        func dense(_ linear: LlamaLinear) -> any LinearOperator {
             let name = linear.weightName(layer: l)
+            if let scratch { return StreamedLinear(weight: weights[name], scratch: scratch) }
             let shape = weights[name].shape
             return DenseLinear(weights: values(name), outputSize: shape[0], inputSize: shape[1])
         }
@@ -183,14 +185,16 @@ public struct LlamaModel: Sendable {
                   finalNorm: finalNorm, layers: layers, head: head)
     }
 
-    /// The model over a checkpoint's tensors: block linears, norms and biases converted to
-    /// Float32 (one tensor at a time, the map's pages released after each), the embedding table
-    /// and an untied head in their stored type (`EmbeddingTable(storedTensor:)`). A tied head is
-    /// the embedding table itself.
-    public init(weights: ModelWeights) throws {
+    /// The model over a checkpoint's tensors: norms and biases converted to Float32, block
+    /// linears too (`.float32`: one tensor at a time, the map's pages released after each) or
+    /// left in the stored type and converted on use into one scratch of the largest linear
+    /// (`.streamed`), the embedding table and an untied head in their stored type
+    /// (`EmbeddingTable(storedTensor:)`). A tied head is the embedding table itself.
+    public init(weights: ModelWeights, denseLinears: DenseLinearStorage = .float32) throws {
         try weights.validate()
         let c = weights.config
-        let layers = (0..<c.numLayers).map { LlamaBlock(weights: weights, layer: $0) }
+        let scratch = denseLinears == .streamed ? ConversionScratch(capacity: Self.largestBlockLinearElements(c)) : nil
+        let layers = (0..<c.numLayers).map { LlamaBlock(weights: weights, layer: $0, streamingInto: scratch) }
         let table = try EmbeddingTable(storedTensor: weights["model.embed_tokens.weight"], name: "model.embed_tokens.weight")
         let head: any LinearOperator
         if let untied = weights.tensors["lm_head.weight"] {
@@ -199,6 +203,52 @@ public struct LlamaModel: Sendable {
             head = table.headLinear
         }
         self.init(config: c, embeddingTable: table, finalNorm: weights["model.norm.weight"].values, layers: layers, head: head)
+    }
+
+    /// The model over a checkpoint's tensors with its block linears as Float32 when their
+    /// Float32 bytes fit `denseMemoryBudget`, streamed otherwise (`DenseLinearStorage.choose`).
+    public init(weights: ModelWeights, denseMemoryBudget: Int) throws {
+        try self.init(weights: weights, denseLinears: .choose(for: weights.config, budgetBytes: denseMemoryBudget))
+    }
+
+    /// Weights in all block linears of a model of this shape.
+    public static func blockLinearElements(_ c: LlamaConfig) -> Int {
+        c.numLayers * LlamaLinear.allCases.reduce(0) { $0 + linearShape($1, c).rows * linearShape($1, c).columns }
+    }
+
+    /// Weights in the largest block linear (what one streamed conversion holds as Float32).
+    public static func largestBlockLinearElements(_ c: LlamaConfig) -> Int {
+        LlamaLinear.allCases.map { linearShape($0, c).rows * linearShape($0, c).columns }.max() ?? 0
+    }
+
+    /// [d_out, d_in] of a block linear.
+    static func linearShape(_ linear: LlamaLinear, _ c: LlamaConfig) -> (rows: Int, columns: Int) {
+        let qDim = c.numHeads * c.headDim, kvDim = c.numKVHeads * c.headDim
+        switch linear {
+        case .q: return (qDim, c.hiddenSize)
+        case .k, .v: return (kvDim, c.hiddenSize)
+        case .o: return (c.hiddenSize, qDim)
+        case .gate, .up: return (c.intermediateSize, c.hiddenSize)
+        case .down: return (c.hiddenSize, c.intermediateSize)
+        }
+    }
+
+    /// How the block linears hold Float32: all of them (`DenseLinear`), one shared scratch
+    /// (`StreamedLinear`), or none (packed layers run through their kernels).
+    public var denseLinears: DenseLinearSummary {
+        var float32Bytes = 0, scratches: [ObjectIdentifier: Int] = [:], anyDense = false
+        for block in layers {
+            for linear in LlamaLinear.allCases {
+                if let dense = block[linear] as? DenseLinear {
+                    float32Bytes += dense.weightBytes
+                    anyDense = true
+                } else if let streamed = block[linear] as? StreamedLinear {
+                    scratches[ObjectIdentifier(streamed.scratch)] = streamed.scratch.bytes
+                }
+            }
+        }
+        if !scratches.isEmpty { return DenseLinearSummary(storage: .streamed, float32Bytes: float32Bytes + scratches.values.reduce(0, +)) }
+        return DenseLinearSummary(storage: anyDense ? .float32 : nil, float32Bytes: float32Bytes)
     }
 
     /// A model of block `layer` of `weights` alone (`config.numLayers` 1, the block as layer 0),

@@ -26,7 +26,12 @@ public struct OpenedModel {
 /// - Parameter embedding: how to store the embedding table and tied head; nil keeps each
 ///   path's default (the stored type for dense models: see `EmbeddingTable(storedTensor:)`, `PackedModel.defaultEmbeddingPrecision` for
 ///   packed ones run through the kernels, Float32 for packed ones dequantized).
-public func openModel(_ nameOrPath: String, dequantize: Bool = false, embedding: EmbeddingPrecision? = nil) throws -> OpenedModel {
+/// - Parameter denseMemoryBudget: bytes the block linears of a dense model (a GGUF or Hugging
+///   Face checkpoint, or a packed one with `dequantize`) may hold as Float32; above it they stay
+///   in their stored form and are converted on use (`DenseLinearStorage.choose`). The model's
+///   `denseLinears` says which ran.
+public func openModel(_ nameOrPath: String, dequantize: Bool = false, embedding: EmbeddingPrecision? = nil,
+                      denseMemoryBudget: Int = DenseLinearStorage.defaultBudgetBytes) throws -> OpenedModel {
     let path = ModelPaths.resolve(nameOrPath)
     // Loading frees more than it keeps (tensors are converted, re-laid out, dequantized): hand
     // the freed heap back so resident memory is what the model holds.
@@ -34,14 +39,15 @@ public func openModel(_ nameOrPath: String, dequantize: Bool = false, embedding:
     if PackedCheckpoint.isPacked(directory: path) {
         if dequantize {
             let packed = try PackedCheckpoint.read(directory: path)
-            let model = try LlamaModel(weights: packed.dequantizedWeights(source: path)).withEmbedding(embedding ?? .f32)
+            let storage = DenseLinearStorage.choose(for: packed.config, budgetBytes: denseMemoryBudget)
+            let model = try packed.dequantizedLlamaModel(denseLinears: storage, source: path).withEmbedding(embedding ?? .f32)
             return OpenedModel(model: model, tokenizer: packed.tokenizer, scheme: packed.scheme, path: path)
         }
         let (model, tokenizer, scheme) = try PackedCheckpoint.readLlamaModel(directory: path, embedding: embedding)
         return OpenedModel(model: model, tokenizer: tokenizer, scheme: scheme, path: path)
     }
     let weights = try loadCheckpoint(path)
-    let stored = try LlamaModel(weights: weights)
+    let stored = try LlamaModel(weights: weights, denseMemoryBudget: denseMemoryBudget)
     let model = try embedding.map { try stored.withEmbedding($0) } ?? stored
     return OpenedModel(model: model, tokenizer: weights.tokenizer, scheme: nil, path: path)
 }

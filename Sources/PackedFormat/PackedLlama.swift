@@ -42,6 +42,40 @@ extension PackedModel {
     }
 }
 
+extension PackedModel {
+    /// The Float32 reference model (every quantized linear dequantized, the embedding table and
+    /// tied head in Float32): with `.float32` each linear's Ŵ is held, with `.streamed` it is
+    /// rebuilt from the codes into one shared scratch each time it is applied (the same bits).
+    public func dequantizedLlamaModel(denseLinears: DenseLinearStorage, source: String) throws -> LlamaModel {
+        guard denseLinears == .streamed else { return try LlamaModel(weights: dequantizedWeights(source: source)) }
+        let c = config
+        let scratch = ConversionScratch(capacity: LlamaModel.largestBlockLinearElements(c))
+        func tensor(_ name: String) throws -> WeightTensor {
+            guard let t = dense[name] else { throw PackedFormatError("packed model lacks tensor '\(name)'") }
+            return t
+        }
+        func linear(_ name: String) throws -> any LinearOperator {
+            if let code = linears[name] { return StreamedLinear(weight: code, scratch: scratch) }
+            return StreamedLinear(weight: try tensor(name + ".weight"), scratch: scratch)
+        }
+        func table(_ name: String) throws -> EmbeddingTable {
+            EmbeddingTable(float32: try tensor(name).values, rows: c.vocabSize, width: c.hiddenSize)
+        }
+        let embedding = try table("model.embed_tokens.weight")
+        return try assembleLlama(config: c, vector: { try tensor($0).values }, linear: linear, embedding: embedding,
+                                 head: (c.tiedEmbeddings ? embedding : try table("lm_head.weight")).headLinear)
+    }
+}
+
+extension AdditiveCode: ConvertibleWeight {
+    public var rowCount: Int { dOut }
+    public var rowWidth: Int { dIn }
+    public func readRows(_ range: Range<Int>, into out: UnsafeMutablePointer<Float>) { reconstructRows(range, into: out) }
+    /// Codes stay in memory (they are what the model is): nothing to release.
+    public func releasePages() {}
+    public var storedByteCount: Int { Int(storageBits / 8) }
+}
+
 extension AdditiveCode {
     /// This layer as the fused-kernel operator.
     func kernelLayer(name: String) throws -> AQLMLinear {

@@ -45,29 +45,35 @@ public struct AdditiveCode: Equatable, Sendable {
     }
 
     private func reconstruction(scaled: Bool) -> [Float] {
+        [Float](unsafeUninitializedCapacity: dOut * dIn) { out, count in
+            parallelChunks(dOut, minChunk: 16) { lo, hi in
+                reconstructRows(lo..<hi, scaled: scaled, into: out.baseAddress! + lo * dIn)
+            }
+            count = dOut * dIn
+        }
+    }
+
+    /// Rows `range` of Ŵ (or of the unscaled sums) into `out[0 ..< range.count · dIn]`, on the
+    /// calling thread: what `dequantized()` computes for those rows, bit for bit.
+    public func reconstructRows(_ range: Range<Int>, scaled: Bool = true, into out: UnsafeMutablePointer<Float>) {
         let g = scheme.groupSize, m = scheme.codebookCount, groups = groupsPerRow
-        var out = [Float](repeating: 0, count: dOut * dIn)
-        out.withUnsafeMutableBufferPointer { o in
-            codes.withUnsafeBufferPointer { codes in
-                codebooks.withUnsafeBufferPointer { books in
-                    let o = o.baseAddress!, codes = codes.baseAddress!, books = books.baseAddress!
-                    parallelChunks(dOut, minChunk: 16) { lo, hi in
-                        for r in lo..<hi {
-                            let s = scaled ? scales[r] : 1
-                            for j in 0..<groups {
-                                let dst = o + r * dIn + j * g
-                                for k in 0..<m {
-                                    let src = books + codebookOffset(k, Int(codes[(r * groups + j) * m + k]))
-                                    for a in 0..<g { dst[a] += src[a] }
-                                }
-                                if s != 1 { for a in 0..<g { dst[a] *= s } }
-                            }
+        out.initialize(repeating: 0, count: range.count * dIn)
+        codes.withUnsafeBufferPointer { codes in
+            codebooks.withUnsafeBufferPointer { books in
+                let codes = codes.baseAddress!, books = books.baseAddress!
+                for r in range {
+                    let s = scaled ? scales[r] : 1
+                    for j in 0..<groups {
+                        let dst = out + (r - range.lowerBound) * dIn + j * g
+                        for k in 0..<m {
+                            let src = books + codebookOffset(k, Int(codes[(r * groups + j) * m + k]))
+                            for a in 0..<g { dst[a] += src[a] }
                         }
+                        if s != 1 { for a in 0..<g { dst[a] *= s } }
                     }
                 }
             }
         }
-        return out
     }
 
     /// How often each code of each codebook is used.

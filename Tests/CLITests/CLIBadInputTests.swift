@@ -120,6 +120,9 @@ final class CLIBadInputTests: CLITestCase {
         let text = try writeText("text.txt", words: 400)
         try assertOneLineError(["perplexity", "--model", model, "--text", text, "--ctx", "64"], mentions: [model, tensor])
         try assertOneLineError(["generate", "--model", model, "--prompt", "the cat", "-n", "4"], mentions: [model, tensor])
+        // Streamed linears are checked from the file too, without a Float32 copy.
+        try assertOneLineError(["perplexity", "--model", model, "--text", text, "--ctx", "64", "--dense-memory", "0"],
+                               mentions: [model, tensor])
         try assertOneLineError(["quantize", "--model", model, "--out", path("out"), "--calibration", text, "--scheme", "1x8",
                                 "--samples", "16", "--seqlen", "16"], mentions: [model, tensor])
         try assertOneLineError(["perplexity", "--model", infinite, "--text", text, "--ctx", "64"],

@@ -9,7 +9,7 @@ final class CLIJSONTests: CLITestCase {
                        "bits_per_weight", "block_linear_bits_per_weight", "quantization", "report"]
     let tensorKeys = ["name", "shape", "type", "bytes", "bits", "parameters", "role"]
     let perplexityKeys = ["ppl", "ppl_stderr", "mean_nll", "chunks", "ctx", "scored_tokens", "wall_seconds",
-                          "tokens_per_second", "peak_rss_bytes", "protocol"]
+                          "tokens_per_second", "peak_rss_bytes", "protocol", "dense_linears", "dense_linear_float32_bytes"]
     let quantizeKeys = ["scheme", "model", "output", "samples", "seqlen", "seed", "beam", "bits_per_weight",
                         "model_bits_per_weight", "quantized_parameters", "other_parameters", "other_bytes", "file_bytes",
                         "wall_seconds", "peak_rss_bytes", "block_output_errors"]
@@ -138,6 +138,23 @@ final class CLIJSONTests: CLITestCase {
         // The same F32 weights from a Hugging Face directory give the same perplexity.
         let fromHF = try jsonObject(try succeed(["perplexity", "--model", hf] + arguments))
         XCTAssertEqual(try XCTUnwrap(fromHF["ppl"] as? Double), ppl, accuracy: 1e-4 * ppl)
+
+        XCTAssertEqual(object["dense_linears"] as? String, "float32", "the default budget holds a tiny model as Float32")
+        // --dense-memory 0 streams the linears from the file: the same perplexity, bit for bit.
+        let streamedRun = try run(["perplexity", "--model", gguf, "--dense-memory", "0"] + arguments)
+        XCTAssertEqual(streamedRun.status, 0, streamedRun.stderr)
+        let streamed = try jsonObject(streamedRun.stdout)
+        XCTAssertEqual(streamed["dense_linears"] as? String, "streamed")
+        XCTAssertEqual(try XCTUnwrap(streamed["ppl"] as? Double), ppl)
+        XCTAssertLessThan(try XCTUnwrap(streamed["dense_linear_float32_bytes"] as? Int),
+                          try XCTUnwrap(object["dense_linear_float32_bytes"] as? Int))
+        XCTAssertEqual(streamedRun.stderrLines.filter { $0.hasPrefix("dense linears: streamed") }.count, 1, streamedRun.stderr)
+        let generated = ["generate", "--model", gguf, "--prompt", "the cat", "-n", "6", "--temp", "0", "--json"]
+        let float32Text = try jsonObject(try succeed(generated))
+        let streamedText = try jsonObject(try succeed(generated + ["--dense-memory", "0"]))
+        XCTAssertEqual(streamedText["dense_linears"] as? String, "streamed")
+        XCTAssertEqual(streamedText["text"] as? String, float32Text["text"] as? String)
+        try assertOneLineError(["perplexity", "--model", gguf, "--text", text, "--dense-memory", "-1"], mentions: ["--dense-memory"])
 
         let text2 = try succeed(["perplexity", "--model", gguf, "--text", text, "--ctx", "64", "--chunks", "3"])
         XCTAssertTrue(text2.contains("Final estimate: PPL = "), text2)

@@ -113,6 +113,23 @@ final class ModelFinetuningTests: XCTestCase {
         XCTAssertNotEqual(after.dense["model.norm.weight"]!.values, before.dense["model.norm.weight"]!.values)
     }
 
+    /// A teacher too big for the --dense-memory budget runs streamed, with the same targets:
+    /// the same losses, bit for bit, as with its linears in Float32.
+    func testStreamedTeacherGivesTheSameRun() throws {
+        var settings = options()
+        settings.epochs = 1
+        settings.samples = 6
+        let float32 = try XCTUnwrap(try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath,
+                                                        outputPath: directory + "/f32", options: settings).run())
+        settings.teacherDenseMemoryBudget = 0
+        let streamed = try XCTUnwrap(try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath,
+                                                         outputPath: directory + "/streamed", options: settings).run())
+        XCTAssertEqual(float32.teacherDenseLinears, "float32")
+        XCTAssertEqual(streamed.teacherDenseLinears, "streamed")
+        XCTAssertEqual(streamed.validationLoss, float32.validationLoss)
+        XCTAssertEqual(streamed.trainingLoss, float32.trainingLoss)
+    }
+
     func testResumedRunEndsExactlyLikeAnUninterruptedOne() throws {
         // With the cosine schedule: the resumed steps must get the rates of their step numbers.
         var settings = options()

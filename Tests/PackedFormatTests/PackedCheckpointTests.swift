@@ -158,6 +158,22 @@ final class PackedCheckpointTests: XCTestCase {
         }
     }
 
+    func testStreamedDequantizedModelIsTheFloat32ReferenceBitForBit() throws {
+        let packed = try Self.packedTinyModel(scheme: .preset1x8)
+        let float32 = try packed.dequantizedLlamaModel(denseLinears: .float32, source: "memory")
+        let streamed = try packed.dequantizedLlamaModel(denseLinears: .streamed, source: "memory")
+        XCTAssertEqual(float32.denseLinears.storage, .float32)
+        XCTAssertEqual(streamed.denseLinears.storage, .streamed)
+        let tokens = Array(0..<24).map { ($0 * 37) % packed.config.vocabSize }
+        let s1 = float32.makeState(maxPositions: 32), s2 = streamed.makeState(maxPositions: 32)
+        float32.forward(tokens, state: s1, logits: .last)
+        streamed.forward(tokens, state: s2, logits: .last)
+        XCTAssertEqual(Array(s1.logits(row: 0)), Array(s2.logits(row: 0)))
+        float32.forward([3], state: s1, logits: .last)
+        streamed.forward([3], state: s2, logits: .last)
+        XCTAssertEqual(Array(s1.logits(row: 0)), Array(s2.logits(row: 0)))
+    }
+
     func testExistingOutputIsRefused() throws {
         let model = try Self.packedTinyModel(scheme: .preset1x8)
         let path = directory + "/exists"
