@@ -33,7 +33,7 @@ public struct DenseLinear: LinearOperator, @unchecked Sendable {
     public func apply(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, tokens: Int) {
         weights.withUnsafeBufferPointer { w in
             if tokens == 1 {
-                sgemv(w.baseAddress!, rows: outputSize, columns: inputSize, x, y)
+                denseMatvec(w.baseAddress!, rows: outputSize, columns: inputSize, x, y)
             } else {
                 sgemm(.noTrans, .trans, tokens, outputSize, inputSize, 1, x, inputSize, w.baseAddress!, inputSize, 0, y, outputSize)
             }

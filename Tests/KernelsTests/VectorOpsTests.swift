@@ -44,6 +44,34 @@ final class VectorOpsTests: XCTestCase {
         }
     }
 
+    /// The dense decode matvec against Double row sums, over shapes with row tails (not a
+    /// multiple of 4 or of the 64-row items) and column tails (not a multiple of 16 or 32), and
+    /// bit-identical at 1, 2 and 3 workers (its items are fixed by the shape).
+    func testDenseMatvecMatchesDoubleAndIsBitIdenticalAtOneTwoThreeWorkers() {
+        let saved = Threads.count
+        defer { Threads.set(saved) }
+        for (rows, columns) in [(5, 37), (3, 8), (130, 896), (333, 200), (67, 1000)] {
+            let w = vector(rows * columns, seed: UInt64(rows), scale: 0.1), x = vector(columns, seed: UInt64(columns))
+            var outputs: [[Float]] = []
+            for workers in [1, 2, 3] {
+                Threads.set(workers)
+                var y = [Float](repeating: .nan, count: rows)
+                y.withUnsafeMutableBufferPointer { denseMatvec(w, rows: rows, columns: columns, x, $0.baseAddress!) }
+                outputs.append(y)
+            }
+            for r in 0..<rows {
+                var expected = 0.0, magnitude = 0.0
+                for c in 0..<columns {
+                    expected += Double(w[r * columns + c]) * Double(x[c])
+                    magnitude += abs(Double(w[r * columns + c]) * Double(x[c]))
+                }
+                XCTAssertEqual(Double(outputs[0][r]), expected, accuracy: 1e-6 * magnitude, "[\(rows),\(columns)] row \(r)")
+            }
+            XCTAssertEqual(outputs[0].map(\.bitPattern), outputs[1].map(\.bitPattern), "[\(rows),\(columns)] 1 vs 2 workers")
+            XCTAssertEqual(outputs[0].map(\.bitPattern), outputs[2].map(\.bitPattern), "[\(rows),\(columns)] 1 vs 3 workers")
+        }
+    }
+
     func testMaximumAndArgmax() {
         for n in [1, 7, 33, 1000] {
             var x = vector(n, seed: 3)
