@@ -14,9 +14,9 @@ extension AQLMLinear {
     /// parallel loop. Each layer's table chunks are split into parts (split-K, `lookupParts`):
     /// a part builds the tables of its own input groups and sums them for every row into its
     /// own partial output, so no worker waits for another's tables. The loop runs the parts of
-    /// all the layers, most work first, so two cores finish together (q alone against k and v
-    /// side by side left one core ~12 % of the group idle) with one hand-off per group instead
-    /// of one per layer; then each layer's partials are added and scaled. The parts are fixed by
+    /// all the layers, most work first, so two cores finish together (q alone on one core against
+    /// k then v on the other took ~13 % longer than an even split) with one hand-off per group
+    /// instead of one per layer; then each layer's partials are added and scaled. The parts are fixed by
     /// the shapes, not the thread count, so every y has the same bits at any count.
     public static func applyLookupTablesTogether(_ outputs: [(layer: AQLMLinear, y: UnsafeMutablePointer<Float>)],
                                                  to x: UnsafePointer<Float>, tokens: Int) {
@@ -43,9 +43,9 @@ extension AQLMLinear {
         defer { partials.deallocate() }
 
         parallelFor(parts.count) { p in
-            let part = parts[p], layer = outputs[part.layer].layer
-            layer.lookupPart(part.part, of: partCounts[part.layer], x: x, tokens: tokens,
-                             into: partials + partialOffsets[part.layer] + part.part * partialSizes[part.layer])
+            let part = parts[p]
+            outputs[part.layer].layer.lookupPart(part.part, of: partCounts[part.layer], x: x, tokens: tokens,
+                                                 into: partials + partialOffsets[part.layer] + part.part * partialSizes[part.layer])
         }
         for (i, (layer, y)) in outputs.enumerated() {
             let paddedRows = partialSizes[i] / tokens
@@ -94,8 +94,8 @@ extension AQLMLinear {
         }
     }
 
-    /// Single-core work of one decode call in lookups plus table-build multiply-adds / 4
-    /// (single core: ~30 per ns): both measured to cost about the same per unit this way.
+    /// Single-core work of one decode call in lookups plus table-build multiply-adds / 4 (per a
+    /// one-thread profile, one lookup costs about as much as four multiply-adds of the build).
     private func decodeWork(tokens: Int) -> Int {
         let lookups = outputSize * tableCount * tokens
         let multiplyAdds = tableCount * aqlmTableEntries * scheme.groupSize * tokens
