@@ -81,6 +81,14 @@ final class VectorOpsTests: XCTestCase {
             XCTAssertEqual(argmax(x, count: n), at)
         }
         XCTAssertEqual(argmax([1, 3, 3, 2], count: 4), 1, "ties go to the first index")
+        // Ties across and within 16-value blocks, and in the tail past the last whole block.
+        var y = vector(100, seed: 4)
+        y[70] = 50; y[39] = 50; y[37] = 50
+        XCTAssertEqual(argmax(y, count: 100), 37)
+        y[37] = 0; y[39] = 0
+        XCTAssertEqual(argmax(y, count: 100), 70)
+        y[70] = 0; y[98] = 50
+        XCTAssertEqual(argmax(y, count: 100), 98)
     }
 
     func testSoftmaxAndLogSumExpAgainstDouble() {
