@@ -1,3 +1,5 @@
+import Foundation
+
 /// y = W·x for one token on a dense Float32 weight: the decode step of `DenseLinear` and of a
 /// Float32 head, where every weight byte is read once per token and memory bandwidth is the
 /// whole cost.
@@ -14,9 +16,12 @@
 /// Each row's dot product is computed by one worker in one fixed order (items fixed by the shape),
 /// so y has the same bits at any thread count.
 public enum DenseMatvec {
-    /// Rows per work item: 64 rows of 896 Float32 are 224 KB, small enough that two cores finish
-    /// within one item of each other, large enough that claiming an item (~0.1 µs) is noise.
-    nonisolated(unsafe) public static var rowsPerItem = 64
+    /// Rows per work item (a multiple of 4): 64 rows of 896 Float32 are 224 KB, small enough that
+    /// two cores finish within one item of each other, large enough that claiming an item (~0.1 µs)
+    /// is noise. Not measured on an idle machine yet: `AQLM_DENSE_ROWS` overrides it for measuring
+    /// (longer items restart the hardware prefetchers' streams less often). Items start at multiples
+    /// of 4 rows, so every row is summed the same way whatever the item size: same bits.
+    nonisolated(unsafe) public static var rowsPerItem = Int(ProcessInfo.processInfo.environment["AQLM_DENSE_ROWS"] ?? "") ?? 64
     /// Below this many weights (256 KB) one call is a few µs: not worth a hand-off.
     static let parallelWeights = 1 << 16
 }

@@ -46,15 +46,19 @@ final class VectorOpsTests: XCTestCase {
 
     /// The dense decode matvec against Double row sums, over shapes with row tails (not a
     /// multiple of 4 or of the 64-row items) and column tails (not a multiple of 16 or 32), and
-    /// bit-identical at 1, 2 and 3 workers (its items are fixed by the shape).
+    /// bit-identical at 1, 2 and 3 workers and at any item size (items start at multiples of 4 rows).
     func testDenseMatvecMatchesDoubleAndIsBitIdenticalAtOneTwoThreeWorkers() {
         let saved = Threads.count
         defer { Threads.set(saved) }
         for (rows, columns) in [(5, 37), (3, 8), (130, 896), (333, 200), (67, 1000)] {
             let w = vector(rows * columns, seed: UInt64(rows), scale: 0.1), x = vector(columns, seed: UInt64(columns))
             var outputs: [[Float]] = []
-            for workers in [1, 2, 3] {
+            // Three worker counts at the default item size, then two more item sizes at two workers.
+            let savedRows = DenseMatvec.rowsPerItem
+            defer { DenseMatvec.rowsPerItem = savedRows }
+            for (workers, itemRows) in [(1, savedRows), (2, savedRows), (3, savedRows), (2, 8), (2, 1000)] {
                 Threads.set(workers)
+                DenseMatvec.rowsPerItem = itemRows
                 var y = [Float](repeating: .nan, count: rows)
                 y.withUnsafeMutableBufferPointer { denseMatvec(w, rows: rows, columns: columns, x, $0.baseAddress!) }
                 outputs.append(y)
@@ -69,6 +73,8 @@ final class VectorOpsTests: XCTestCase {
             }
             XCTAssertEqual(outputs[0].map(\.bitPattern), outputs[1].map(\.bitPattern), "[\(rows),\(columns)] 1 vs 2 workers")
             XCTAssertEqual(outputs[0].map(\.bitPattern), outputs[2].map(\.bitPattern), "[\(rows),\(columns)] 1 vs 3 workers")
+            XCTAssertEqual(outputs[0].map(\.bitPattern), outputs[3].map(\.bitPattern), "[\(rows),\(columns)] items of 8 rows")
+            XCTAssertEqual(outputs[0].map(\.bitPattern), outputs[4].map(\.bitPattern), "[\(rows),\(columns)] items of 1000 rows")
         }
     }
 
