@@ -25,9 +25,9 @@ def run_json(cmd):
     return json.loads(out.stdout)
 
 
-def ours(aqlm, model, threads, prompt, decode):
+def ours(aqlm, model, threads, prompt, decode, kv_cache):
     r = run_json([aqlm, "bench", "--model", model, "--repeat", "1", "--no-kernels", "--json", "--threads", str(threads),
-                  "--prompt-tokens", str(prompt), "--decode-tokens", str(decode)])
+                  "--prompt-tokens", str(prompt), "--decode-tokens", str(decode), "--kv-cache", kv_cache])
     return {"prefill": r["prefill_tokens_per_second"], "decode": r["decode_tokens_per_second"],
             "streaming_gb_per_second": r["machine"]["streaming_gb_per_second"]}
 
@@ -64,10 +64,17 @@ def main():
     ap.add_argument("--prompt-tokens", type=int, default=128, help="prefill length (default 128)")
     ap.add_argument("--decode-tokens", type=int, default=64, help="decode steps (default 64)")
     ap.add_argument("--aqlm", default=".build/release/aqlm", help="the aqlm executable")
+    ap.add_argument("--kv-cache", action="append", default=[],
+                    help="NAME=f16|f32: key/value cache of our model NAME (default f32; llama.cpp's default is f16); "
+                         "the same model may be given twice under two names to compare both")
     ap.add_argument("--llama-bench", help="llama-bench executable (default: tools/llamacpp.sh build's)")
     ap.add_argument("--json", dest="json_out", help="also write every figure to this file")
     a = ap.parse_args()
     mine, other = named(a.ours, "ours"), named(a.llama, "llama")
+    caches = dict(named(a.kv_cache, "kv-cache"))
+    for name, precision in caches.items():
+        if name not in dict(mine) or precision not in ("f16", "f32"):
+            sys.exit(f"sidebyside: --kv-cache {name}={precision}: expected the NAME of an --ours and f16 or f32")
     if not mine or not other:
         sys.exit("sidebyside: give at least one --ours and one --llama")
     for _, path in other:
@@ -85,7 +92,7 @@ def main():
         figures = {}
         for side, name, path in order:
             if side == "ours":
-                f = ours(a.aqlm, path, a.threads, a.prompt_tokens, a.decode_tokens)
+                f = ours(a.aqlm, path, a.threads, a.prompt_tokens, a.decode_tokens, caches.get(name, "f32"))
             else:
                 f = theirs(llama_bench, path, a.threads, a.prompt_tokens, a.decode_tokens)
             figures[name] = f

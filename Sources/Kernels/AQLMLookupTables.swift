@@ -67,16 +67,21 @@ func buildTables(x: UnsafePointer<Float>, transposed: UnsafePointer<Float>, grou
 private func buildScaledTables(_ scaled: UnsafePointer<Float>, transposed: UnsafePointer<Float>, groupSize g: Int,
                                codebookCount: Int, groupCount: Int, into tables: UnsafeMutablePointer<UInt8>) {
     let groups = 0..<groupCount
+    // Made here, once per chunk: a global read inside the loops went through a lazy-initialisation
+    // check whose call spilled every accumulator.
+    let planes = BytePlaneStore()
     for m in 0..<codebookCount {
         let cb = transposed + m * g * aqlmTableEntries
         var j = 0
         while j + 4 <= groups.count {
-            buildFourTables(x: scaled + j * g, codebook: cb, groupSize: g, into: tables + (j * codebookCount + m) * aqlmTableBytes,
+            buildFourTables(x: scaled + j * g, codebook: cb, groupSize: g, planes: planes,
+                            into: tables + (j * codebookCount + m) * aqlmTableBytes,
                             tableStride: codebookCount * aqlmTableBytes)
             j += 4
         }
         while j < groups.count {
-            buildOneTable(x: scaled + j * g, codebook: cb, groupSize: g, into: tables + (j * codebookCount + m) * aqlmTableBytes)
+            buildOneTable(x: scaled + j * g, codebook: cb, groupSize: g, planes: planes,
+                          into: tables + (j * codebookCount + m) * aqlmTableBytes)
             j += 1
         }
     }
@@ -85,7 +90,7 @@ private func buildScaledTables(_ scaled: UnsafePointer<Float>, transposed: Unsaf
 /// Tables of four consecutive groups for one codebook: each codebook vector load feeds four
 /// FMAs (one per group), so the build runs at FMA rather than load throughput.
 @inline(__always)
-private func buildFourTables(x: UnsafePointer<Float>, codebook: UnsafePointer<Float>, groupSize g: Int,
+private func buildFourTables(x: UnsafePointer<Float>, codebook: UnsafePointer<Float>, groupSize g: Int, planes: BytePlaneStore,
                              into out: UnsafeMutablePointer<UInt8>, tableStride: Int) {
     let cb = UnsafeRawPointer(codebook)
     var c = 0
@@ -102,16 +107,16 @@ private func buildFourTables(x: UnsafePointer<Float>, codebook: UnsafePointer<Fl
             a2.addProduct(lo, SIMD16(repeating: x2)); b2.addProduct(hi, SIMD16(repeating: x2))
             a3.addProduct(lo, SIMD16(repeating: x3)); b3.addProduct(hi, SIMD16(repeating: x3))
         }
-        storeBytePlanes(a0, out, c); storeBytePlanes(b0, out, c + 16)
-        storeBytePlanes(a1, out + tableStride, c); storeBytePlanes(b1, out + tableStride, c + 16)
-        storeBytePlanes(a2, out + 2 * tableStride, c); storeBytePlanes(b2, out + 2 * tableStride, c + 16)
-        storeBytePlanes(a3, out + 3 * tableStride, c); storeBytePlanes(b3, out + 3 * tableStride, c + 16)
+        planes.store(a0, b0, out, c)
+        planes.store(a1, b1, out + tableStride, c)
+        planes.store(a2, b2, out + 2 * tableStride, c)
+        planes.store(a3, b3, out + 3 * tableStride, c)
         c += 32
     }
 }
 
 @inline(__always)
-private func buildOneTable(x: UnsafePointer<Float>, codebook: UnsafePointer<Float>, groupSize g: Int,
+private func buildOneTable(x: UnsafePointer<Float>, codebook: UnsafePointer<Float>, groupSize g: Int, planes: BytePlaneStore,
                            into out: UnsafeMutablePointer<UInt8>) {
     let cb = UnsafeRawPointer(codebook)
     var c = 0
@@ -125,30 +130,56 @@ private func buildOneTable(x: UnsafePointer<Float>, codebook: UnsafePointer<Floa
             a2.addProduct(cb.loadUnaligned(fromByteOffset: row + 128, as: SIMD16<Float>.self), xk)
             a3.addProduct(cb.loadUnaligned(fromByteOffset: row + 192, as: SIMD16<Float>.self), xk)
         }
-        storeBytePlanes(a0, out, c); storeBytePlanes(a1, out, c + 16)
-        storeBytePlanes(a2, out, c + 32); storeBytePlanes(a3, out, c + 48)
+        planes.store(a0, a1, out, c)
+        planes.store(a2, a3, out, c + 32)
         c += 64
     }
 }
 
-/// Entries c ..< c+16 of one table from values already in steps (|v| < 32767): the low bytes
-/// of their nearest integers (ties to even) at table[c...], the high bytes at table[256 + c...].
-@inline(__always)
-private func storeBytePlanes(_ v: SIMD16<Float>, _ table: UnsafeMutablePointer<UInt8>, _ c: Int) {
-    let low = UnsafeMutableRawPointer(table + c)
-    let high = UnsafeMutableRawPointer(table + aqlmTableEntries + c)
+/// Stores table entries as byte planes: `store(low, high, table, c)` writes entries c ..< c+32
+/// of one table from values already in steps (|v| < 32767; `low` holds entries c ..< c+16,
+/// `high` the next 16): the low bytes of their nearest integers (ties to even) at table[c...],
+/// the high bytes at table[256 + c...].
+private struct BytePlaneStore {
     #if arch(x86_64)
-    // The generic SIMD16<Int32>(_:rounding:) converts lane by lane through a library call; this
-    // is vcvtps2dq and two truncating vpmovdb (the low byte, then after a shift the high byte).
-    let words = _mm512_cvtps_epi32(v)
-    low.storeBytes(of: unsafeBitCast(_mm512_cvtepi32_epi8(words), to: SIMD16<UInt8>.self), as: SIMD16<UInt8>.self)
-    high.storeBytes(of: unsafeBitCast(_mm512_cvtepi32_epi8(_mm512_srai_epi32(words, 8)), to: SIMD16<UInt8>.self),
-                    as: SIMD16<UInt8>.self)
-    #else
-    for lane in 0..<16 {
-        let q = UInt16(bitPattern: Int16(v[lane].rounded(.toNearestOrEven)))
-        low.storeBytes(of: UInt8(q & 0xFF), toByteOffset: lane, as: UInt8.self)
-        high.storeBytes(of: UInt8(q >> 8), toByteOffset: lane, as: UInt8.self)
+    /// vpermb indices from `vpackssdw(a, b)`'s words (per 128-bit lane L: a[4L ..< 4L+4], then
+    /// b[4L ..< 4L+4]) to [low bytes of entries 0..<32, high bytes of entries 0..<32].
+    let order: __m512i
+
+    @inline(__always)
+    init() {
+        var order = SIMD64<UInt8>()
+        for entry in 0..<32 {
+            let e = entry % 16, word = 8 * (e / 4) + (entry < 16 ? 0 : 4) + e % 4
+            order[entry] = UInt8(2 * word)
+            order[32 + entry] = UInt8(2 * word + 1)
+        }
+        self.order = unsafeBitCast(order, to: __m512i.self)
     }
+    #else
+    init() {}
     #endif
+
+    @inline(__always)
+    func store(_ low: SIMD16<Float>, _ high: SIMD16<Float>, _ table: UnsafeMutablePointer<UInt8>, _ c: Int) {
+        #if arch(x86_64)
+        // vcvtps2dq twice, one vpackssdw (never saturates: |v| < 32767) and one vpermb that puts the
+        // 32 low bytes in the vector's low half and the 32 high bytes in its high half, then two
+        // masked 32-byte stores: 5 shuffle/convert µops per 32 entries where two vpmovdb per 16
+        // entries (2 µops each on port 5) plus a shift took 12.
+        let words = _mm512_packs_epi32(_mm512_cvtps_epi32(low), _mm512_cvtps_epi32(high))
+        let planes = _mm512_permutexvar_epi8(order, words)
+        _mm512_mask_storeu_epi8(UnsafeMutableRawPointer(table + c), 0x0000_0000_FFFF_FFFF, planes)
+        // Bytes 32..<64 land at table[256 + c ..< 256 + c + 32]; masked-off bytes are neither
+        // written nor faulted on.
+        _mm512_mask_storeu_epi8(UnsafeMutableRawPointer(table + aqlmTableEntries + c - 32), ~0x0000_0000_FFFF_FFFF, planes)
+        #else
+        for lane in 0..<32 {
+            let v = lane < 16 ? low[lane] : high[lane - 16]
+            let q = UInt16(bitPattern: Int16(v.rounded(.toNearestOrEven)))
+            table[c + lane] = UInt8(q & 0xFF)
+            table[aqlmTableEntries + c + lane] = UInt8(q >> 8)
+        }
+        #endif
+    }
 }

@@ -30,7 +30,7 @@ extension EmbeddingTable {
     private func applyFloat32(_ values: [Float], _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, tokens: Int) {
         values.withUnsafeBufferPointer { w in
             if tokens == 1 {
-                sgemv(w.baseAddress!, rows: rows, columns: width, x, y)
+                denseMatvec(w.baseAddress!, rows: rows, columns: width, x, y)
             } else {
                 sgemm(.noTrans, .trans, tokens, rows, width, 1, x, width, w.baseAddress!, width, 0, y, rows)
             }
@@ -57,13 +57,13 @@ extension EmbeddingTable {
                 while r + 4 <= range.upperBound {
                     prefetch(UnsafeRawPointer(base + r * width) + Self.prefetchDistance, bytes: 4 * width * 2)
                     for t in 0..<tokens {
-                        let sums = f16DotFourRows(base + r * width, rowStride: width, x: x + t * width, count: width)
+                        let sums = dotFourRows(base + r * width, rowStride: width, x: x + t * width, count: width)
                         store(sums, y + t * rows + r)
                     }
                     r += 4
                 }
                 for row in r..<range.upperBound {
-                    for t in 0..<tokens { y[t * rows + row] = f16DotRow(base + row * width, x: x + t * width, count: width) }
+                    for t in 0..<tokens { y[t * rows + row] = dotRow(base + row * width, x: x + t * width, count: width) }
                 }
             }
         case .q8: preconditionFailure("Q8_0 tables run through applyInt8Dots")

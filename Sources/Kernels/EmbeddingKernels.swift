@@ -54,41 +54,67 @@ public func narrowToHalves(_ x: UnsafePointer<Float>, count: Int, into h: Unsafe
     for i in 0..<count { h[i] = Float16(x[i]).bitPattern }
 }
 
-/// Dot products of four fp16 rows (rowStride apart) with x [count].
+/// Dot products of four stored rows (rowStride apart; Float32, or fp16 bit patterns widened as
+/// they are read) with x [count]: each x vector load feeds four FMAs, two x vectors per pass so
+/// eight FMA chains are in flight, and the four sums are folded as vectors (`sumOfEach`), not
+/// lane by lane (Swift's `sum()` adds 16 lanes in order: ~60 cycles of latency per row).
 @inline(__always)
-func f16DotFourRows(_ h: UnsafePointer<UInt16>, rowStride: Int, x: UnsafePointer<Float>, count: Int) -> SIMD4<Float> {
+func dotFourRows<Stored: CachedValue>(_ h: UnsafePointer<Stored>, rowStride: Int, x: UnsafePointer<Float>, count: Int) -> SIMD4<Float> {
     var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
+    var b0 = SIMD16<Float>(), b1 = SIMD16<Float>(), b2 = SIMD16<Float>(), b3 = SIMD16<Float>()
     let h0 = h, h1 = h + rowStride, h2 = h + 2 * rowStride, h3 = h + 3 * rowStride
     var i = 0
-    while i + 16 <= count {
-        let xv = loadVector(x + i)
-        a0.addProduct(widenHalves16(h0 + i), xv)
-        a1.addProduct(widenHalves16(h1 + i), xv)
-        a2.addProduct(widenHalves16(h2 + i), xv)
-        a3.addProduct(widenHalves16(h3 + i), xv)
+    while i + 32 <= count {
+        let xa = loadVector(x + i), xb = loadVector(x + i + 16)
+        a0.addProduct(Stored.load16(h0 + i), xa); b0.addProduct(Stored.load16(h0 + i + 16), xb)
+        a1.addProduct(Stored.load16(h1 + i), xa); b1.addProduct(Stored.load16(h1 + i + 16), xb)
+        a2.addProduct(Stored.load16(h2 + i), xa); b2.addProduct(Stored.load16(h2 + i + 16), xb)
+        a3.addProduct(Stored.load16(h3 + i), xa); b3.addProduct(Stored.load16(h3 + i + 16), xb)
+        i += 32
+    }
+    if i + 16 <= count {
+        let xa = loadVector(x + i)
+        a0.addProduct(Stored.load16(h0 + i), xa)
+        a1.addProduct(Stored.load16(h1 + i), xa)
+        a2.addProduct(Stored.load16(h2 + i), xa)
+        a3.addProduct(Stored.load16(h3 + i), xa)
         i += 16
     }
-    var sums = SIMD4(a0.sum(), a1.sum(), a2.sum(), a3.sum())
+    var sums = sumOfEach(a0 + b0, a1 + b1, a2 + b2, a3 + b3)
     while i < count {
-        sums += SIMD4(Float(Float16(bitPattern: h0[i])), Float(Float16(bitPattern: h1[i])),
-                      Float(Float16(bitPattern: h2[i])), Float(Float16(bitPattern: h3[i]))) * x[i]
+        sums += SIMD4(Stored.float(h0[i]), Stored.float(h1[i]), Stored.float(h2[i]), Stored.float(h3[i])) * x[i]
         i += 1
     }
     return sums
 }
 
-/// One fp16 row's dot product with x (the tail of `f16DotFourRows`).
+/// (Σ a, Σ b, Σ c, Σ d) of four vectors, folded in halves: 16 → 8 → 4 lanes per vector, then
+/// the four 4-lane vectors transposed and added.
 @inline(__always)
-func f16DotRow(_ h: UnsafePointer<UInt16>, x: UnsafePointer<Float>, count: Int) -> Float {
+func sumOfEach(_ a: SIMD16<Float>, _ b: SIMD16<Float>, _ c: SIMD16<Float>, _ d: SIMD16<Float>) -> SIMD4<Float> {
+    @inline(__always) func fold(_ v: SIMD16<Float>) -> SIMD4<Float> {
+        let eight = v.lowHalf + v.highHalf
+        return eight.lowHalf + eight.highHalf
+    }
+    let fa = fold(a), fb = fold(b), fc = fold(c), fd = fold(d)
+    // Lanes (0+2, 1+3) of each, then the pairs.
+    let ab = SIMD4(fa[0] + fa[2], fa[1] + fa[3], fb[0] + fb[2], fb[1] + fb[3])
+    let cd = SIMD4(fc[0] + fc[2], fc[1] + fc[3], fd[0] + fd[2], fd[1] + fd[3])
+    return SIMD4(ab[0] + ab[1], ab[2] + ab[3], cd[0] + cd[1], cd[2] + cd[3])
+}
+
+/// One stored row's dot product with x (the rows `dotFourRows` leaves over).
+@inline(__always)
+func dotRow<Stored: CachedValue>(_ h: UnsafePointer<Stored>, x: UnsafePointer<Float>, count: Int) -> Float {
     var a = SIMD16<Float>()
     var i = 0
     while i + 16 <= count {
-        a.addProduct(widenHalves16(h + i), loadVector(x + i))
+        a.addProduct(Stored.load16(h + i), loadVector(x + i))
         i += 16
     }
     var sum = a.sum()
     while i < count {
-        sum += Float(Float16(bitPattern: h[i])) * x[i]
+        sum += Stored.float(h[i]) * x[i]
         i += 1
     }
     return sum

@@ -43,7 +43,7 @@ public struct DenseLinear: LinearOperator, @unchecked Sendable {
 public func denseProduct(_ w: UnsafePointer<Float>, rows: Int, columns: Int, _ x: UnsafePointer<Float>,
                          _ y: UnsafeMutablePointer<Float>, tokens: Int) {
     if tokens == 1 {
-        sgemv(w, rows: rows, columns: columns, x, y)
+        denseMatvec(w, rows: rows, columns: columns, x, y)
     } else {
         sgemm(.noTrans, .trans, tokens, rows, columns, 1, x, columns, w, columns, 0, y, rows)
     }

@@ -208,20 +208,25 @@ extension LlamaModel {
         addResidual(s.projected, into: x, count: t * d)
     }
 
-    /// Decoding batches up to this size run linears that share an input side by side (0: never).
+    /// Decoding batches up to this size run linears that share an input in one parallel loop (0: never).
     nonisolated(unsafe) public static var concurrentLinearTokens = 4
 
-    /// y = linear(x) for each (linear, y), largest first. Decoding on more than one core, they
-    /// run side by side, one linear per core (a parallel loop inside one then runs serially):
-    /// one wait for the other core per group instead of one per linear, and no split-K partial
-    /// sums. Measured on two cores, SmolLM2 2x8 decode: ~10 % faster than splitting each
-    /// linear. Dense layers call multi-threaded BLAS, which is not run concurrently (streamed ones also
-    /// share one conversion scratch).
+    /// y = linear(x) for each (linear, y), largest first. Decoding, linears that share an input
+    /// run in one parallel loop (one wait for the other cores per group instead of one per
+    /// linear): lookup-table layers as the split-K parts of all of them, longest first
+    /// (`AQLMLinear.applyLookupTablesTogether`; the parts and so the bits do not depend on the
+    /// thread count); other packed layers side by side, one per core. Dense layers run their own
+    /// parallel loops, which are not run concurrently (streamed ones also share one conversion
+    /// scratch).
     private func applyAll(_ outputs: [(linear: any LinearOperator, y: UnsafeMutablePointer<Float>)],
                           to x: UnsafePointer<Float>, tokens: Int) {
-        let sideBySide = tokens <= Self.concurrentLinearTokens && Threads.count > 1
-            && !outputs.contains { $0.linear is DenseLinear || $0.linear is StreamedLinear }
-        if sideBySide {
+        let decoding = tokens <= Self.concurrentLinearTokens && tokens <= AQLMLinear.decodeTokenLimit
+        let lookups = outputs.compactMap { output in
+            (output.linear as? AQLMLinear).flatMap { $0.decodesWithLookupTables ? ($0, output.y) : nil }
+        }
+        if decoding && lookups.count == outputs.count {
+            AQLMLinear.applyLookupTablesTogether(lookups, to: x, tokens: tokens)
+        } else if decoding && Threads.count > 1 && !outputs.contains(where: { $0.linear is DenseLinear || $0.linear is StreamedLinear }) {
             parallelFor(outputs.count) { outputs[$0].linear.apply(x, outputs[$0].y, tokens: tokens) }
         } else {
             for (linear, y) in outputs { linear.apply(x, y, tokens: tokens) }

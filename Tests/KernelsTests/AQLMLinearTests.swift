@@ -102,6 +102,45 @@ final class AQLMLinearTests: XCTestCase {
         }
     }
 
+    /// Linears sharing an input decoded in one loop (q/k/v, gate/up: their split-K parts run
+    /// longest first across the layers) give each layer's own decode bit for bit, at 1, 2 and 3
+    /// workers, and match the reference.
+    func testLayersDecodedTogetherEqualEachAloneAtAnyWorkerCount() throws {
+        let shapes = [(300, 576), (70, 576), (576, 576), (5, 576)]
+        let layers = try shapes.enumerated().map { i, shape in
+            try AQLMLinear.random(outputSize: shape.0, inputSize: shape.1, scheme: scheme(2, 8, 8), seed: UInt64(60 + i))
+        }
+        let saved = Threads.count
+        defer { Threads.set(saved) }
+        for tokens in [1, 3] {
+            let x = inputs(tokens: tokens, size: 576, groupSize: 8, seed: UInt64(70 + tokens))
+            Threads.set(1)
+            let alone = layers.map { layer in
+                var y = [Float](repeating: .nan, count: tokens * layer.outputSize)
+                layer.apply(x, &y, tokens: tokens)
+                return y
+            }
+            for workers in [1, 2, 3] {
+                Threads.set(workers)
+                let outputs = layers.map { layer -> UnsafeMutablePointer<Float> in
+                    let y = UnsafeMutablePointer<Float>.allocate(capacity: tokens * layer.outputSize)
+                    y.initialize(repeating: .nan, count: tokens * layer.outputSize)
+                    return y
+                }
+                defer { outputs.forEach { $0.deallocate() } }
+                x.withUnsafeBufferPointer { xp in
+                    AQLMLinear.applyLookupTablesTogether(Array(zip(layers, outputs)), to: xp.baseAddress!, tokens: tokens)
+                }
+                let together = zip(layers, outputs).map { Array(UnsafeBufferPointer(start: $1, count: tokens * $0.outputSize)) }
+                for (i, layer) in layers.enumerated() {
+                    XCTAssertEqual(together[i].map(\.bitPattern), alone[i].map(\.bitPattern),
+                                   "layer \(i) [\(layer.outputSize),576], \(tokens) tokens, \(workers) workers")
+                }
+            }
+            for layer in layers { assertDecodeMatchesReference(layer, tokens: tokens, seed: UInt64(80 + tokens)) }
+        }
+    }
+
     func testWideCodeDecodeMatchesReference() throws {
         for (i, (dOut, dIn, s)) in [(40, 16, scheme(1, 16, 8)), (37, 24, scheme(2, 10, 8)), (65, 64, scheme(1, 12, 16))].enumerated() {
             let layer = try AQLMLinear.random(outputSize: dOut, inputSize: dIn, scheme: s, seed: UInt64(50 + i))

@@ -44,6 +44,40 @@ final class VectorOpsTests: XCTestCase {
         }
     }
 
+    /// The dense decode matvec against Double row sums, over shapes with row tails (not a
+    /// multiple of 4 or of the 64-row items) and column tails (not a multiple of 16 or 32), and
+    /// bit-identical at 1, 2 and 3 workers and at any item size (items start at multiples of 4 rows).
+    func testDenseMatvecMatchesDoubleAndIsBitIdenticalAtOneTwoThreeWorkers() {
+        let saved = Threads.count
+        defer { Threads.set(saved) }
+        for (rows, columns) in [(5, 37), (3, 8), (130, 896), (333, 200), (67, 1000)] {
+            let w = vector(rows * columns, seed: UInt64(rows), scale: 0.1), x = vector(columns, seed: UInt64(columns))
+            var outputs: [[Float]] = []
+            // Three worker counts at the default item size, then two more item sizes at two workers.
+            let savedRows = DenseMatvec.rowsPerItem
+            defer { DenseMatvec.rowsPerItem = savedRows }
+            for (workers, itemRows) in [(1, savedRows), (2, savedRows), (3, savedRows), (2, 8), (2, 1000)] {
+                Threads.set(workers)
+                DenseMatvec.rowsPerItem = itemRows
+                var y = [Float](repeating: .nan, count: rows)
+                y.withUnsafeMutableBufferPointer { denseMatvec(w, rows: rows, columns: columns, x, $0.baseAddress!) }
+                outputs.append(y)
+            }
+            for r in 0..<rows {
+                var expected = 0.0, magnitude = 0.0
+                for c in 0..<columns {
+                    expected += Double(w[r * columns + c]) * Double(x[c])
+                    magnitude += abs(Double(w[r * columns + c]) * Double(x[c]))
+                }
+                XCTAssertEqual(Double(outputs[0][r]), expected, accuracy: 1e-6 * magnitude, "[\(rows),\(columns)] row \(r)")
+            }
+            XCTAssertEqual(outputs[0].map(\.bitPattern), outputs[1].map(\.bitPattern), "[\(rows),\(columns)] 1 vs 2 workers")
+            XCTAssertEqual(outputs[0].map(\.bitPattern), outputs[2].map(\.bitPattern), "[\(rows),\(columns)] 1 vs 3 workers")
+            XCTAssertEqual(outputs[0].map(\.bitPattern), outputs[3].map(\.bitPattern), "[\(rows),\(columns)] items of 8 rows")
+            XCTAssertEqual(outputs[0].map(\.bitPattern), outputs[4].map(\.bitPattern), "[\(rows),\(columns)] items of 1000 rows")
+        }
+    }
+
     func testMaximumAndArgmax() {
         for n in [1, 7, 33, 1000] {
             var x = vector(n, seed: 3)
@@ -53,6 +87,14 @@ final class VectorOpsTests: XCTestCase {
             XCTAssertEqual(argmax(x, count: n), at)
         }
         XCTAssertEqual(argmax([1, 3, 3, 2], count: 4), 1, "ties go to the first index")
+        // Ties across and within 16-value blocks, and in the tail past the last whole block.
+        var y = vector(100, seed: 4)
+        y[70] = 50; y[39] = 50; y[37] = 50
+        XCTAssertEqual(argmax(y, count: 100), 37)
+        y[37] = 0; y[39] = 0
+        XCTAssertEqual(argmax(y, count: 100), 70)
+        y[70] = 0; y[98] = 50
+        XCTAssertEqual(argmax(y, count: 100), 98)
     }
 
     func testSoftmaxAndLogSumExpAgainstDouble() {
