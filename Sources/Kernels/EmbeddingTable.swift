@@ -132,23 +132,34 @@ public struct EmbeddingTable: LinearOperator, @unchecked Sendable {
             throw EmbeddingTableError("\(name): \(bytes.count) bytes are not [\(rows) × \(width)] in Q8_0 blocks")
         }
         let blocks = width / q8BlockSize
-        var tiles = Q8RowTiles(rows: rows, width: width)
-        let values = UnsafeMutablePointer<Int8>.allocate(capacity: width)
-        let steps = UnsafeMutablePointer<UInt16>.allocate(capacity: blocks)
-        defer { values.deallocate(); steps.deallocate() }
-        for r in 0..<rows {
+        let tiles = Self.q8Tiles(rows: rows, width: width) { r, values, steps in
             for b in 0..<blocks {
                 let at = (r * blocks + b) * blockBytes
                 steps[b] = UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: at, as: UInt16.self))
                 UnsafeMutableRawPointer(values + b * q8BlockSize).copyMemory(from: bytes.baseAddress! + at + 2, byteCount: q8BlockSize)
             }
-            tiles.setRow(r, values: values, steps: steps)
+            // The row is copied out: its pages (and the run's before it) may go.
             if let consumed, (r + 1) % Self.rowsPerRelease == 0 || r + 1 == rows {
                 let first = r / Self.rowsPerRelease * Self.rowsPerRelease
                 consumed(UnsafeRawBufferPointer(rebasing: bytes[(first * blocks * blockBytes)..<((r + 1) * blocks * blockBytes)]))
             }
         }
         self.init(rows: rows, width: width, storage: .q8(tiles))
+    }
+
+    /// Q8RowTiles filled row by row: `fill(r, values, steps)` writes row r's `width` int8 values
+    /// and its width/32 fp16 steps into the scratch it is given.
+    static func q8Tiles(rows: Int, width: Int,
+                        fill: (Int, UnsafeMutablePointer<Int8>, UnsafeMutablePointer<UInt16>) throws -> Void) rethrows -> Q8RowTiles {
+        var tiles = Q8RowTiles(rows: rows, width: width)
+        let values = UnsafeMutablePointer<Int8>.allocate(capacity: width)
+        let steps = UnsafeMutablePointer<UInt16>.allocate(capacity: width / q8BlockSize)
+        defer { values.deallocate(); steps.deallocate() }
+        for r in 0..<rows {
+            try fill(r, values, steps)
+            tiles.setRow(r, values: values, steps: steps)
+        }
+        return tiles
     }
 
     /// Rows between calls of a source's `consumed` callback (~1 MB of fp16 at width 576).
@@ -194,19 +205,12 @@ public struct EmbeddingTable: LinearOperator, @unchecked Sendable {
             guard width % q8BlockSize == 0 else {
                 throw EmbeddingTableError("\(name): width \(width) is not a multiple of \(q8BlockSize); Q8_0 cannot store it (use f16)")
             }
-            let blocks = width / q8BlockSize
-            var tiles = Q8RowTiles(rows: rows, width: width)
-            let values = UnsafeMutablePointer<Int8>.allocate(capacity: width)
-            let steps = UnsafeMutablePointer<UInt16>.allocate(capacity: blocks)
-            defer { values.deallocate(); steps.deallocate() }
-            for r in 0..<rows {
+            storage = .q8(try Self.q8Tiles(rows: rows, width: width) { r, values, steps in
                 fillRow(r, row)
                 guard quantizeRowQ8(row, count: width, into: values, scales: steps) else {
                     throw EmbeddingTableError("\(name): row \(r) holds a NaN, an infinity or a value beyond fp16 range; Q8_0 cannot store it")
                 }
-                tiles.setRow(r, values: values, steps: steps)
-            }
-            storage = .q8(tiles)
+            })
         }
     }
 
