@@ -239,3 +239,19 @@ public func swiGLU(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, into ou
         storePartial(g / (exp(-g) + 1) * u, out + i, count: n - i)
     }
 }
+
+/// rows[r] += bias for each of `tokens` rows of bias.count values (nothing when there is no bias:
+/// Llama's linears have none, Qwen2's q/k/v have one).
+public func addBias(_ bias: [Float]?, to rows: UnsafeMutablePointer<Float>, tokens: Int) {
+    guard let bias else { return }
+    bias.withUnsafeBufferPointer { b in
+        for r in 0..<tokens { add(b.baseAddress!, into: rows + r * b.count, count: b.count) }
+    }
+}
+
+/// x += delta over `count` values, in parallel chunks: the residual stream's update.
+public func addResidual(_ delta: UnsafePointer<Float>, into x: UnsafeMutablePointer<Float>, count: Int) {
+    parallelChunks(count, minChunk: 16_384) { lo, hi in
+        add(delta + lo, into: x + lo, count: hi - lo)
+    }
+}

@@ -242,17 +242,4 @@ extension LlamaModel {
         }
         head.apply(normed, logits, tokens: tokens)
     }
-
-    private func addBias(_ bias: [Float]?, to rows: UnsafeMutablePointer<Float>, tokens: Int) {
-        guard let bias else { return }
-        bias.withUnsafeBufferPointer { b in
-            for r in 0..<tokens { add(b.baseAddress!, into: rows + r * b.count, count: b.count) }
-        }
-    }
-
-    private func addResidual(_ delta: UnsafePointer<Float>, into x: UnsafeMutablePointer<Float>, count: Int) {
-        parallelChunks(count, minChunk: 16_384) { lo, hi in
-            add(delta + lo, into: x + lo, count: hi - lo)
-        }
-    }
 }
