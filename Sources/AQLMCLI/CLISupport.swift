@@ -91,9 +91,10 @@ func logDenseLinears(_ model: LlamaModel) {
 
 /// `--dense-memory` of the commands that run a model.
 let denseMemoryHelp: ArgumentHelp = """
-    GB a dense model's block linears (a GGUF or Hugging Face checkpoint; bench --dense) may take as Float32: \
+    GB a dense model's block linears (a GGUF or Hugging Face checkpoint; bench --dense; finetune's teacher) may take as Float32: \
     above it they stay in the file's stored type and are converted per use into one scratch matrix \
-    (same results, resident memory flat in depth, slower decode). 0 always streams. Default: half the physical memory.
+    (same results, resident memory flat in depth, slower decode); finetune's student then prepares its \
+    dequantized blocks one at a time. 0 always streams. Default: half the physical memory.
     """
 
 /// `--dense-memory GB` as bytes (GB = 10⁹ bytes); nil gives the default budget.

@@ -98,7 +98,7 @@ struct Finetune: ParsableCommand {
     @Option(help: denseMemoryHelp)
     var denseMemory: Double?
 
-    @Flag(help: "Print finetune.json (losses, best epoch, steps, times, teacher_dense_linears) as one JSON object when done.")
+    @Flag(help: "Print finetune.json (losses, best epoch, steps, times, teacher_dense_linears, student_dense_linears) as one JSON object when done.")
     var json = false
 
     func options() throws -> ModelFinetuneOptions {
@@ -122,7 +122,7 @@ struct Finetune: ParsableCommand {
         o.codeUpdate.beamSize = codeBeam
         o.codeUpdate.activationWeighted = codeObjective == .xtx
         o.codeUpdate.selection = codeSelect
-        o.teacherDenseMemoryBudget = try denseMemoryBudget(denseMemory)
+        o.denseMemoryBudget = try denseMemoryBudget(denseMemory)
         guard saveEvery >= 1 else { throw ValidationError("--save-every must be at least 1") }
         return o
     }

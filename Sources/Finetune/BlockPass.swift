@@ -85,6 +85,25 @@ public struct PreparedBlock {
     }
 }
 
+/// A model's blocks ready to run: all prepared at once (every block's dequantized Float32
+/// linears resident) when they fit, else each prepared again whenever it is used, so memory holds
+/// one block's Float32 linears (an 8B model's ~30 GB does not fit) at the cost of one more
+/// conversion per block per forward and per backward. Same results either way.
+public struct PreparedBlocks {
+    let blocks: [TrainableBlock]
+    let all: [PreparedBlock]?
+
+    /// - Parameter budgetBytes: how much the Float32 linears of all blocks may take to be kept.
+    public init(_ blocks: [TrainableBlock], config: LlamaConfig, budgetBytes: Int = .max) {
+        self.blocks = blocks
+        all = DenseLinearStorage.choose(for: config, budgetBytes: budgetBytes) == .float32 ? blocks.map(PreparedBlock.init) : nil
+    }
+
+    public var storage: DenseLinearStorage { all == nil ? .streamed : .float32 }
+    public var indices: Range<Int> { blocks.indices }
+    public subscript(_ l: Int) -> PreparedBlock { all?[l] ?? PreparedBlock(blocks[l]) }
+}
+
 extension PreparedBlock {
     /// From this many rows on, `LlamaModel.runBlock` computes attention with sgemm
     /// (`causalAttentionGEMM`); mirrored here so both passes give identical outputs (tested on

@@ -39,9 +39,10 @@ public struct ModelFinetuneOptions: Sendable {
     public var stopAfterSteps: Int?
     /// PV-tuning's V steps (code updates between the Adam steps); off when `fraction` is 0.
     public var codeUpdate = CodeUpdateOptions()
-    /// Bytes the teacher's block linears may hold as Float32 (above: streamed from the stored
-    /// type, the same targets); see `openModel(denseMemoryBudget:)`.
-    public var teacherDenseMemoryBudget = DenseLinearStorage.defaultBudgetBytes
+    /// Bytes the block linears may hold as Float32: the teacher's (above: streamed from the
+    /// stored type, the same targets; see `openModel(denseMemoryBudget:)`) and the student's
+    /// dequantized ones (above: each block converted again when used, `PreparedBlocks`).
+    public var denseMemoryBudget = DenseLinearStorage.defaultBudgetBytes
 
     public init() {}
 }
@@ -66,6 +67,9 @@ public struct ModelFinetuneReport: Sendable {
     /// How the teacher's block linears were held ("float32", "streamed"), nil when its targets
     /// were read back from the work directory (or it is a packed model run through its kernels).
     public var teacherDenseLinears: String?
+    /// How the student's dequantized block linears were held during training ("float32": all
+    /// blocks at once, "streamed": one block at a time).
+    public var studentDenseLinears: String?
     public var wallSeconds: Double
     /// CPU time of the process (all threads) over the run.
     public var cpuSeconds: Double
@@ -79,7 +83,8 @@ public struct ModelFinetuneReport: Sendable {
             ("best_epoch", .int(bestEpoch)), ("steps", .int(steps)),
             ("codes_changed", .array(codesChanged.map(JSONValue.double))),
             ("teacher_seconds", .double(teacherSeconds)),
-            ("teacher_dense_linears", teacherDenseLinears.map(JSONValue.string) ?? .null), ("wall_seconds", .double(wallSeconds)),
+            ("teacher_dense_linears", teacherDenseLinears.map(JSONValue.string) ?? .null),
+            ("student_dense_linears", studentDenseLinears.map(JSONValue.string) ?? .null), ("wall_seconds", .double(wallSeconds)),
             ("cpu_seconds", .double(cpuSeconds)),
         ])
     }
@@ -140,7 +145,9 @@ public struct ModelFinetuning {
             sequenceLength: o.sequenceLength, teacherTopK: teacher.k, trainingLoss: trainer.trainingLoss,
             validationLoss: trainer.validationLoss, bestEpoch: trainer.bestEpoch, steps: trainer.optimizer.step,
             codesChanged: trainer.codesChanged, teacherSeconds: teacherSeconds,
-            teacherDenseLinears: teacherDenseLinears?.rawValue, wallSeconds: Date().timeIntervalSince(started),
+            teacherDenseLinears: teacherDenseLinears?.rawValue,
+            studentDenseLinears: DenseLinearStorage.choose(for: packed.config, budgetBytes: o.denseMemoryBudget).rawValue,
+            wallSeconds: Date().timeIntervalSince(started),
             cpuSeconds: processCPUSeconds() - startedCPU)
         try PackedCheckpoint.write(trainer.best.packedModel(), to: outputPath, extraFiles: ["finetune.json": report.json])
         work.remove()
@@ -186,7 +193,7 @@ public struct ModelFinetuning {
     func teacherTargets(sequences: [[Int]], config: LlamaConfig, work: FinetuneWorkDirectory) throws
         -> (targets: TeacherTargets, denseLinears: DenseLinearStorage?) {
         if let saved = try work.loadTeacher() { return (saved, nil) }
-        let teacher = try openModel(teacherPath, denseMemoryBudget: options.teacherDenseMemoryBudget).model
+        let teacher = try openModel(teacherPath, denseMemoryBudget: options.denseMemoryBudget).model
         if teacher.denseLinears.storage != nil { log("teacher " + teacher.denseLinears.description) }
         guard teacher.config.vocabSize == config.vocabSize, teacher.config.hiddenSize == config.hiddenSize,
               teacher.config.numLayers == config.numLayers else {
@@ -264,7 +271,7 @@ struct ModelTrainer {
     /// Mean loss per token on the held-out sequences (nil without any).
     func validation(_ model: TrainableModel) -> Double? {
         guard options.validationSamples > 0 else { return nil }
-        let prepared = model.blocks.map(PreparedBlock.init)
+        let prepared = PreparedBlocks(model.blocks, config: model.config, budgetBytes: options.denseMemoryBudget)
         var total = 0.0
         for s in trainCount..<sequences.count {
             total += model.sequenceLoss(sequences[s], teacher: teacherRows(s), prepared: prepared, workspace: workspace, gradientScale: nil)
@@ -287,7 +294,7 @@ struct ModelTrainer {
         while epoch < options.epochs {
             let order = order(epoch: epoch)
             let steps = stepsPerEpoch
-            var prepared = model.blocks.map(PreparedBlock.init)
+            var prepared = PreparedBlocks(model.blocks, config: model.config, budgetBytes: options.denseMemoryBudget)
             let clock = Date(), cpu = processCPUSeconds(), firstStep = stepInEpoch
             while stepInEpoch < steps {
                 if let stop = options.stopAfterSteps, optimizer.step >= stop, (window?.sequences ?? 0) == 0 {
@@ -317,7 +324,7 @@ struct ModelTrainer {
                     updateCodes(gradients: &gradients, window: full)
                     window = CodeUpdateWindow(config: model.config)
                 }
-                prepared = model.blocks.map(PreparedBlock.init)
+                prepared = PreparedBlocks(model.blocks, config: model.config, budgetBytes: options.denseMemoryBudget)
                 if stepInEpoch % 4 == 0 || stepInEpoch == steps {
                     let done = Double(stepInEpoch - firstStep)
                     log(String(format: "epoch %d step %d/%d: loss %.5f, %.1f s/step (%.1f CPU s)", epoch + 1, stepInEpoch, steps,

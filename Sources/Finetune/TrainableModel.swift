@@ -192,7 +192,7 @@ extension TrainableModel {
     /// positions, and its gradient with respect to every trainable tensor. `teacher` holds
     /// the targets of exactly these positions.
     public func distillationGradients(tokens: [Int], teacher: TeacherTargets) -> (loss: Double, gradients: ModelGradients) {
-        let prepared = blocks.map(PreparedBlock.init)
+        let prepared = PreparedBlocks(blocks, config: config)
         let workspace = ModelWorkspace(config: config, tokens: tokens.count)
         var gradients = ModelGradients(self)
         let loss = gradients.withHeadGradient {
@@ -206,7 +206,7 @@ extension TrainableModel {
     /// With a `gradientScale`, leaves `gradientScale`·∂L/∂(final norm output) in
     /// `w.gradNormed` for `backward`, and adds `gradientScale`·∂L/∂W_head to `headGradient`
     /// when given ([vocab × hidden]).
-    func sequenceLoss(_ tokens: [Int], teacher: TeacherTargets, prepared: [PreparedBlock], workspace w: ModelWorkspace,
+    func sequenceLoss(_ tokens: [Int], teacher: TeacherTargets, prepared: PreparedBlocks, workspace w: ModelWorkspace,
                       gradientScale: Float?, headGradient: UnsafeMutablePointer<Float>? = nil) -> Double {
         let c = config, d = c.hiddenSize, v = c.vocabSize, t = tokens.count
         precondition(t == w.tokens && teacher.positions == t, "sequence, workspace and teacher rows disagree")
@@ -251,7 +251,7 @@ extension TrainableModel {
 
     /// Backward from `w.gradNormed` (left by `sequenceLoss` on `tokens`) through the final norm
     /// and every block, adding the parameter gradients to `gradients`.
-    func backward(_ tokens: [Int], prepared: [PreparedBlock], workspace w: ModelWorkspace, gradients: inout ModelGradients) {
+    func backward(_ tokens: [Int], prepared: PreparedBlocks, workspace w: ModelWorkspace, gradients: inout ModelGradients) {
         let c = config, d = c.hiddenSize, t = w.tokens
         w.gradient.update(repeating: 0, count: t * d)
         finalNorm.withUnsafeBufferPointer { weight in

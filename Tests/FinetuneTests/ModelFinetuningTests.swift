@@ -115,17 +115,21 @@ final class ModelFinetuningTests: XCTestCase {
 
     /// A teacher too big for the --dense-memory budget runs streamed, with the same targets:
     /// the same losses, bit for bit, as with its linears in Float32.
-    func testStreamedTeacherGivesTheSameRun() throws {
+    /// Teacher linears converted per use and the student's blocks prepared one at a time (what an
+    /// 8B model needs) train exactly like both held as Float32.
+    func testStreamedTeacherAndStudentGiveTheSameRun() throws {
         var settings = options()
         settings.epochs = 1
         settings.samples = 6
         let float32 = try XCTUnwrap(try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath,
                                                         outputPath: directory + "/f32", options: settings).run())
-        settings.teacherDenseMemoryBudget = 0
+        settings.denseMemoryBudget = 0
         let streamed = try XCTUnwrap(try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath,
                                                          outputPath: directory + "/streamed", options: settings).run())
         XCTAssertEqual(float32.teacherDenseLinears, "float32")
         XCTAssertEqual(streamed.teacherDenseLinears, "streamed")
+        XCTAssertEqual(float32.studentDenseLinears, "float32")
+        XCTAssertEqual(streamed.studentDenseLinears, "streamed")
         XCTAssertEqual(streamed.validationLoss, float32.validationLoss)
         XCTAssertEqual(streamed.trainingLoss, float32.trainingLoss)
     }
