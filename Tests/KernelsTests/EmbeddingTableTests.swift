@@ -89,11 +89,7 @@ final class EmbeddingTableTests: XCTestCase {
                         table.apply(x, &y, tokens: tokens)
                         for t in 0..<tokens {
                             for r in 0..<rows {
-                                var exact = 0.0, magnitude = 0.0
-                                for i in 0..<width {
-                                    exact += Double(w[r * width + i]) * Double(x[t * width + i])
-                                    magnitude += abs(Double(w[r * width + i]) * Double(x[t * width + i]))
-                                }
+                                let (exact, magnitude) = referenceDot(w, row: r, width: width, x, offset: t * width)
                                 let error = abs(Double(y[t * rows + r]) - exact)
                                 let int8 = precision == .q8 && tokens <= EmbeddingTable.smallBatchLimit
                                 let allowed = int8 ? Self.int8ActivationBound(w, row: r, x, token: t, width: width) : 0
@@ -147,11 +143,7 @@ final class EmbeddingTableTests: XCTestCase {
                 table.apply(x, &y, tokens: 1)
                 outputs.append(y)
                 for r in 0..<rows {
-                    var exact = 0.0, magnitude = 0.0
-                    for i in 0..<width {
-                        exact += Double(w[r * width + i]) * Double(x[i])
-                        magnitude += abs(Double(w[r * width + i]) * Double(x[i]))
-                    }
+                    let (exact, magnitude) = referenceDot(w, row: r, width: width, x)
                     let bound = Self.int8ActivationBound(w, row: r, x, token: 0, width: width)
                     guard abs(Double(y[r]) - exact) <= bound + 2e-6 * magnitude + 1e-30 else {
                         return XCTFail("[\(rows),\(width)] \(workers) workers row \(r): \(y[r]) vs \(exact), bound \(bound)")

@@ -64,11 +64,7 @@ final class VectorOpsTests: XCTestCase {
                 outputs.append(y)
             }
             for r in 0..<rows {
-                var expected = 0.0, magnitude = 0.0
-                for c in 0..<columns {
-                    expected += Double(w[r * columns + c]) * Double(x[c])
-                    magnitude += abs(Double(w[r * columns + c]) * Double(x[c]))
-                }
+                let (expected, magnitude) = referenceDot(w, row: r, width: columns, x)
                 XCTAssertEqual(Double(outputs[0][r]), expected, accuracy: 1e-6 * magnitude, "[\(rows),\(columns)] row \(r)")
             }
             XCTAssertEqual(outputs[0].map(\.bitPattern), outputs[1].map(\.bitPattern), "[\(rows),\(columns)] 1 vs 2 workers")
