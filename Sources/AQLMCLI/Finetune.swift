@@ -71,7 +71,7 @@ struct Finetune: ParsableCommand {
     @Option(help: "PV-tuning V steps: fraction τ of each linear's code groups re-encoded per V step, those the gradient step moved most (0: codes stay frozen).")
     var codeFraction = ModelFinetuneOptions().codeUpdate.fraction
 
-    @Option(help: "V step size η: the largest move of one weight toward which codes are re-encoded, in units of its row's RMS.")
+    @Option(help: "V step size η. movement and gain: the largest move of one weight toward which codes are re-encoded, in units of its row's RMS. straight-through: the norm of each Adam step of the continuous copy B, relative to ‖B‖ (the published recipe's code lr 1e-2 with LAMB).")
     var codeStep = ModelFinetuneOptions().codeUpdate.stepSize
 
     @Option(help: "Adam steps between V steps (each epoch also ends with one); with V steps on, OUT.work/ is saved after each V step instead of every --save-every steps.")
@@ -83,7 +83,7 @@ struct Finetune: ParsableCommand {
     @Option(help: "Error the V steps re-encode under: xtx (activation-weighted, XᵀX of the window's inputs) or plain.")
     var codeObjective: CodeObjective = .xtx
 
-    @Option(help: "How a V step picks what it changes: movement (the groups the normalised step moves most, re-encoded by beam search toward the stepped weights) or gain (per group the single code change with the most negative predicted loss change G·δ + (L/2)δᵀH_jjδ, G the raw mean gradient; the --code-fraction best of those).")
+    @Option(help: "How a V step picks what it changes: movement (the groups the normalised step moves most, re-encoded by beam search toward the stepped weights) gain (per group the single code change with the most negative predicted loss change G·δ + (L/2)δᵀH_jjδ, G the raw mean gradient; the --code-fraction best of those), or straight-through (PV-tuning's straight-through buffers: a continuous copy B of every quantized weight trained by Adam and never reset, the --code-fraction groups farthest from B re-encoded toward it; kept in OUT.work/, 8 bytes per weight).")
     var codeSelect: CodeSelection = .movement
 
     @Option(help: "Adam steps between saves of OUT.work/.")

@@ -53,6 +53,10 @@ public enum CodeSelection: String, Sendable, CaseIterable {
     /// L = rms(G)/(η·rms(Ŵ)) under H scaled to a unit mean diagonal, so the continuous step
     /// −G/L moves weights by about η row-RMSs, like `movement`'s η.
     case gain
+    /// PV-tuning's straight-through step (`StraightThroughCodes`): a continuous copy B of each
+    /// linear's weights takes a LAMB-normalised Adam step of relative size η every V step and is
+    /// never reset, and the τ fraction of groups farthest from B are re-encoded toward it.
+    case straightThrough = "straight-through"
 }
 
 /// What the V steps see between two of them: XᵀX of every quantized linear's input, per block.
@@ -61,6 +65,8 @@ struct CodeUpdateWindow {
     var covariances: [[LinearInputSite: HessianAccumulator]]
     /// Training sequences whose gradients are in the window (0: empty, a save point).
     var sequences = 0
+    /// Adam (P) steps in the window.
+    var steps = 0
 
     init(config c: LlamaConfig) {
         let q = c.numHeads * c.headDim
@@ -156,6 +162,7 @@ extension TrainableLinear {
     mutating func updateCodes(gradient: LinearGradient, sequences: Int, hessian: [Float], options o: CodeUpdateOptions,
                               seed: UInt64) -> (changed: Int, before: Double, after: Double) {
         guard let sum = gradient.weightSum, let squares = gradient.weightSquareSum else { return (0, 0, 0) }
+        precondition(o.selection != .straightThrough, "straight-through V steps go through StraightThroughCodes")
         if o.selection == .gain { return updateCodesByPredictedGain(gradientSum: sum, sequences: sequences, hessian: hessian, options: o) }
         let code = additiveCode
         let current = code.dequantized()
@@ -210,6 +217,17 @@ extension TrainableLinear {
     }
 }
 
+/// The metric a V step searches codes under: the window's damped XᵀX of the linear's input,
+/// or the identity (plain squared error) when asked or when the window saw no input.
+func codeSearchMetric(window: CodeUpdateWindow, block l: Int, linear: LlamaLinear, dIn: Int, options o: CodeUpdateOptions) -> [Float] {
+    if o.activationWeighted, let accumulator = window.covariances[l][linear.input], accumulator.tokenCount > 0 {
+        return dampedCovariance(accumulator)
+    }
+    var identity = [Float](repeating: 0, count: dIn * dIn)
+    for i in 0..<dIn { identity[i * dIn + i] = 1 }
+    return identity
+}
+
 extension TrainableModel {
     /// One V step over every quantized linear, from the window's gradients (in `gradients`)
     /// and input covariances; `seed` varies the beam search's visit order per step and layer.
@@ -219,14 +237,7 @@ extension TrainableModel {
         for l in blocks.indices {
             for (index, linear) in LlamaLinear.allCases.enumerated() {
                 guard var layer = blocks[l].quantized[linear], let gradient = gradients.blocks[l].linears[linear] else { continue }
-                let hessian: [Float]
-                if o.activationWeighted, let accumulator = window.covariances[l][linear.input], accumulator.tokenCount > 0 {
-                    hessian = dampedCovariance(accumulator)
-                } else {
-                    var identity = [Float](repeating: 0, count: layer.dIn * layer.dIn)
-                    for i in 0..<layer.dIn { identity[i * layer.dIn + i] = 1 }
-                    hessian = identity
-                }
+                let hessian = codeSearchMetric(window: window, block: l, linear: linear, dIn: layer.dIn, options: o)
                 let layerSeed = seed &+ UInt64(l * LlamaLinear.allCases.count + index) &* 0x9E37_79B9_7F4A_7C15
                 let done = layer.updateCodes(gradient: gradient, sequences: window.sequences, hessian: hessian, options: o, seed: layerSeed)
                 blocks[l].quantized[linear] = layer

@@ -48,6 +48,13 @@ struct FinetuneWorkDirectory {
                 }
             }
         }
+        if let state = trainer.straightThrough {
+            let (buffers, moments) = state.tensors
+            for (name, values) in buffers.sorted(by: { $0.key < $1.key }) {
+                try writer.add("st.b." + name, shape: [values.count], floats: values)
+                try writer.add("st.v." + name, shape: [values.count], floats: moments[name]!)
+            }
+        }
         for (name, moments) in trainer.optimizer.moments.sorted(by: { $0.key < $1.key }) {
             try writer.add("adam.m." + name, shape: [moments.first.count], floats: moments.first)
             try writer.add("adam.v." + name, shape: [moments.second.count], floats: moments.second)
@@ -65,6 +72,7 @@ struct FinetuneWorkDirectory {
             ("codes_changed", .array(trainer.codesChanged.map(JSONValue.double))),
             ("epoch_codes_changed", .int(trainer.epochCodesChanged)),
             ("code_updates", .int(trainer.codeUpdates)),
+            ("straight_through_steps", .int(trainer.straightThrough?.steps ?? 0)),
         ]), to: file("progress.json"))
     }
 
@@ -79,9 +87,11 @@ struct FinetuneWorkDirectory {
         var parameters: [String: [Float]] = [:], best: [String: [Float]] = [:]
         var first: [String: [Float]] = [:], second: [String: [Float]] = [:]
         var codes: [String: [UInt16]] = [:], bestCodes: [String: [UInt16]] = [:]
+        var buffers: [String: [Float]] = [:], bufferMoments: [String: [Float]] = [:]
         for info in state.tensors {
             let values = try state.floats(info)
-            let tables = [("param.", 0), ("best.", 1), ("adam.m.", 2), ("adam.v.", 3), ("codes.", 4), ("best_codes.", 5)]
+            let tables = [("param.", 0), ("best.", 1), ("adam.m.", 2), ("adam.v.", 3), ("codes.", 4), ("best_codes.", 5),
+                          ("st.b.", 6), ("st.v.", 7)]
             for (prefix, table) in tables where info.name.hasPrefix(prefix) {
                 let name = String(info.name.dropFirst(prefix.count))
                 switch table {
@@ -90,7 +100,9 @@ struct FinetuneWorkDirectory {
                 case 2: first[name] = values
                 case 3: second[name] = values
                 case 4: codes[name] = values.map { UInt16($0) }
-                default: bestCodes[name] = values.map { UInt16($0) }
+                case 5: bestCodes[name] = values.map { UInt16($0) }
+                case 6: buffers[name] = values
+                default: bufferMoments[name] = values
                 }
             }
         }
@@ -99,6 +111,10 @@ struct FinetuneWorkDirectory {
         if trainer.options.codeUpdate.enabled {
             try trainer.model.setCodeTensors(codes)
             try trainer.best.setCodeTensors(bestCodes)
+        }
+        if trainer.straightThrough != nil {
+            try trainer.straightThrough!.setTensors(buffers: buffers, moments: bufferMoments)
+            trainer.straightThrough!.steps = progress["straight_through_steps"]?.int ?? 0
         }
         var moments: [String: (first: [Float], second: [Float])] = [:]
         for (name, m) in first {

@@ -235,6 +235,8 @@ struct ModelTrainer {
     var epochCodesChanged = 0
     /// V steps done in total (seeds each one's search order).
     var codeUpdates = 0
+    /// The continuous weights the codes follow, with `CodeSelection.straightThrough`.
+    var straightThrough: StraightThroughCodes?
     let workspace: ModelWorkspace
 
     init(model: TrainableModel, sequences: [[Int]], teacher: TeacherTargets, options: ModelFinetuneOptions,
@@ -249,6 +251,9 @@ struct ModelTrainer {
         optimizer = Adam(options: options.adam, schedule: options.schedule)
         workspace = ModelWorkspace(config: model.config, tokens: options.sequenceLength)
         optimizer.totalSteps = options.epochs * stepsPerEpoch
+        if options.codeUpdate.enabled, options.codeUpdate.selection == .straightThrough {
+            straightThrough = StraightThroughCodes(model)
+        }
         if try !work.restore(into: &self) {
             let v = validation(model)
             validationLoss = v.map { [$0] } ?? []
@@ -319,6 +324,7 @@ struct ModelTrainer {
                 optimizer.beginStep()
                 model.update(with: gradients, trained: options.trained, optimizer: &optimizer)
                 stepInEpoch += 1
+                window?.steps += 1
                 let windowEnds = optimizer.step % pv.everySteps == 0 || stepInEpoch == steps
                 if let full = window, windowEnds {
                     updateCodes(gradients: &gradients, window: full)
@@ -344,8 +350,14 @@ struct ModelTrainer {
     /// One V step from the window, then empties it.
     mutating func updateCodes(gradients: inout ModelGradients, window: CodeUpdateWindow) {
         let clock = Date()
-        let outcome = model.updateCodes(gradients: gradients, window: window, options: options.codeUpdate,
-                                        seed: options.seed &+ UInt64(codeUpdates + 1) &* 0xD1B5_4A32_D192_ED03)
+        let seed = options.seed &+ UInt64(codeUpdates + 1) &* 0xD1B5_4A32_D192_ED03
+        let outcome: CodeUpdateOutcome
+        if straightThrough != nil {
+            outcome = model.updateCodes(following: &straightThrough!, gradients: gradients, window: window,
+                                        stepsInWindow: window.steps, options: options.codeUpdate, seed: seed)
+        } else {
+            outcome = model.updateCodes(gradients: gradients, window: window, options: options.codeUpdate, seed: seed)
+        }
         codeUpdates += 1
         epochCodesChanged += outcome.changedCodes
         for l in gradients.blocks.indices {

@@ -114,4 +114,32 @@ final class AdamTests: XCTestCase {
         XCTAssertEqual(x[0], 0.85, accuracy: 1e-6)
         XCTAssertEqual(x[1], -0.85, accuracy: 1e-6)
     }
+    /// The straight-through V step's Adam (β1 0, β2 0.95, LAMB): each step's norm is
+    /// η·√(1−β2^t)·‖B‖ whatever the gradient's scale, it points against the gradient, and steps
+    /// accumulate in B (nothing resets it).
+    func testStraightThroughStepHasTheTrustRatioNormAndAccumulates() {
+        let start: [Float] = (0..<64).map { Float(($0 * 37) % 11) / 10 - 0.5 }
+        let g: [Float] = (0..<64).map { Float(($0 * 13) % 7) / 1000 - 0.003 }
+        func run(scale: Float, steps: Int) -> [Float] {
+            var b = start, v = [Float](repeating: 0, count: 64)
+            for t in 1...steps {
+                b.withUnsafeMutableBufferPointer { b in
+                    v.withUnsafeMutableBufferPointer { v in
+                        g.withUnsafeBufferPointer { straightThroughAdamStep(buffer: b, moment: v, gradient: $0, gradientScale: scale,
+                                                                            stepSize: 0.01, step: t) }
+                    }
+                }
+            }
+            return b
+        }
+        func norm(_ x: [Float]) -> Double { x.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot() }
+        let one = run(scale: 1, steps: 1)
+        let move = zip(one, start).map { $0 - $1 }
+        XCTAssertEqual(norm(move), 0.01 * 0.05.squareRoot() * norm(start), accuracy: 1e-6 * norm(start))
+        XCTAssertLessThan(zip(move, g).reduce(0.0) { $0 + Double($1.0 * $1.1) }, 0, "against the gradient")
+        let scaled = run(scale: 1e6, steps: 1)
+        for i in start.indices { XCTAssertEqual(scaled[i], one[i], accuracy: 1e-6) }
+        let two = run(scale: 1, steps: 2)
+        XCTAssertGreaterThan(norm(zip(two, start).map { $0 - $1 }), 1.5 * norm(move), "the second step adds to the first")
+    }
 }

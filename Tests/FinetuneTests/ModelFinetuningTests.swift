@@ -185,6 +185,41 @@ final class ModelFinetuningTests: XCTestCase {
         return v
     }
 
+    /// The straight-through V step (continuous buffers that accumulate Adam steps, the τ groups
+    /// farthest from them re-encoded every step) on top of the same Adam steps: lower training
+    /// loss than frozen codes, at most τ of the groups change per V step.
+    func testStraightThroughCodeUpdatesLowerTheTrainingLossBelowFrozenCodes() throws {
+        let frozen = try XCTUnwrap(try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath,
+                                                       outputPath: directory + "/p", options: options()).run())
+        var settings = options()
+        settings.codeUpdate = straightThroughOptions()
+        let moving = try XCTUnwrap(try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath,
+                                                       outputPath: directory + "/st", options: settings).run())
+        XCTAssertEqual(moving.steps, frozen.steps)
+        let stepsPerEpoch = Double(moving.steps / 3), books = 2.0
+        XCTAssert(moving.codesChanged.allSatisfy { $0 > 0 && $0 <= stepsPerEpoch * books * settings.codeUpdate.fraction },
+                  "\(moving.codesChanged)")
+        XCTAssertLessThan(moving.trainingLoss.last!, frozen.trainingLoss.last!,
+                          "P+V \(moving.trainingLoss) against P \(frozen.trainingLoss)")
+    }
+
+    func straightThroughOptions() -> CodeUpdateOptions {
+        var v = CodeUpdateOptions()
+        v.selection = .straightThrough
+        v.fraction = 0.05
+        v.stepSize = 0.05
+        v.everySteps = 1
+        v.beamSize = 4
+        return v
+    }
+
+    /// The straight-through buffers and their Adam moments are part of the resumable state.
+    func testResumedRunWithStraightThroughCodeUpdatesEndsExactlyLikeAnUninterruptedOne() throws {
+        var settings = options()
+        settings.codeUpdate = straightThroughOptions()
+        try assertResumedRunEndsLikeAnUninterruptedOne(settings)
+    }
+
     /// V steps move the codes and keep a window of gradients between them: an interrupted run
     /// stops at the end of a window and resumes to the same bytes.
     func testResumedRunWithCodeUpdatesEndsExactlyLikeAnUninterruptedOne() throws {

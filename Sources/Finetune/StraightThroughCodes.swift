@@ -1,0 +1,147 @@
+import Foundation
+import Kernels
+import Llama
+import Quantizer
+
+/// The state of `CodeSelection.straightThrough` V steps: PV-tuning's straight-through variant
+/// as the AQLM authors run it (their `StraightThroughAdamW` with `delta_decay` 0; the settings of
+/// their published recipe: β1 0, β2 0.95, a LAMB-normalised step, at most 1 % of groups per step,
+/// beam 5). Every quantized linear keeps a continuous copy B of its weights that Adam trains with
+/// ∂L/∂Ŵ as if the weights were continuous; B is never reset to Ŵ, so small steps accumulate
+/// until a group's B is far enough from Ŵ for another code to be nearer. Each V step then
+/// re-encodes the τ fraction of groups where ‖B − Ŵ‖ is largest toward B, everything else fixed.
+///
+/// What this fixes in the window-step V step (`movement`): that one forgets its step after each
+/// window, so a code only moves if one window's normalised step alone crosses a quantization
+/// cell, i.e. with steps so large they follow noise (held-out KL worse, BENCHMARKS issue 14).
+struct StraightThroughCodes {
+    /// [block][linear]: B, the continuous weights the codes follow ([dOut, dIn]).
+    var buffers: [[LlamaLinear: [Float]]]
+    /// [block][linear]: Adam's second moment of ∂L/∂Ŵ (β1 = 0, so no first moment).
+    var secondMoments: [[LlamaLinear: [Float]]]
+    /// V steps taken: Adam's t, for the bias correction.
+    var steps = 0
+
+    /// β2 of the published recipe (`--code_beta2 0.95`).
+    static let beta2: Float = 0.95
+    /// Adam's ε, far below any |∂L/∂Ŵ| that moves a code: the LAMB normalisation makes the
+    /// step's size independent of the gradient's scale, and ε must not bring a scale back.
+    static let epsilon: Float = 1e-20
+
+    /// B starts at the model's dequantized weights.
+    init(_ model: TrainableModel) {
+        buffers = model.blocks.map { block in block.quantized.mapValues { $0.additiveCode.dequantized() } }
+        secondMoments = buffers.map { block in block.mapValues { [Float](repeating: 0, count: $0.count) } }
+    }
+
+    /// Every buffer and moment by tensor name, for the work directory.
+    var tensors: (buffers: [String: [Float]], moments: [String: [Float]]) {
+        var b: [String: [Float]] = [:], v: [String: [Float]] = [:]
+        for l in buffers.indices {
+            for (linear, values) in buffers[l] { b[TrainableModel.blockPrefix(l) + linear.rawValue] = values }
+            for (linear, values) in secondMoments[l] { v[TrainableModel.blockPrefix(l) + linear.rawValue] = values }
+        }
+        return (b, v)
+    }
+
+    mutating func setTensors(buffers b: [String: [Float]], moments v: [String: [Float]]) throws {
+        for l in buffers.indices {
+            for linear in Array(buffers[l].keys) {
+                let name = TrainableModel.blockPrefix(l) + linear.rawValue
+                guard let values = b[name], values.count == buffers[l][linear]!.count,
+                      let moments = v[name], moments.count == values.count else {
+                    throw FinetuneError("the work directory lacks the straight-through state of '\(name)'")
+                }
+                buffers[l][linear] = values
+                secondMoments[l][linear] = moments
+            }
+        }
+    }
+}
+
+/// One LAMB-normalised Adam step (β1 = 0) of B against `gradient`, in place:
+/// v ← β2·v + (1−β2)·g², u = g/(√v + ε), B ← B − η·√(1−β2^t)·(‖B‖/‖u‖)·u.
+/// The trust ratio ‖B‖/‖u‖ (LAMB, You et al. 2019) makes the step's norm η·‖B‖ (times the bias
+/// correction) whatever the gradient's scale, so η is a relative move of the whole tensor.
+public func straightThroughAdamStep(buffer: UnsafeMutableBufferPointer<Float>, moment: UnsafeMutableBufferPointer<Float>,
+                             gradient: UnsafeBufferPointer<Float>, gradientScale: Float, stepSize: Float, step t: Int) {
+    let b2 = StraightThroughCodes.beta2, eps = StraightThroughCodes.epsilon
+    var updateEnergy: Float = 0, bufferEnergy: Float = 0
+    for i in 0..<buffer.count {
+        let g = gradient[i] * gradientScale
+        let v = b2 * moment[i] + (1 - b2) * g * g
+        moment[i] = v
+        let u = g / (v.squareRoot() + eps)
+        updateEnergy += u * u
+        bufferEnergy += buffer[i] * buffer[i]
+    }
+    guard updateEnergy > 0, bufferEnergy > 0 else { return }
+    let correction = Float(1 - pow(Double(b2), Double(t))).squareRoot()
+    let scale = stepSize * correction * (bufferEnergy / updateEnergy).squareRoot()
+    for i in 0..<buffer.count {
+        let g = gradient[i] * gradientScale
+        buffer[i] -= scale * g / (moment[i].squareRoot() + eps)
+    }
+}
+
+extension TrainableLinear {
+    /// Re-encodes the `fraction` of groups where ‖B − Ŵ‖ (weighted by diag(H)) is largest
+    /// toward B, by beam search under `hessian` with every other group's target left at Ŵ.
+    /// Returns the changed codes and the searched objective before and after, relative to
+    /// tr(T H Tᵀ) of the target T.
+    mutating func followBuffer(_ buffer: [Float], hessian: [Float], options o: CodeUpdateOptions,
+                               seed: UInt64) -> (changed: Int, before: Double, after: Double) {
+        let code = additiveCode
+        var target = code.dequantized()
+        var difference = buffer
+        for i in difference.indices { difference[i] -= target[i] }
+        let diagonal = (0..<dIn).map { hessian[$0 * dIn + $0] }
+        let mask = selectMovedGroups(step: difference, hessianDiagonal: diagonal, dOut: dOut, dIn: dIn,
+                                     groupSize: scheme.groupSize, fraction: o.fraction)
+        let g = scheme.groupSize
+        for (pair, selected) in mask.enumerated() where selected {
+            for i in (pair * g)..<((pair + 1) * g) { target[i] = buffer[i] }
+        }
+        guard let problem = try? LayerProblem(weight: target, dOut: dOut, dIn: dIn, hessian: hessian) else { return (0, 0, 0) }
+        let result = searchCodes(code, problem: problem, beamSize: o.beamSize, seed: seed, selectedGroups: mask)
+        codes = result.code.codes
+        let reference = max(problem.referenceEnergy, .leastNonzeroMagnitude)
+        return (result.changedCodes, result.initialObjective / reference, result.trackedObjective / reference)
+    }
+}
+
+extension TrainableModel {
+    /// One straight-through V step over every quantized linear: B takes an Adam step with the
+    /// window's mean per-step ∂L/∂Ŵ, then the codes follow B (`followBuffer`).
+    mutating func updateCodes(following state: inout StraightThroughCodes, gradients: ModelGradients,
+                              window: CodeUpdateWindow, stepsInWindow: Int, options o: CodeUpdateOptions,
+                              seed: UInt64) -> CodeUpdateOutcome {
+        state.steps += 1
+        var outcome = CodeUpdateOutcome()
+        for l in blocks.indices {
+            for (index, linear) in LlamaLinear.allCases.enumerated() {
+                guard var layer = blocks[l].quantized[linear], let sum = gradients.blocks[l].linears[linear]?.weightSum,
+                      var buffer = state.buffers[l][linear], var moment = state.secondMoments[l][linear] else { continue }
+                buffer.withUnsafeMutableBufferPointer { b in
+                    moment.withUnsafeMutableBufferPointer { v in
+                        sum.withUnsafeBufferPointer { g in
+                            straightThroughAdamStep(buffer: b, moment: v, gradient: g, gradientScale: 1 / Float(max(stepsInWindow, 1)),
+                                                    stepSize: o.stepSize, step: state.steps)
+                        }
+                    }
+                }
+                state.buffers[l][linear] = buffer
+                state.secondMoments[l][linear] = moment
+                let hessian = codeSearchMetric(window: window, block: l, linear: linear, dIn: layer.dIn, options: o)
+                let layerSeed = seed &+ UInt64(l * LlamaLinear.allCases.count + index) &* 0x9E37_79B9_7F4A_7C15
+                let done = layer.followBuffer(buffer, hessian: hessian, options: o, seed: layerSeed)
+                blocks[l].quantized[linear] = layer
+                outcome.changedCodes += done.changed
+                outcome.totalCodes += layer.codes.count
+                outcome.objectiveBefore += done.before
+                outcome.objectiveAfter += done.after
+            }
+        }
+        return outcome
+    }
+}
