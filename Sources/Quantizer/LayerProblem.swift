@@ -88,6 +88,9 @@ public func relativeHessianWeightedError(weight: [Float], approximation: [Float]
 
 /// A [rows, dIn] · H [dIn, dIn] (row-major).
 func multiplyByHessian(_ a: [Float], rows: Int, hessian: [Float], dIn: Int) -> [Float] {
+    // The plain squared error (V steps with `--code-objective plain`) searches under the
+    // identity: skip its rows·dIn² product, whose result is `a` exactly.
+    if isIdentity(hessian, dIn: dIn) { return a }
     var product = [Float](repeating: 0, count: rows * dIn)
     a.withUnsafeBufferPointer { a in
         hessian.withUnsafeBufferPointer { h in
@@ -97,6 +100,15 @@ func multiplyByHessian(_ a: [Float], rows: Int, hessian: [Float], dIn: Int) -> [
         }
     }
     return product
+}
+
+func isIdentity(_ h: [Float], dIn: Int) -> Bool {
+    h.withUnsafeBufferPointer { h in
+        for i in 0..<dIn {
+            for j in 0..<dIn where h[i * dIn + j] != (i == j ? 1 : 0) { return false }
+        }
+        return true
+    }
 }
 
 /// Σ_i a[i]·b[i], accumulated per 4096-chunk in Float and across chunks in Double.
