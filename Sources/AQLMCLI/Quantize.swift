@@ -56,7 +56,7 @@ struct Quantize: ParsableCommand {
     @Option(help: "Lloyd iterations of the k-means initialisation.")
     var kmeansIters: Int?
 
-    @Option(name: .customLong("init"), help: "How codes and codebooks start: product (k-means per slice, diag(XᵀX)-weighted), residual (the paper's greedy residual k-means) or oa-em (product, then EM rounds under the g×g blocks of XᵀX over all codebooks jointly).")
+    @Option(name: .customLong("init"), help: "How codes and codebooks start: product (k-means per slice, diag(XᵀX)-weighted), residual (the paper's greedy residual k-means) or oa-em (product, then EM rounds under the g×g blocks of XᵀX over all codebooks jointly). Default: oa-em with the default and best presets, product with fast. A work directory started before oa-em became the default resumes with --init product.")
     var initialization: AQLMInitialization?
 
     @Option(help: "Most EM rounds of --init oa-em.")

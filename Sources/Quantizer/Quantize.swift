@@ -18,7 +18,8 @@ public struct AQLMOptions: Sendable {
     /// Stop once an alternation lowers the objective by less than this fraction.
     public var tolerance = 0.01
     public var seed: UInt64 = 0
-    /// Product k-means (default) or the paper's residual k-means.
+    /// Product k-means (this library default and the fast preset's), OA-EM (the default and best
+    /// presets' of `aqlm quantize`) or the paper's residual k-means.
     public var initialization = AQLMInitialization.product
     /// Lloyd iterations of each codebook's k-means in the initialisation.
     public var kmeansIterations = 30
