@@ -95,6 +95,8 @@ struct CodeUpdateOutcome {
     /// tr(W'HW'ᵀ), so layers count alike).
     var objectiveBefore = 0.0
     var objectiveAfter = 0.0
+    /// Straight-through steps skipped because a gradient was not finite or overflowed g².
+    var skippedLinears = 0
 }
 
 /// Damping added to XᵀX's diagonal, as a fraction of its mean: a window holds a few thousand

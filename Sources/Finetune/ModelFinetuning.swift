@@ -365,7 +365,8 @@ struct ModelTrainer {
         }
         log(String(format: "V step %d: %.4f %% of codes changed, searched objective %.5f -> %.5f (sum of relative), %.1f s",
                    codeUpdates, 100 * Double(outcome.changedCodes) / Double(max(outcome.totalCodes, 1)),
-                   outcome.objectiveBefore, outcome.objectiveAfter, Date().timeIntervalSince(clock)))
+                   outcome.objectiveBefore, outcome.objectiveAfter, Date().timeIntervalSince(clock))
+            + (outcome.skippedLinears > 0 ? ", \(outcome.skippedLinears) linears skipped (gradient not finite or above 1e18)" : ""))
     }
 
     /// Every code of the model.

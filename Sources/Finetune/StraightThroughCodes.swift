@@ -63,9 +63,19 @@ struct StraightThroughCodes {
 /// v ← β2·v + (1−β2)·g², u = g/(√v + ε), B ← B − η·√(1−β2^t)·(‖B‖/‖u‖)·u.
 /// The trust ratio ‖B‖/‖u‖ (LAMB, You et al. 2019) makes the step's norm η·‖B‖ (times the bias
 /// correction) whatever the gradient's scale, so η is a relative move of the whole tensor.
+/// Returns false, changing nothing, when a gradient entry is not finite or so large that g²
+/// overflows Float32: one such step would leave v = ∞ and B = NaN for the rest of the run (it
+/// happened on SmolLM2 after 42 V steps), while the P step's Adam, bounded by its own
+/// normalisation, carries on.
+@discardableResult
 public func straightThroughAdamStep(buffer: UnsafeMutableBufferPointer<Float>, moment: UnsafeMutableBufferPointer<Float>,
-                             gradient: UnsafeBufferPointer<Float>, gradientScale: Float, stepSize: Float, step t: Int) {
+                                    gradient: UnsafeBufferPointer<Float>, gradientScale: Float, stepSize: Float, step t: Int) -> Bool {
     let b2 = StraightThroughCodes.beta2, eps = StraightThroughCodes.epsilon
+    let largest: Float = 1e18   // g² ≤ 1e36, far inside Float32's 3.4e38
+    for i in 0..<gradient.count {
+        let g = gradient[i] * gradientScale
+        guard g.isFinite, abs(g) <= largest else { return false }
+    }
     var updateEnergy: Float = 0, bufferEnergy: Float = 0
     for i in 0..<buffer.count {
         let g = gradient[i] * gradientScale
@@ -75,13 +85,14 @@ public func straightThroughAdamStep(buffer: UnsafeMutableBufferPointer<Float>, m
         updateEnergy += u * u
         bufferEnergy += buffer[i] * buffer[i]
     }
-    guard updateEnergy > 0, bufferEnergy > 0 else { return }
+    guard updateEnergy > 0, bufferEnergy > 0 else { return true }
     let correction = Float(1 - pow(Double(b2), Double(t))).squareRoot()
     let scale = stepSize * correction * (bufferEnergy / updateEnergy).squareRoot()
     for i in 0..<buffer.count {
         let g = gradient[i] * gradientScale
         buffer[i] -= scale * g / (moment[i].squareRoot() + eps)
     }
+    return true
 }
 
 extension TrainableLinear {
@@ -122,7 +133,7 @@ extension TrainableModel {
             for (index, linear) in LlamaLinear.allCases.enumerated() {
                 guard var layer = blocks[l].quantized[linear], let sum = gradients.blocks[l].linears[linear]?.weightSum,
                       var buffer = state.buffers[l][linear], var moment = state.secondMoments[l][linear] else { continue }
-                buffer.withUnsafeMutableBufferPointer { b in
+                let stepped = buffer.withUnsafeMutableBufferPointer { b in
                     moment.withUnsafeMutableBufferPointer { v in
                         sum.withUnsafeBufferPointer { g in
                             straightThroughAdamStep(buffer: b, moment: v, gradient: g, gradientScale: 1 / Float(max(stepsInWindow, 1)),
@@ -130,6 +141,7 @@ extension TrainableModel {
                         }
                     }
                 }
+                if !stepped { outcome.skippedLinears += 1 }
                 state.buffers[l][linear] = buffer
                 state.secondMoments[l][linear] = moment
                 let hessian = codeSearchMetric(window: window, block: l, linear: linear, dIn: layer.dIn, options: o)

@@ -142,4 +142,21 @@ final class AdamTests: XCTestCase {
         let two = run(scale: 1, steps: 2)
         XCTAssertGreaterThan(norm(zip(two, start).map { $0 - $1 }), 1.5 * norm(move), "the second step adds to the first")
     }
+    /// A gradient whose square would overflow (or is not finite) leaves B and its moment as they
+    /// were instead of turning them into ∞ and NaN for the rest of the run.
+    func testStraightThroughStepSkipsAnOverflowingGradient() {
+        for bad: Float in [3e19, .infinity, .nan] {
+            var b: [Float] = [0.5, -0.25, 1], v: [Float] = [1e-6, 2e-6, 3e-6]
+            let g: [Float] = [1e-3, bad, -2e-3]
+            let stepped = b.withUnsafeMutableBufferPointer { b in
+                v.withUnsafeMutableBufferPointer { v in
+                    g.withUnsafeBufferPointer { straightThroughAdamStep(buffer: b, moment: v, gradient: $0, gradientScale: 1,
+                                                                        stepSize: 0.01, step: 3) }
+                }
+            }
+            XCTAssertFalse(stepped, "\(bad)")
+            XCTAssertEqual(b, [0.5, -0.25, 1])
+            XCTAssertEqual(v, [1e-6, 2e-6, 3e-6])
+        }
+    }
 }
