@@ -95,8 +95,12 @@ struct CodeUpdateOutcome {
     /// tr(W'HW'ᵀ), so layers count alike).
     var objectiveBefore = 0.0
     var objectiveAfter = 0.0
-    /// Straight-through steps skipped because a gradient was not finite or overflowed g².
+    /// Straight-through steps skipped because a gradient was not finite or overflowed g²; of
+    /// their window sums, the largest finite |∂L/∂Ŵ| and the count of non-finite entries (what
+    /// went wrong, for the log).
     var skippedLinears = 0
+    var largestSkippedGradient: Float = 0
+    var nonFiniteSkippedGradients = 0
 }
 
 /// Damping added to XᵀX's diagonal, as a fraction of its mean: a window holds a few thousand
@@ -166,21 +170,28 @@ extension TrainableLinear {
         guard let sum = gradient.weightSum, let squares = gradient.weightSquareSum else { return (0, 0, 0) }
         precondition(o.selection != .straightThrough, "straight-through V steps go through StraightThroughCodes")
         if o.selection == .gain { return updateCodesByPredictedGain(gradientSum: sum, sequences: sequences, hessian: hessian, options: o) }
-        let code = additiveCode
-        let current = code.dequantized()
+        let current = additiveCode.dequantized()
         let step = codeUpdateStep(weights: current, gradientSum: sum, squareSum: squares, sequences: sequences, dOut: dOut, dIn: dIn, stepSize: o.stepSize)
+        return searchMovedGroups(current: current, step: step, hessian: hessian, options: o, seed: seed)
+    }
+
+    /// Re-encodes the τ fraction of groups that `step` moves Ŵ (= `current`) most, by beam
+    /// search toward Ŵ + step with every other code and the codebooks fixed. The target is the
+    /// step restricted to that subspace (unselected groups keep Ŵ): otherwise the XᵀX cross terms
+    /// make each selected group absorb its whole row's move. Returns the changed codes and the
+    /// searched objective before and after, relative to tr(W'HW'ᵀ).
+    mutating func searchMovedGroups(current: [Float], step: [Float], hessian: [Float], options o: CodeUpdateOptions,
+                                    seed: UInt64) -> (changed: Int, before: Double, after: Double) {
         let diagonal = (0..<dIn).map { hessian[$0 * dIn + $0] }
         let mask = selectMovedGroups(step: step, hessianDiagonal: diagonal, dOut: dOut, dIn: dIn, groupSize: scheme.groupSize,
                                      fraction: o.fraction)
-        // The step is restricted to the subspace: unselected groups keep Ŵ as their target.
-        // Otherwise the XᵀX cross terms make each selected group absorb its whole row's move.
         var target = current
         let g = scheme.groupSize
         for (pair, selected) in mask.enumerated() where selected {
             for i in (pair * g)..<((pair + 1) * g) { target[i] += step[i] }
         }
         guard let problem = try? LayerProblem(weight: target, dOut: dOut, dIn: dIn, hessian: hessian) else { return (0, 0, 0) }
-        let result = searchCodes(code, problem: problem, beamSize: o.beamSize, seed: seed, selectedGroups: mask)
+        let result = searchCodes(additiveCode, problem: problem, beamSize: o.beamSize, seed: seed, selectedGroups: mask)
         codes = result.code.codes
         let reference = max(problem.referenceEnergy, .leastNonzeroMagnitude)
         return (result.changedCodes, result.initialObjective / reference, result.trackedObjective / reference)
@@ -235,13 +246,27 @@ extension TrainableModel {
     /// and input covariances; `seed` varies the beam search's visit order per step and layer.
     mutating func updateCodes(gradients: ModelGradients, window: CodeUpdateWindow, options o: CodeUpdateOptions,
                               seed: UInt64) -> CodeUpdateOutcome {
+        updateEachQuantizedLinear(window: window, options: o, seed: seed) { l, linear, layer, hessian, layerSeed, _ in
+            guard let gradient = gradients.blocks[l].linears[linear] else { return nil }
+            return layer.updateCodes(gradient: gradient, sequences: window.sequences, hessian: hessian, options: o, seed: layerSeed)
+        }
+    }
+
+    /// Runs `update` on every quantized linear with its search metric and its own seed (the
+    /// step's seed mixed with the linear's index, so each layer's beam search visits groups in
+    /// its own order), and sums the outcomes; `update` returns nil to leave a linear alone.
+    mutating func updateEachQuantizedLinear(
+        window: CodeUpdateWindow, options o: CodeUpdateOptions, seed: UInt64,
+        _ update: (_ block: Int, _ linear: LlamaLinear, _ layer: inout TrainableLinear, _ hessian: [Float], _ seed: UInt64,
+                   _ outcome: inout CodeUpdateOutcome) -> (changed: Int, before: Double, after: Double)?
+    ) -> CodeUpdateOutcome {
         var outcome = CodeUpdateOutcome()
         for l in blocks.indices {
             for (index, linear) in LlamaLinear.allCases.enumerated() {
-                guard var layer = blocks[l].quantized[linear], let gradient = gradients.blocks[l].linears[linear] else { continue }
+                guard var layer = blocks[l].quantized[linear] else { continue }
                 let hessian = codeSearchMetric(window: window, block: l, linear: linear, dIn: layer.dIn, options: o)
                 let layerSeed = seed &+ UInt64(l * LlamaLinear.allCases.count + index) &* 0x9E37_79B9_7F4A_7C15
-                let done = layer.updateCodes(gradient: gradient, sequences: window.sequences, hessian: hessian, options: o, seed: layerSeed)
+                guard let done = update(l, linear, &layer, hessian, layerSeed, &outcome) else { continue }
                 blocks[l].quantized[linear] = layer
                 outcome.changedCodes += done.changed
                 outcome.totalCodes += layer.codes.count

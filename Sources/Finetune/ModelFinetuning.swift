@@ -292,7 +292,7 @@ struct ModelTrainer {
     mutating func train() throws -> Bool {
         let perStep = options.sequencesPerStep, length = options.sequenceLength
         let pv = options.codeUpdate
-        var gradients = ModelGradients(model, keepsWeightGradients: pv.enabled)
+        var gradients = ModelGradients(model, weightSums: WeightGradientSums(pv))
         // The window (gradient sums and XᵀX since the last V step) is never saved: saves and
         // stops happen only where it is empty, right after a V step.
         var window: CodeUpdateWindow? = pv.enabled ? CodeUpdateWindow(config: model.config) : nil
@@ -366,7 +366,8 @@ struct ModelTrainer {
         log(String(format: "V step %d: %.4f %% of codes changed, searched objective %.5f -> %.5f (sum of relative), %.1f s",
                    codeUpdates, 100 * Double(outcome.changedCodes) / Double(max(outcome.totalCodes, 1)),
                    outcome.objectiveBefore, outcome.objectiveAfter, Date().timeIntervalSince(clock))
-            + (outcome.skippedLinears > 0 ? ", \(outcome.skippedLinears) linears skipped (gradient not finite or above 1e18)" : ""))
+            + (outcome.skippedLinears > 0 ? ", \(outcome.skippedLinears) linears skipped (gradient not finite or above 1e18: "
+                + "\(outcome.nonFiniteSkippedGradients) non-finite, largest finite |g| \(outcome.largestSkippedGradient))" : ""))
     }
 
     /// Every code of the model.

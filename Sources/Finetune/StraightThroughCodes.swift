@@ -102,22 +102,10 @@ extension TrainableLinear {
     /// tr(T H Tᵀ) of the target T.
     mutating func followBuffer(_ buffer: [Float], hessian: [Float], options o: CodeUpdateOptions,
                                seed: UInt64) -> (changed: Int, before: Double, after: Double) {
-        let code = additiveCode
-        var target = code.dequantized()
+        let current = additiveCode.dequantized()
         var difference = buffer
-        for i in difference.indices { difference[i] -= target[i] }
-        let diagonal = (0..<dIn).map { hessian[$0 * dIn + $0] }
-        let mask = selectMovedGroups(step: difference, hessianDiagonal: diagonal, dOut: dOut, dIn: dIn,
-                                     groupSize: scheme.groupSize, fraction: o.fraction)
-        let g = scheme.groupSize
-        for (pair, selected) in mask.enumerated() where selected {
-            for i in (pair * g)..<((pair + 1) * g) { target[i] = buffer[i] }
-        }
-        guard let problem = try? LayerProblem(weight: target, dOut: dOut, dIn: dIn, hessian: hessian) else { return (0, 0, 0) }
-        let result = searchCodes(code, problem: problem, beamSize: o.beamSize, seed: seed, selectedGroups: mask)
-        codes = result.code.codes
-        let reference = max(problem.referenceEnergy, .leastNonzeroMagnitude)
-        return (result.changedCodes, result.initialObjective / reference, result.trackedObjective / reference)
+        for i in difference.indices { difference[i] -= current[i] }
+        return searchMovedGroups(current: current, step: difference, hessian: hessian, options: o, seed: seed)
     }
 }
 
@@ -128,32 +116,27 @@ extension TrainableModel {
                               window: CodeUpdateWindow, stepsInWindow: Int, options o: CodeUpdateOptions,
                               seed: UInt64) -> CodeUpdateOutcome {
         state.steps += 1
-        var outcome = CodeUpdateOutcome()
-        for l in blocks.indices {
-            for (index, linear) in LlamaLinear.allCases.enumerated() {
-                guard var layer = blocks[l].quantized[linear], let sum = gradients.blocks[l].linears[linear]?.weightSum,
-                      var buffer = state.buffers[l][linear], var moment = state.secondMoments[l][linear] else { continue }
-                let stepped = buffer.withUnsafeMutableBufferPointer { b in
-                    moment.withUnsafeMutableBufferPointer { v in
-                        sum.withUnsafeBufferPointer { g in
-                            straightThroughAdamStep(buffer: b, moment: v, gradient: g, gradientScale: 1 / Float(max(stepsInWindow, 1)),
-                                                    stepSize: o.stepSize, step: state.steps)
-                        }
+        return updateEachQuantizedLinear(window: window, options: o, seed: seed) { l, linear, layer, hessian, layerSeed, outcome in
+            guard let sum = gradients.blocks[l].linears[linear]?.weightSum,
+                  var buffer = state.buffers[l][linear], var moment = state.secondMoments[l][linear] else { return nil }
+            let stepped = buffer.withUnsafeMutableBufferPointer { b in
+                moment.withUnsafeMutableBufferPointer { v in
+                    sum.withUnsafeBufferPointer { g in
+                        straightThroughAdamStep(buffer: b, moment: v, gradient: g, gradientScale: 1 / Float(max(stepsInWindow, 1)),
+                                                stepSize: o.stepSize, step: state.steps)
                     }
                 }
-                if !stepped { outcome.skippedLinears += 1 }
-                state.buffers[l][linear] = buffer
-                state.secondMoments[l][linear] = moment
-                let hessian = codeSearchMetric(window: window, block: l, linear: linear, dIn: layer.dIn, options: o)
-                let layerSeed = seed &+ UInt64(l * LlamaLinear.allCases.count + index) &* 0x9E37_79B9_7F4A_7C15
-                let done = layer.followBuffer(buffer, hessian: hessian, options: o, seed: layerSeed)
-                blocks[l].quantized[linear] = layer
-                outcome.changedCodes += done.changed
-                outcome.totalCodes += layer.codes.count
-                outcome.objectiveBefore += done.before
-                outcome.objectiveAfter += done.after
             }
+            if !stepped {
+                outcome.skippedLinears += 1
+                for g in sum {
+                    if g.isFinite { outcome.largestSkippedGradient = max(outcome.largestSkippedGradient, abs(g)) }
+                    else { outcome.nonFiniteSkippedGradients += 1 }
+                }
+            }
+            state.buffers[l][linear] = buffer
+            state.secondMoments[l][linear] = moment
+            return layer.followBuffer(buffer, hessian: hessian, options: o, seed: layerSeed)
         }
-        return outcome
     }
 }

@@ -98,10 +98,10 @@ public struct BlockGradients: Sendable {
     public var postAttentionNorm: [Float]
     public var linears: [LlamaLinear: LinearGradient]
 
-    public init(_ block: TrainableBlock, keepsWeightGradients: Bool = false) {
+    public init(_ block: TrainableBlock, weightSums: WeightGradientSums = .none) {
         inputNorm = [Float](repeating: 0, count: block.inputNorm.count)
         postAttentionNorm = [Float](repeating: 0, count: block.postAttentionNorm.count)
-        linears = block.quantized.mapValues { LinearGradient($0, keepsWeightGradient: keepsWeightGradients) }
+        linears = block.quantized.mapValues { LinearGradient($0, weightSums: weightSums) }
     }
 
     public mutating func zero() {

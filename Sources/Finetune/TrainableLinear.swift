@@ -138,6 +138,17 @@ public struct TrainableLinear: Sendable {
     }
 }
 
+/// Which per-sequence sums of ∂L/∂Ŵ a V step needs (`LinearGradient.weightSum` and
+/// `weightSquareSum`): none without V steps; the squares only for `CodeSelection.movement`,
+/// whose Adam-like step divides by their root.
+public enum WeightGradientSums: Sendable {
+    case none, sum, sumAndSquares
+
+    public init(_ options: CodeUpdateOptions) {
+        self = !options.enabled ? .none : options.selection == .movement ? .sumAndSquares : .sum
+    }
+}
+
 /// Gradient of the loss with respect to one trainable linear's effective codewords [M, 2^B, g]
 /// and scales [dOut].
 public struct LinearGradient: Sendable {
@@ -148,20 +159,18 @@ public struct LinearGradient: Sendable {
     public var weightSum: [Float]?
     public var weightSquareSum: [Float]?
 
-    public init(_ linear: TrainableLinear, keepsWeightGradient: Bool = false) {
+    public init(_ linear: TrainableLinear, weightSums: WeightGradientSums = .none) {
         codewords = [Float](repeating: 0, count: linear.codebooks.count)
         scales = [Float](repeating: 0, count: linear.dOut)
-        if keepsWeightGradient {
-            weightSum = [Float](repeating: 0, count: linear.dOut * linear.dIn)
-            weightSquareSum = weightSum
-        }
+        if weightSums != .none { weightSum = [Float](repeating: 0, count: linear.dOut * linear.dIn) }
+        if weightSums == .sumAndSquares { weightSquareSum = weightSum }
     }
 
     /// Adds one sequence's ∂L/∂Ŵ to the V step's sums (no-op when they are off).
     mutating func addWeightGradient(_ g: UnsafePointer<Float>) {
         guard weightSum != nil else { return }
         weightSum!.withUnsafeMutableBufferPointer { add(g, into: $0.baseAddress!, count: $0.count) }
-        weightSquareSum!.withUnsafeMutableBufferPointer { addSquares(g, into: $0.baseAddress!, count: $0.count) }
+        weightSquareSum?.withUnsafeMutableBufferPointer { addSquares(g, into: $0.baseAddress!, count: $0.count) }
     }
 
     /// Empties the V step's sums.

@@ -127,9 +127,9 @@ public struct ModelGradients: Sendable {
     /// An untied head's, when the embeddings are trained.
     public var head: [Float]?
 
-    /// `keepsWeightGradients`: also sum ∂L/∂Ŵ per sequence for V steps (see `LinearGradient`).
-    public init(_ model: TrainableModel, keepsWeightGradients: Bool = false) {
-        blocks = model.blocks.map { BlockGradients($0, keepsWeightGradients: keepsWeightGradients) }
+    /// `weightSums`: the per-sequence sums of ∂L/∂Ŵ that V steps need (see `LinearGradient`).
+    public init(_ model: TrainableModel, weightSums: WeightGradientSums = .none) {
+        blocks = model.blocks.map { BlockGradients($0, weightSums: weightSums) }
         finalNorm = [Float](repeating: 0, count: model.finalNorm.count)
         if model.trainsEmbeddings {
             embedding = [Float](repeating: 0, count: model.embedding.count)
