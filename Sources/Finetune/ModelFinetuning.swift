@@ -301,6 +301,7 @@ struct ModelTrainer {
             let steps = stepsPerEpoch
             var prepared = PreparedBlocks(model.blocks, config: model.config, budgetBytes: options.denseMemoryBudget)
             let clock = Date(), cpu = processCPUSeconds(), firstStep = stepInEpoch
+            var largestSinceLog: Float = 0
             while stepInEpoch < steps {
                 if let stop = options.stopAfterSteps, optimizer.step >= stop, (window?.sequences ?? 0) == 0 {
                     try work.save(self)
@@ -321,6 +322,11 @@ struct ModelTrainer {
                     window?.sequences += 1
                     model.backward(sequences[s], prepared: prepared, workspace: workspace, gradients: &gradients)
                 }
+                let largest = gradients.largestMagnitude
+                largestSinceLog = max(largestSinceLog, largest)
+                if !(largest <= 1e12) {
+                    log("step \(optimizer.step + 1): gradient spike, largest |∂L/∂θ| \(largest) (sequences \(Array(batch)))")
+                }
                 optimizer.beginStep()
                 model.update(with: gradients, trained: options.trained, optimizer: &optimizer)
                 stepInEpoch += 1
@@ -333,9 +339,10 @@ struct ModelTrainer {
                 prepared = PreparedBlocks(model.blocks, config: model.config, budgetBytes: options.denseMemoryBudget)
                 if stepInEpoch % 4 == 0 || stepInEpoch == steps {
                     let done = Double(stepInEpoch - firstStep)
-                    log(String(format: "epoch %d step %d/%d: loss %.5f, %.1f s/step (%.1f CPU s)", epoch + 1, stepInEpoch, steps,
-                               epochLoss / Double(min(stepInEpoch * perStep, order.count) * length),
-                               Date().timeIntervalSince(clock) / done, (processCPUSeconds() - cpu) / done))
+                    log(String(format: "epoch %d step %d/%d: loss %.5f, %.1f s/step (%.1f CPU s), largest |g| %.3g", epoch + 1,
+                               stepInEpoch, steps, epochLoss / Double(min(stepInEpoch * perStep, order.count) * length),
+                               Date().timeIntervalSince(clock) / done, (processCPUSeconds() - cpu) / done, Double(largestSinceLog)))
+                    largestSinceLog = 0
                 }
                 let saves = window == nil ? optimizer.step % options.saveEverySteps == 0 : windowEnds
                 if stepInEpoch < steps, saves { try work.save(self) }

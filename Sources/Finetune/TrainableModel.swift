@@ -144,6 +144,29 @@ public struct ModelGradients: Sendable {
         head?.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
     }
 
+    /// The largest |∂L/∂θ| over the norms, codewords and scales (∞ if any is not finite): for
+    /// the log, where a spike shows before it can freeze Adam's second moments (g² above
+    /// Float32's range makes v = ∞, and every later step of that parameter ≈ 0).
+    var largestMagnitude: Float {
+        var largest: Float = 0
+        func scan(_ v: [Float]) {
+            for g in v {
+                guard g.isFinite else { largest = .infinity; return }
+                largest = max(largest, abs(g))
+            }
+        }
+        scan(finalNorm)
+        for block in blocks {
+            scan(block.inputNorm)
+            scan(block.postAttentionNorm)
+            for gradient in block.linears.values {
+                scan(gradient.codewords)
+                scan(gradient.scales)
+            }
+        }
+        return largest
+    }
+
     /// Where the head's gradient accumulates (the embedding table's when tied; nil when the
     /// head is not trained).
     mutating func withHeadGradient<R>(_ body: (UnsafeMutablePointer<Float>?) -> R) -> R {
