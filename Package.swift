@@ -68,7 +68,7 @@ let package = Package(
         .testTarget(name: "PackedFormatTests", dependencies: ["PackedFormat", "Quantizer", "Checkpoint"]),
         .testTarget(name: "QuantizePipelineTests", dependencies: ["QuantizePipeline", "PackedFormat", "Checkpoint", "Quantizer", "Calibration", "Kernels", "Llama", "Tokenizer"], swiftSettings: native),
         .testTarget(name: "SweepTests", dependencies: ["Sweep", "QuantizePipeline", "Checkpoint", "Evaluation", "PackedFormat", "Tokenizer"], swiftSettings: native),
-        .testTarget(name: "FinetuneTests", dependencies: ["Finetune", "Llama", "Checkpoint", "Kernels", "Quantizer", "PackedFormat", "CBLAS"], swiftSettings: native),
+        .testTarget(name: "FinetuneTests", dependencies: ["Finetune", "Calibration", "Llama", "Checkpoint", "Kernels", "Quantizer", "PackedFormat", "CBLAS"], swiftSettings: native),
         .testTarget(name: "CLITests", dependencies: ["Checkpoint"]),
     ],
     swiftLanguageModes: [.v5]

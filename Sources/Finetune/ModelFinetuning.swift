@@ -126,7 +126,7 @@ public struct ModelFinetuning {
         }
         let packed = try PackedCheckpoint.read(directory: studentDirectory)
         let sequences = try loadCalibrationSequences(o.calibration, tokenizer: packed.tokenizer, samples: o.samples,
-                                                     length: o.sequenceLength, seed: o.seed)
+                                                     length: o.sequenceLength, heldOut: o.validationSamples, seed: o.seed)
         let work = FinetuneWorkDirectory(output: outputPath, fingerprint: fingerprint(), teacherFingerprint: teacherFingerprint())
         let teacherClock = Date()
         let (teacher, teacherDenseLinears) = try teacherTargets(sequences: sequences, config: packed.config, work: work)
@@ -174,8 +174,10 @@ public struct ModelFinetuning {
     /// What the teacher's targets depend on (they can be reused by runs differing otherwise).
     func teacherFingerprint() -> String {
         let o = options
+        // "disjoint": held-out sequences drawn apart from the training ones (work from before
+        // that, with other held-out sequences, is not reused).
         return [teacherPath, o.calibration, String(o.samples), String(o.sequenceLength), String(o.seed),
-                String(o.teacherTopK)].joined(separator: "|")
+                String(o.teacherTopK), "disjoint", String(o.validationSamples)].joined(separator: "|")
     }
 
     /// Everything that changes the result: a work directory from other settings is refused.
@@ -184,7 +186,7 @@ public struct ModelFinetuning {
         return [studentPath, teacherPath, o.calibration, String(o.samples), String(o.sequenceLength), String(o.epochs),
                 String(o.adam.learningRate), String(o.adam.beta1), String(o.adam.beta2), String(o.adam.epsilon),
                 String(o.sequencesPerStep), String(o.validationSamples), String(o.teacherTopK), String(o.seed),
-                String(o.trained.rawValue), o.codebookTransform.rawValue, o.schedule.rawValue]
+                String(o.trained.rawValue), o.codebookTransform.rawValue, o.schedule.rawValue, "disjoint"]
             .joined(separator: "|") + (o.codeUpdate.enabled ? "|" + o.codeUpdate.fingerprint : "")
     }
 

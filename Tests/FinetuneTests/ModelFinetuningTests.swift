@@ -98,7 +98,7 @@ final class ModelFinetuningTests: XCTestCase {
         // Measured independently: exact KL over the whole vocabulary on the held-out sequences.
         let teacher = try LlamaModel(weights: TinyModel.weights(seed: 21))
         let before = try PackedCheckpoint.read(directory: studentPath), after = try PackedCheckpoint.read(directory: out)
-        let sequences = try loadCalibrationSequences(textPath, tokenizer: TinyModel.tokenizer, samples: 10, length: 32, seed: 0)
+        let sequences = try loadCalibrationSequences(textPath, tokenizer: TinyModel.tokenizer, samples: 10, length: 32, heldOut: 2, seed: 0)
         let held = Array(sequences[8...])
         let klBefore = exactKL(teacher: teacher, model: try before.llamaModel(), sequences: held)
         let klAfter = exactKL(teacher: teacher, model: try after.llamaModel(), sequences: held)
