@@ -80,6 +80,9 @@ struct Quantize: ParsableCommand {
     @Option(help: "What block-wise fine-tuning matches: fp-chain (the default: the full-precision model's own activations after the block, so each block also learns to undo earlier blocks' error; one more set of calibration activations in memory) or local (the full-precision block on the same inputs, as the AQLM reference does).")
     var finetuneTargets: BlockFinetuneTargets?
 
+    @Flag(help: "Weight each token's error in o_proj and down_proj by 1/ms of the block's output for that token (the next RMSNorm's scale), so the few positions with massive activations do not own the objective (SmolLM2: 88 % of block 11's down_proj XᵀX sits at position 0).")
+    var residualWeighting = false
+
     @Option(help: "Calibration sequences per Adam step of block-wise fine-tuning.")
     var finetuneBatch: Int?
 
@@ -133,6 +136,7 @@ struct Quantize: ParsableCommand {
         if let finetuneLr { o.finetune.adam.learningRate = finetuneLr }
         if let finetuneLrSchedule { o.finetune.schedule = finetuneLrSchedule }
         if let finetuneTargets { o.finetuneTargets = finetuneTargets }
+        o.residualNormWeighting = residualWeighting
         if let finetuneBatch { o.finetune.sequencesPerStep = finetuneBatch }
         if let finetuneSequences { o.finetune.sequencesPerEpoch = finetuneSequences }
         if let valSamples { o.finetune.validationSamples = valSamples }

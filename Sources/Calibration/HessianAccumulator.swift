@@ -31,6 +31,18 @@ public struct HessianAccumulator: Sendable {
         tokenCount += rows
     }
 
+    /// Adds Σ_t w_t·x_t x_tᵀ for `rows` rows of X with one weight per row (rows scaled by √w_t,
+    /// then as `add`).
+    public mutating func add(_ x: UnsafePointer<Float>, rows: Int, rowWeights: [Float]) {
+        precondition(rowWeights.count == rows, "\(rowWeights.count) weights for \(rows) rows")
+        var scaled = [Float](repeating: 0, count: rows * dim)
+        for t in 0..<rows {
+            let s = rowWeights[t].squareRoot()
+            for i in 0..<dim { scaled[t * dim + i] = x[t * dim + i] * s }
+        }
+        scaled.withUnsafeBufferPointer { add($0.baseAddress!, rows: rows) }
+    }
+
     /// H = XᵀX (not averaged: the objective's scale does not matter to the argmin, and keeping
     /// the sum makes the weighted error comparable across layers only through the relative error).
     public func hessian() -> [Double] {

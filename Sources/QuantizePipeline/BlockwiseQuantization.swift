@@ -257,6 +257,7 @@ public struct BlockwiseQuantization {
                 String(options.samples), String(options.sequenceLength), String(options.seed), String(a.beamSize),
                 String(a.maxIterations), String(a.tolerance), String(a.kmeansIterations), String(a.weightedInitialization),
                 String(a.restartDeadCodes), String(options.blockLimit ?? -1), finetuneFingerprint].joined(separator: "|")
+            + (options.residualNormWeighting ? "|residual-norm weighting" : "")
             // Appended only when not the product start, so work directories written before
             // `--init` existed stay resumable.
             + (a.initialization == .product ? "" : "|init=\(a.initialization.rawValue)"
@@ -264,6 +265,15 @@ public struct BlockwiseQuantization {
     }
 
     // MARK: - One block
+
+    /// 1/ms(h_t) for each row h_t of `hidden` [tokens × width] (ms: the mean square, as RMSNorm's).
+    func inverseMeanSquares(_ hidden: [Float], width: Int) -> [Float] {
+        (0..<(hidden.count / width)).map { t in
+            var sum: Float = 0
+            for i in 0..<width { sum += hidden[t * width + i] * hidden[t * width + i] }
+            return 1 / max(sum / Float(width), 1e-12)
+        }
+    }
 
     // The models below hold one block (`LlamaModel(block:config:)`), run as their layer 0.
 
@@ -281,11 +291,25 @@ public struct BlockwiseQuantization {
             .mlpHidden: HessianAccumulator(dim: c.intermediateSize),
         ]
         var targets = try SequenceActivations(count: inputs.count, width: inputs.width, directory: spill)
+        // With residual-norm weighting, the inputs of o_proj and down_proj wait for the block's
+        // output, whose per-token RMS sets their weights.
+        let weighted: Set<LinearInputSite> = options.residualNormWeighting ? [.attentionOutput, .mlpHidden] : []
         for (s, x) in inputs.enumerated() {
             Threads.adjustToLoad()
             var y = x
+            var held: [LinearInputSite: (rows: [Float], tokens: Int)] = [:]
             model.forwardBlock(layer: 0, hidden: &y, startPosition: 0, state: state) { input in
-                accumulators[input.site]!.add(input.rows.baseAddress!, rows: input.tokens)
+                if weighted.contains(input.site) {
+                    held[input.site] = (Array(input.rows), input.tokens)
+                } else {
+                    accumulators[input.site]!.add(input.rows.baseAddress!, rows: input.tokens)
+                }
+            }
+            if !held.isEmpty {
+                let weights = inverseMeanSquares(y, width: c.hiddenSize)
+                for (site, input) in held {
+                    input.rows.withUnsafeBufferPointer { accumulators[site]!.add($0.baseAddress!, rows: input.tokens, rowWeights: weights) }
+                }
             }
             targets[s] = y
             // A block's calibration pass takes minutes on wide models: a line every ~30 s.

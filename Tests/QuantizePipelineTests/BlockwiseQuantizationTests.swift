@@ -1,5 +1,6 @@
 import XCTest
 import Foundation
+import Calibration
 import Checkpoint
 import Kernels
 import PackedFormat
@@ -181,6 +182,53 @@ final class BlockwiseQuantizationTests: XCTestCase {
         try weights.writeGGUF(to: nanModel)
         XCTAssertThrowsError(try BlockwiseQuantization(modelPath: nanModel, outputPath: directory + "/o3", options: try options("1x8")).run()) {
             XCTAssertTrue("\($0)".contains("model.layers.1.mlp.up_proj.weight"), "\($0)")
+        }
+    }
+}
+
+/// Residual-norm weighting of the o_proj and down_proj objectives (`--residual-weighting`).
+final class ResidualNormWeightingTests: XCTestCase {
+    func testWeightedAccumulationIsTheWeightedSumOfOuterProducts() {
+        let dim = 5, rows = 7
+        let x = (0..<(rows * dim)).map { Float(($0 * 37) % 11) - 5 }
+        let weights: [Float] = [1, 0.5, 2, 0, 3, 0.25, 1.5]
+        var accumulator = HessianAccumulator(dim: dim)
+        accumulator.add(x, rows: rows, rowWeights: weights)
+        let h = accumulator.hessian()
+        for i in 0..<dim {
+            for j in 0..<dim {
+                let expected = (0..<rows).reduce(0.0) { $0 + Double(weights[$1]) * Double(x[$1 * dim + i]) * Double(x[$1 * dim + j]) }
+                XCTAssertEqual(h[i * dim + j], expected, accuracy: 1e-4 * max(1, abs(expected)))
+            }
+        }
+    }
+
+    /// On the tiny model: the codes of the linears that read normalised inputs (q, k, v, gate,
+    /// up) are the same with and without the weighting, those of o_proj and down_proj are not.
+    func testOnlyTheResidualWritersObjectivesChange() throws {
+        let directory = NSTemporaryDirectory() + "residual-weighting-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let model = directory + "/tiny.gguf", text = directory + "/calibration.txt"
+        try TinyModel.writeGGUF(to: model, seed: 3)
+        try String(repeating: "Rain falls on the green hills in the north, and the boats sail out at dawn. ", count: 40)
+            .write(toFile: text, atomically: true, encoding: .utf8)
+        var o = QuantizeOptions.preset(.fast)
+        o.choice = try QuantizationChoice(parsing: "2x4")
+        o.calibration = text
+        o.samples = 6
+        o.sequenceLength = 32
+        o.aqlm.maxIterations = 2
+        o.blockLimit = 1
+        _ = try BlockwiseQuantization(modelPath: model, outputPath: directory + "/plain", options: o).run()
+        o.residualNormWeighting = true
+        _ = try BlockwiseQuantization(modelPath: model, outputPath: directory + "/weighted", options: o).run()
+        let plain = try PackedCheckpoint.read(directory: directory + "/plain")
+        let weighted = try PackedCheckpoint.read(directory: directory + "/weighted")
+        for linear in LlamaLinear.allCases {
+            let name = "model.layers.0.\(linear.rawValue)"
+            let same = try XCTUnwrap(plain.linears[name]).codes == (try XCTUnwrap(weighted.linears[name]).codes)
+            XCTAssertEqual(same, linear.input != .attentionOutput && linear.input != .mlpHidden, name)
         }
     }
 }
