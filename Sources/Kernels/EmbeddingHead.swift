@@ -96,6 +96,37 @@ extension EmbeddingTable {
     }
 }
 
+extension EmbeddingTable {
+    /// Table rows widened per step of `applyTransposed` (16 MB of Float32 at width 1024).
+    public static let transposedPanelRows = 4096
+
+    /// y[t] = Σ_r g[t][r] · Table[r] for each of `tokens` rows of g [tokens × rows]: the head's
+    /// backward, ∂L/∂x = ∂L/∂logits · W. A Float32 table is one sgemm; any other is widened
+    /// `transposedPanelRows` rows at a time (both cores) into one scratch panel whose product is
+    /// added to y, so the table is read once per call and never held in Float32 as a whole.
+    public func applyTransposed(_ g: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, tokens: Int) {
+        guard tokens > 0 else { return }
+        if case .f32(let values) = storage {
+            values.withUnsafeBufferPointer { w in
+                sgemm(.noTrans, .noTrans, tokens, width, rows, 1, g, rows, w.baseAddress!, width, 0, y, width)
+            }
+            return
+        }
+        let panelRows = min(rows, Self.transposedPanelRows)
+        let panel = UnsafeMutablePointer<Float>.allocate(capacity: panelRows * width)
+        defer { panel.deallocate() }
+        var first = 0
+        while first < rows {
+            let count = min(panelRows, rows - first)
+            parallelChunks(count, minChunk: 256) { lo, hi in
+                dequantizeRows(first + lo ..< first + hi, into: panel + lo * width)
+            }
+            sgemm(.noTrans, .noTrans, tokens, width, count, 1, g + first, rows, panel, width, first == 0 ? 0 : 1, y, width)
+            first += count
+        }
+    }
+}
+
 /// Prefetches the cache lines of `bytes` bytes from `start` (the hardware prefetchers do not run
 /// far enough ahead of short rows).
 @inline(__always)

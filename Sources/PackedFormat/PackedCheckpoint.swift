@@ -140,7 +140,7 @@ public enum PackedCheckpoint {
     }
 
     /// Reads a packed checkpoint directory back into memory (codes, fp16 codebooks and scales
-    /// widened to Float32, other tensors to Float32).
+    /// widened to Float32, vectors to Float32; matrices stay memory-mapped, see below).
     public static func read(directory: String) throws -> PackedModel {
         let scheme = try codingScheme(directory: directory)
         let config = try HuggingFaceConfig(path: (directory as NSString).appendingPathComponent(HuggingFaceConfig.fileName)).llama
@@ -161,7 +161,10 @@ public enum PackedCheckpoint {
             guard info.shape == shape else {
                 throw CheckpointError.shapeMismatch(file.path, tensor: name, expected: shape, found: info.shape)
             }
-            dense[name] = WeightTensor(shape: shape, values: try file.floats(info))
+            // Matrices (the embedding table, an untied head, any linear left dense) stay in the
+            // map in their stored fp16 and are converted where they are used: a reader that keeps
+            // them in a stored type (fine-tuning's frozen embedding and head) never holds Float32.
+            dense[name] = try file.weightTensor(info)
         }
         return PackedModel(config: config, tokenizer: tokenizer, scheme: scheme, linears: linears, dense: dense)
     }

@@ -33,8 +33,12 @@ extension PackedModel {
             return DenseLinear(weights: t.values, outputSize: t.shape[0], inputSize: t.shape[1])
         }
         func table(_ name: String) throws -> EmbeddingTable {
-            try EmbeddingTable(values: try tensor(name).values, rows: c.vocabSize, width: c.hiddenSize,
-                               precision: precision, name: name)
+            let t = try tensor(name)
+            guard t.isMapped, precision != .f32 else {
+                return try EmbeddingTable(values: t.values, rows: c.vocabSize, width: c.hiddenSize, precision: precision, name: name)
+            }
+            // Straight from the stored rows: no Float32 copy of the whole table on the way.
+            return try EmbeddingTable(storedTensor: t, name: name).converted(to: precision, name: name)
         }
         let embedding = try table("model.embed_tokens.weight")
         return try assembleLlama(config: c, vector: { try tensor($0).values }, linear: linear, embedding: embedding,

@@ -112,6 +112,45 @@ final class ModelGradientTests: XCTestCase {
         }
     }
 
+    /// A frozen embedding and head stay in fp16 (row lookups, the head's product and its
+    /// transposed product from the stored halves) and give the loss and gradients of the Float32
+    /// path over the same values, tied and untied.
+    func testFrozenFloat16EmbeddingAndHeadGiveTheFloat32PathsGradients() throws {
+        let targets = try teacher()
+        for tied in [true, false] {
+            var packed = try packedModel()
+            if !tied {
+                packed.config.tiedEmbeddings = false
+                let table = packed.dense["model.embed_tokens.weight"]!
+                var random = SeededRandom(seed: 77)
+                packed.dense["lm_head.weight"] = WeightTensor(shape: table.shape, values: table.values.map { $0 * (0.5 + random.nextFloat()) })
+            }
+            for name in ["model.embed_tokens.weight", "lm_head.weight"] { packed.dense[name] = packed.dense[name]?.roundedForPacking() }
+            let frozen = try TrainableModel(packed: packed), trained = try TrainableModel(packed: packed, trainsEmbeddings: true)
+            XCTAssertEqual(frozen.embedding.precision, .f16)
+            XCTAssertEqual(trained.embedding.precision, .f32)
+            let (frozenLoss, frozenGradients) = frozen.distillationGradients(tokens: tokens, teacher: targets)
+            let (loss, gradients) = trained.distillationGradients(tokens: tokens, teacher: targets)
+            XCTAssertNil(frozenGradients.embedding)
+            XCTAssertEqual(frozenLoss, loss, accuracy: 1e-5 * loss, "tied \(tied)")
+            func same(_ a: [Float], _ b: [Float], _ name: String) {
+                let largest = b.map(abs).max()!
+                XCTAssertGreaterThan(largest, 0, name)
+                for i in b.indices where abs(a[i] - b[i]) > 1e-4 * largest {
+                    return XCTFail("tied \(tied) \(name)[\(i)]: \(a[i]) vs \(b[i])")
+                }
+            }
+            same(frozenGradients.finalNorm, gradients.finalNorm, "model.norm")
+            for l in 0..<config.numLayers {
+                same(frozenGradients.blocks[l].inputNorm, gradients.blocks[l].inputNorm, "layers.\(l).input_layernorm")
+                for linear in [LlamaLinear.q, .down] {
+                    same(frozenGradients.blocks[l].linears[linear]!.codewords, gradients.blocks[l].linears[linear]!.codewords,
+                         "layers.\(l).\(linear.rawValue).codebooks")
+                }
+            }
+        }
+    }
+
     func testTeacherTargetsAreTheTopTokensAndTheRestOfTheMass() throws {
         let targets = try teacher()
         XCTAssertEqual(targets.positions, tokens.count)

@@ -105,6 +105,44 @@ final class EmbeddingTableTests: XCTestCase {
         }
     }
 
+    /// The head's backward product g · Table against a Double product over the dequantized
+    /// table: rows across several widened panels (and a last partial one), one and two workers.
+    func testTransposedProductMatchesTheDequantizedTable() throws {
+        let threads = Threads.count
+        defer { Threads.set(threads) }
+        let panel = EmbeddingTable.transposedPanelRows
+        for workers in [1, 2] {
+            Threads.set(workers)
+            for (rows, width) in [(2 * panel + 77, 64), (5, 96)] {
+                let v = values(rows: rows, width: width, seed: 6)
+                for precision in EmbeddingPrecision.allCases {
+                    let table = try EmbeddingTable(values: v, rows: rows, width: width, precision: precision)
+                    let w = table.dequantized()
+                    for tokens in [1, 3] {
+                        let g = gaussian(tokens * rows, seed: UInt64(10 + tokens))
+                        var y = [Float](repeating: .nan, count: tokens * width)
+                        table.applyTransposed(g, &y, tokens: tokens)
+                        for t in 0..<tokens {
+                            for c in 0..<width {
+                                var exact = 0.0, magnitude = 0.0
+                                for r in 0..<rows {
+                                    let term = Double(g[t * rows + r]) * Double(w[r * width + c])
+                                    exact += term
+                                    magnitude += abs(term)
+                                }
+                                let error = abs(Double(y[t * width + c]) - exact)
+                                guard error <= 1e-5 * magnitude + 1e-30 else {
+                                    return XCTFail("\(precision) [\(rows),\(width)] \(workers) workers tokens \(tokens) "
+                                                   + "column \(c): \(y[t * width + c]) vs \(exact)")
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// How far the decode step's two-term int8 activations (`Q8Activations`: per 32-value block
     /// of largest magnitude M, x ≈ d₀q₀ + d₁q₁ with d₀ = M/127 and d₁ = max|x − d₀q₀|/127 ≤ d₀/254,
     /// so each value off by at most d₁/2 ≤ M/64516) can move one row's dot product with the
