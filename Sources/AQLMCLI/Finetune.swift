@@ -21,8 +21,10 @@ struct Finetune: ParsableCommand {
         and every --save-every steps): rerunning the same command after an interruption continues \
         from there. The output (a packed checkpoint with finetune.json) appears only when complete. \
         With --code-fraction > 0 the codes move too (PV-tuning's V steps): every --code-every steps, \
-        each quantized linear's codes in the --code-fraction of groups that a normalised gradient step \
-        moved most are re-encoded by beam search toward the stepped weights.
+        each quantized linear's codes in a --code-fraction of its groups are re-encoded by beam search \
+        (which groups, and toward what, is --code-select). The held-out sequences (--val-samples) share \
+        no token with the training sequences nor with the quantizer's calibration windows for the same \
+        seed. A frozen embedding table and head stay in the checkpoint's fp16.
         """
     )
 
@@ -56,7 +58,7 @@ struct Finetune: ParsableCommand {
     @Option(help: "Sequences per Adam step.")
     var batch = ModelFinetuneOptions().sequencesPerStep
 
-    @Option(help: "Sequences held out to pick the best epoch (0: keep the last).")
+    @Option(help: "Sequences held out to pick the best epoch (0: keep the last); drawn where they overlap no training or quantizer calibration window.")
     var valSamples = ModelFinetuneOptions().validationSamples
 
     @Option(help: "Teacher tokens kept per position; the rest count as one outcome.")
