@@ -88,6 +88,9 @@ struct Finetune: ParsableCommand {
     @Option(help: "How a V step picks what it changes: movement (the groups the normalised step moves most, re-encoded by beam search toward the stepped weights) gain (per group the single code change with the most negative predicted loss change G·δ + (L/2)δᵀH_jjδ, G the raw mean gradient; the --code-fraction best of those), or straight-through (PV-tuning's straight-through buffers: a continuous copy B of every quantized weight trained by Adam and never reset, the --code-fraction groups farthest from B re-encoded toward it; kept in OUT.work/, 8 bytes per weight).")
     var codeSelect: CodeSelection = .movement
 
+    @Option(help: "Skip an Adam step (parameters and moments unchanged, logged) whose largest |gradient| is above this or not finite: one spike would otherwise fill Adam's second moments and stall training for the rest of the run. Normal steps stay below ~10.")
+    var skipGradientAbove: Float = ModelFinetuneOptions().skipGradientAbove
+
     @Option(help: "Adam steps between saves of OUT.work/.")
     var saveEvery = ModelFinetuneOptions().saveEverySteps
 
@@ -117,6 +120,7 @@ struct Finetune: ParsableCommand {
         o.codebookTransform = codebookTransform
         if trainEmbeddings { o.trained.insert(.embeddings) }
         o.saveEverySteps = saveEvery
+        o.skipGradientAbove = skipGradientAbove
         o.seed = seed
         o.codeUpdate.fraction = codeFraction
         o.codeUpdate.stepSize = codeStep
@@ -126,6 +130,7 @@ struct Finetune: ParsableCommand {
         o.codeUpdate.selection = codeSelect
         o.denseMemoryBudget = try denseMemoryBudget(denseMemory)
         guard saveEvery >= 1 else { throw ValidationError("--save-every must be at least 1") }
+        guard skipGradientAbove > 0 else { throw ValidationError("--skip-gradient-above must be positive") }
         return o
     }
 

@@ -134,6 +134,29 @@ final class ModelFinetuningTests: XCTestCase {
         XCTAssertEqual(streamed.trainingLoss, float32.trainingLoss)
     }
 
+    /// A step whose gradient is above `skipGradientAbove` leaves the parameters and Adam's
+    /// moments alone: with a bound below every step's gradient nothing trains (every held-out
+    /// loss equals the start's, the stored norms and codebooks are the student's), and the same
+    /// run with the default bound trains.
+    func testStepsWithAGradientAboveTheBoundAreSkipped() throws {
+        var settings = options()
+        settings.epochs = 2
+        settings.skipGradientAbove = 1e-12
+        let skipped = try XCTUnwrap(try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath,
+                                                        outputPath: directory + "/skipped", options: settings).run())
+        XCTAssertEqual(Set(skipped.validationLoss).count, 1, "\(skipped.validationLoss)")
+        let before = try PackedCheckpoint.read(directory: studentPath), after = try PackedCheckpoint.read(directory: directory + "/skipped")
+        XCTAssertEqual(after.dense["model.norm.weight"]!.values, before.dense["model.norm.weight"]!.values)
+        for (name, code) in after.linears {
+            XCTAssertEqual(code.codebooks, before.linears[name]!.codebooks, name)
+            XCTAssertEqual(code.scales, before.linears[name]!.scales, name)
+        }
+        settings.skipGradientAbove = ModelFinetuneOptions().skipGradientAbove
+        let trained = try XCTUnwrap(try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath,
+                                                        outputPath: directory + "/trained", options: settings).run())
+        XCTAssertLessThan(trained.validationLoss.last!, skipped.validationLoss.last!)
+    }
+
     func testResumedRunEndsExactlyLikeAnUninterruptedOne() throws {
         // With the cosine schedule: the resumed steps must get the rates of their step numbers.
         var settings = options()
