@@ -153,9 +153,9 @@ public struct ModelGradients: Sendable {
         head?.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
     }
 
-    /// The largest |∂L/∂θ| over the norms, codewords and scales (∞ if any is not finite): for
-    /// the log, where a spike shows before it can freeze Adam's second moments (g² above
-    /// Float32's range makes v = ∞, and every later step of that parameter ≈ 0).
+    /// The largest |∂L/∂θ| over the norms, codewords and scales (∞ if any is not finite): a
+    /// step above `skipGradientAbove` is skipped before it can freeze Adam's second moments (g²
+    /// above Float32's range makes v = ∞, and every later step of that parameter ≈ 0).
     var largestMagnitude: Float {
         var largest: Float = 0
         func scan(_ v: [Float]) {
