@@ -12,8 +12,7 @@ text=../shared/data/wikitext-2/wiki.test.raw
 out=${AQLM_DEMO_OUT:-runs/smollm2-135m-2x8-fast}
 mkdir -p "$(dirname "$out")"
 if [ ! -d "$out" ]; then
-  "$aqlm" quantize --model smollm2-135m --out "$out" --scheme 2x8 --preset fast \
-    --calibration ../shared/data/wikitext-2/wiki.valid.tokens
+  "$aqlm" quantize --model smollm2-135m --out "$out" --scheme 2x8 --preset fast
 fi
 "$aqlm" inspect "$out"
 echo "== perplexity, original (first 8 chunks of 512)"

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Calibration
 import Checkpoint
 import Foundation
 import Kernels
@@ -190,4 +191,11 @@ func applyThreadsOption(_ threads: Int?) {
 let threadsHelp: ArgumentHelp = """
     Cores to use. Default: all, fewer while other processes keep some busy. Results are \
     bit-identical at any count.
+    """
+
+/// The --calibration help of quantize, finetune and sweep.
+let calibrationHelp: ArgumentHelp = """
+    Calibration text: a registry name from calibration/registry.tsv or a text file. Default \(CalibrationSource.defaultName): \
+    WikiText-2's validation split plus half as many bytes of the Perl manuals Debian ships, built once by tools/setup.sh \
+    (wikitext2-valid: WikiText alone).
     """

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Calibration
 import Finetune
 import Foundation
 import Kernels
@@ -37,8 +38,8 @@ struct Finetune: ParsableCommand {
     @Option(help: "Output directory (must not exist).")
     var out: String
 
-    @Option(help: "Calibration text: a registry name from calibration/registry.tsv or a text file.")
-    var calibration = "wikitext2-valid"
+    @Option(help: calibrationHelp)
+    var calibration = CalibrationSource.defaultName
 
     @Option(help: "Calibration sequences.")
     var samples = ModelFinetuneOptions().samples
@@ -103,7 +104,7 @@ struct Finetune: ParsableCommand {
     @Option(help: denseMemoryHelp)
     var denseMemory: Double?
 
-    @Flag(help: "Print finetune.json (losses, best epoch, steps, times, teacher_dense_linears, student_dense_linears) as one JSON object when done.")
+    @Flag(help: "Print finetune.json (calibration, samples, losses, best epoch, steps, times, teacher_dense_linears, student_dense_linears) as one JSON object when done.")
     var json = false
 
     func options() throws -> ModelFinetuneOptions {

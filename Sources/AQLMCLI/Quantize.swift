@@ -35,10 +35,10 @@ struct Quantize: ParsableCommand {
     @Option(help: "Bundle of calibration size and search effort: fast (the demo), default, best.")
     var preset: QuantizeOptions.Preset = .default
 
-    @Option(help: "Calibration text: a registry name from calibration/registry.tsv or a text file.")
+    @Option(help: calibrationHelp)
     var calibration: String?
 
-    @Option(help: "Calibration sequences (preset: fast 32, default 128, best 256).")
+    @Option(help: "Calibration sequences (preset: fast 32, default 192, best 256).")
     var samples: Int?
 
     @Option(help: "Tokens per calibration sequence.")
@@ -105,7 +105,7 @@ struct Quantize: ParsableCommand {
     var threads: Int?
 
     @Flag(help: """
-        Print report.json's totals as one JSON object when done: scheme, model, output, samples, seqlen, seed, beam, \
+        Print report.json's totals as one JSON object when done: scheme, model, output, calibration (the --calibration given; empty for rtn), samples, seqlen, seed, beam, \
         bits_per_weight, model_bits_per_weight, quantized_parameters, other_parameters, other_bytes, file_bytes, \
         wall_seconds, peak_rss_bytes, calibration_activation_bytes (calibration activations: in memory, or in files above --activation-memory), block_output_errors (and block_output_errors_finetuned when blocks are fine-tuned).
         """)

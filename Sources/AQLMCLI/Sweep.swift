@@ -42,7 +42,7 @@ struct SweepCommand: ParsableCommand {
     @Option(help: "Calibration sequences (default: the preset's).")
     var samples: Int?
 
-    @Option(help: "Calibration text: a registry name from calibration/registry.tsv or a text file.")
+    @Option(help: calibrationHelp)
     var calibration: String?
 
     @Option(help: "Block-wise fine-tuning epochs after each block is quantized (default: the preset's; 0: off).")

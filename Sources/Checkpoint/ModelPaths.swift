@@ -2,12 +2,18 @@ import Foundation
 
 /// Model aliases the CLI accepts in place of a path, and where setup puts their files.
 public enum ModelPaths {
-    /// `${XDG_CACHE_HOME:-~/.cache}/aqlm/models`, where tools/setup.sh unpacks the default and the second model.
-    public static var cacheDirectory: String {
+    /// `${XDG_CACHE_HOME:-~/.cache}/aqlm`: everything tools/setup.sh fetches or builds (models,
+    /// the default calibration text) lives under it, never in the repository.
+    public static var aqlmCacheDirectory: String {
         let env = ProcessInfo.processInfo.environment
         let base = env["XDG_CACHE_HOME"].flatMap { $0.isEmpty ? nil : $0 }
             ?? (NSHomeDirectory() as NSString).appendingPathComponent(".cache")
-        return (base as NSString).appendingPathComponent("aqlm/models")
+        return (base as NSString).appendingPathComponent("aqlm")
+    }
+
+    /// `${XDG_CACHE_HOME:-~/.cache}/aqlm/models`, where tools/setup.sh unpacks the default and the second model.
+    public static var cacheDirectory: String {
+        (aqlmCacheDirectory as NSString).appendingPathComponent("models")
     }
 
     public static let aliases: [String: String] = [

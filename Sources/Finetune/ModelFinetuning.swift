@@ -1,4 +1,5 @@
 import Foundation
+import Calibration
 import Checkpoint
 import Evaluation
 import Kernels
@@ -9,8 +10,10 @@ import PackedFormat
 /// distillation from the full-precision model).
 public struct ModelFinetuneOptions: Sendable {
     /// Calibration registry name or text file.
-    public var calibration = "wikitext2-valid"
-    public var samples = 128
+    public var calibration = CalibrationSource.defaultName
+    /// 192 rather than AQLM's 128: with the mixed default text, 128 windows would give WikiText
+    /// only ~85 of them (BENCHMARKS, issue 14: 2:1 mixed with 192 ties WikiText-only with 128 on WikiText).
+    public var samples = 192
     public var sequenceLength = 512
     /// Defaults measured on SmolLM2-135M 2x8 after block-wise fine-tuning (100-chunk PPL 47.43):
     /// 1 epoch at lr 1e-4 gave 40.85 (7.8 min on 2 cores), 3 epochs at lr 2e-4 gave 37.88
@@ -59,6 +62,8 @@ public struct ModelFinetuneReport: Sendable {
     public var student: String
     public var teacher: String
     public var output: String
+    /// The calibration text as given: a registry name or a path.
+    public var calibration: String
     public var samples: Int
     public var sequenceLength: Int
     public var teacherTopK: Int
@@ -84,7 +89,7 @@ public struct ModelFinetuneReport: Sendable {
     public var json: JSONValue {
         .object([
             ("student", .string(student)), ("teacher", .string(teacher)), ("output", .string(output)),
-            ("samples", .int(samples)), ("seqlen", .int(sequenceLength)), ("teacher_top_k", .int(teacherTopK)),
+            ("calibration", .string(calibration)), ("samples", .int(samples)), ("seqlen", .int(sequenceLength)), ("teacher_top_k", .int(teacherTopK)),
             ("training_loss", .array(trainingLoss.map(JSONValue.double))),
             ("validation_loss", .array(validationLoss.map(JSONValue.double))),
             ("best_epoch", .int(bestEpoch)), ("steps", .int(steps)),
@@ -148,8 +153,8 @@ public struct ModelFinetuning {
             return nil
         }
         let report = ModelFinetuneReport(
-            student: studentDirectory, teacher: teacherPath, output: outputPath, samples: o.samples,
-            sequenceLength: o.sequenceLength, teacherTopK: teacher.k, trainingLoss: trainer.trainingLoss,
+            student: studentDirectory, teacher: teacherPath, output: outputPath, calibration: o.calibration,
+            samples: o.samples, sequenceLength: o.sequenceLength, teacherTopK: teacher.k, trainingLoss: trainer.trainingLoss,
             validationLoss: trainer.validationLoss, bestEpoch: trainer.bestEpoch, steps: trainer.optimizer.step,
             codesChanged: trainer.codesChanged, teacherSeconds: teacherSeconds,
             teacherDenseLinears: teacherDenseLinears?.rawValue,

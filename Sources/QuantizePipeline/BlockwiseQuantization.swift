@@ -502,7 +502,8 @@ public struct BlockwiseQuantization {
         let otherParameters = dense.values.reduce(0) { $0 + $1.elementCount }
         let otherBytes = dense.values.reduce(0) { $0 + $1.elementCount * ($1.shape.count == 1 ? 4 : 2) }
         var report = QuantizeReport(
-            scheme: options.choice.description, model: weights.source, output: outputPath, samples: options.samples,
+            scheme: options.choice.description, model: weights.source, output: outputPath,
+            calibration: options.choice.needsCalibration ? options.calibration : "", samples: options.samples,
             sequenceLength: options.sequenceLength, seed: options.seed, beam: options.aqlm.beamSize,
             bitsPerWeight: quantizedParameters > 0 ? quantizedBits / Double(quantizedParameters) : 0,
             modelBitsPerWeight: (quantizedBits + Double(otherBytes * 8)) / Double(quantizedParameters + otherParameters),

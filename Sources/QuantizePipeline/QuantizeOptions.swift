@@ -1,3 +1,4 @@
+import Calibration
 import Finetune
 import Kernels
 import Quantizer
@@ -65,11 +66,12 @@ public enum QuantizationChoice: Hashable, Sendable, CustomStringConvertible {
 public struct QuantizeOptions: Sendable {
     public var choice: QuantizationChoice = .aqlm(.preset2x8)
     /// Calibration registry name or text file.
-    public var calibration = "wikitext2-valid"
+    public var calibration = CalibrationSource.defaultName
     /// The whole `calibration` text already tokenized (a sweep tokenizes it once for all its
     /// schemes); nil: read and tokenize the file. Sequences are sampled from it as from the file.
     public var calibrationTokens: [Int]?
-    public var samples = 128
+    /// As `ModelFinetuneOptions.samples`: the mixed default text needs more windows than AQLM's 128.
+    public var samples = 192
     public var sequenceLength = 512
     public var seed: UInt64 = 0
     public var aqlm = AQLMOptions()

@@ -129,6 +129,8 @@ public struct QuantizeReport: Sendable {
     public var scheme: String
     public var model: String
     public var output: String
+    /// The calibration text as given: a registry name or a path.
+    public var calibration: String
     public var samples: Int
     public var sequenceLength: Int
     public var seed: UInt64
@@ -163,6 +165,7 @@ public struct QuantizeReport: Sendable {
             ("scheme", .string(scheme)),
             ("model", .string(model)),
             ("output", .string(output)),
+            ("calibration", .string(calibration)),
             ("samples", .int(samples)),
             ("seqlen", .int(sequenceLength)),
             ("seed", .number(String(seed))),

@@ -94,6 +94,24 @@ final class CLIBadInputTests: CLITestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: out), "nothing written on bad arguments")
     }
 
+    /// The default calibration text lives in the cache (tools/setup.sh builds it from the perl
+    /// manuals); without it quantize and finetune say where it should be and how to build it.
+    func testDefaultCalibrationTextNotBuiltNamesItsPathAndSetup() throws {
+        let model = try tinyGGUF()
+        let cache = path("empty-cache")
+        try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true)
+        let expected = cache + "/aqlm/calibration/wikitext2-manuals.txt"
+        try assertOneLineError(["quantize", "--model", model, "--out", path("out")],
+                               mentions: ["wikitext2-manuals", expected, "tools/setup.sh"], environment: ["XDG_CACHE_HOME": cache])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("out")), "nothing written without calibration text")
+        // Once built, the registry name finds it in the cache.
+        try FileManager.default.createDirectory(atPath: cache + "/aqlm/calibration", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: try writeText("calibration.txt", words: 400), toPath: expected)
+        let r = try run(["quantize", "--model", model, "--out", path("out"), "--scheme", "2x4", "--samples", "4", "--seqlen", "16",
+                         "--blocks", "1", "--preset", "fast", "--finetune-epochs", "0"], timeout: 60, environment: ["XDG_CACHE_HOME": cache])
+        XCTAssertEqual(r.status, 0, r.stderr)
+    }
+
     func testOutputPathThatExists() throws {
         let model = try tinyGGUF()
         let text = try writeText("calibration.txt", words: 400)

@@ -48,7 +48,8 @@ final class CLIProcess {
     private let stderrPath: String
     private let started = Date()
 
-    init(_ arguments: [String], scratch: String) throws {
+    /// `environment`: variables set on top of the test's own (e.g. XDG_CACHE_HOME).
+    init(_ arguments: [String], scratch: String, environment: [String: String] = [:]) throws {
         self.arguments = arguments
         let id = UUID().uuidString
         stdoutPath = scratch + "/stdout-\(id)"
@@ -57,6 +58,9 @@ final class CLIProcess {
         FileManager.default.createFile(atPath: stderrPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: try aqlmExecutable())
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = FileHandle(forWritingAtPath: stdoutPath)
         process.standardError = FileHandle(forWritingAtPath: stderrPath)
@@ -100,8 +104,9 @@ class CLITestCase: XCTestCase {
 
     /// Runs `aqlm arguments`; a timeout or a death by signal fails the test.
     @discardableResult
-    func run(_ arguments: [String], timeout: Double = 30, file: StaticString = #filePath, line: UInt = #line) throws -> CLIResult {
-        let (result, timedOut) = try CLIProcess(arguments, scratch: directory).wait(timeout: timeout)
+    func run(_ arguments: [String], timeout: Double = 30, environment: [String: String] = [:],
+             file: StaticString = #filePath, line: UInt = #line) throws -> CLIResult {
+        let (result, timedOut) = try CLIProcess(arguments, scratch: directory, environment: environment).wait(timeout: timeout)
         XCTAssertFalse(timedOut, "\(result.command) still running after \(timeout) s; killed", file: file, line: line)
         XCTAssertTrue(result.exited || timedOut, "\(result.command) died from signal \(result.status)\nstderr: \(result.stderr)",
                       file: file, line: line)
@@ -118,8 +123,9 @@ class CLITestCase: XCTestCase {
 
     /// The bad-input contract: a normal non-zero exit, nothing on stdout, and exactly one line
     /// on stderr, `Error: ...`, that contains each of `mentions` (the file, tensor or argument).
-    func assertOneLineError(_ arguments: [String], mentions: [String], file: StaticString = #filePath, line: UInt = #line) throws {
-        let r = try run(arguments, file: file, line: line)
+    func assertOneLineError(_ arguments: [String], mentions: [String], environment: [String: String] = [:],
+                            file: StaticString = #filePath, line: UInt = #line) throws {
+        let r = try run(arguments, environment: environment, file: file, line: line)
         XCTAssertNotEqual(r.status, 0, "\(r.command) should fail", file: file, line: line)
         XCTAssertEqual(r.stdout, "", "\(r.command): nothing on stdout", file: file, line: line)
         XCTAssertEqual(r.stderrLines.count, 1, "\(r.command): one line on stderr, got:\n\(r.stderr)", file: file, line: line)

@@ -10,7 +10,7 @@ final class CLIJSONTests: CLITestCase {
     let tensorKeys = ["name", "shape", "type", "bytes", "bits", "parameters", "role"]
     let perplexityKeys = ["ppl", "ppl_stderr", "mean_nll", "chunks", "ctx", "scored_tokens", "wall_seconds",
                           "tokens_per_second", "peak_rss_bytes", "protocol", "dense_linears", "dense_linear_float32_bytes"]
-    let quantizeKeys = ["scheme", "model", "output", "samples", "seqlen", "seed", "beam", "bits_per_weight",
+    let quantizeKeys = ["scheme", "model", "output", "calibration", "samples", "seqlen", "seed", "beam", "bits_per_weight",
                         "model_bits_per_weight", "quantized_parameters", "other_parameters", "other_bytes", "file_bytes",
                         "wall_seconds", "peak_rss_bytes", "block_output_errors"]
 
@@ -169,6 +169,7 @@ final class CLIJSONTests: CLITestCase {
                                                  "--max-iters", "2", "--beam", "2", "--threads", "1"], timeout: 60))
         try assertDocumentedKeys(object, quantizeKeys, command: "quantize")
         XCTAssertEqual(object["scheme"] as? String, "2x5g4")
+        XCTAssertEqual(object["calibration"] as? String, calibration)
         XCTAssertEqual((object["block_output_errors"] as? [Double])?.count, TinyModel.config.numLayers)
         let c = TinyModel.config
         var bits = 0, parameters = 0

@@ -94,6 +94,8 @@ final class ModelFinetuningTests: XCTestCase {
         XCTAssertGreaterThan(report.bestEpoch, 0)
         XCTAssertFalse(FileManager.default.fileExists(atPath: out + ".work"), "work directory left behind")
         XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/finetune.json"))
+        let written = try String(contentsOfFile: out + "/finetune.json", encoding: .utf8)
+        XCTAssertTrue(written.contains(textPath), "finetune.json names its calibration text")
 
         // Measured independently: exact KL over the whole vocabulary on the held-out sequences.
         let teacher = try LlamaModel(weights: TinyModel.weights(seed: 21))
