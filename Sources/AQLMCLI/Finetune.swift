@@ -41,7 +41,7 @@ struct Finetune: ParsableCommand {
     @Option(help: calibrationHelp)
     var calibration = CalibrationSource.defaultName
 
-    @Option(help: "Calibration sequences.")
+    @Option(help: "Calibration sequences; the first are the windows `aqlm quantize` drew with the same text and seed.")
     var samples = ModelFinetuneOptions().samples
 
     @Option(help: "Tokens per calibration sequence.")
