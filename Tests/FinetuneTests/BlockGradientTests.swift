@@ -94,11 +94,15 @@ final class BlockGradientTests: XCTestCase {
             let h = 1e-5
             let fd = (loss(i, h) - loss(i, -h)) / (2 * h)
             let error = abs(Double(analytic[i]) - fd)
-            worst = max(worst, error / (abs(fd) + 1e-5 * Double(largest)))
-            XCTAssertLessThanOrEqual(error, 1e-3 * abs(fd) + 1e-5 * Double(largest),
+            // Float32 analytic against a Double difference: 0.1 % of the entry, plus 1e-5 of the
+            // largest entry for small ones (whose Float32 sums lose more relative precision).
+            let tolerance = 1e-3 * abs(fd) + 1e-5 * Double(largest)
+            worst = max(worst, error / tolerance)
+            XCTAssertLessThanOrEqual(error, tolerance,
                                      "\(name)[\(i)]: analytic \(analytic[i]), finite difference \(fd)", file: file, line: line)
         }
-        XCTAssertLessThan(worst, 1e-3, name, file: file, line: line)
+        // The same bound over the entries checked (the worst as a fraction of its tolerance).
+        XCTAssertLessThanOrEqual(worst, 1, name, file: file, line: line)
     }
 
     func checkBlock(_ block: TrainableBlock, config: LlamaConfig, seed: UInt64) {
