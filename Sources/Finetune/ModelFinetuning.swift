@@ -77,6 +77,8 @@ public struct ModelFinetuneReport: Sendable {
     public var steps: Int
     /// Fraction of all codes changed by the V steps of each epoch (empty without V steps).
     public var codesChanged: [Double] = []
+    /// V steps run (a window whose every Adam step was skipped as a gradient spike runs none).
+    public var codeUpdates = 0
     public var teacherSeconds: Double
     /// How the teacher's block linears were held ("float32", "streamed"), nil when its targets
     /// were read back from the work directory (or it is a packed model run through its kernels).
@@ -95,7 +97,7 @@ public struct ModelFinetuneReport: Sendable {
             ("training_loss", .array(trainingLoss.map(JSONValue.double))),
             ("validation_loss", .array(validationLoss.map(JSONValue.double))),
             ("best_epoch", .int(bestEpoch)), ("steps", .int(steps)),
-            ("codes_changed", .array(codesChanged.map(JSONValue.double))),
+            ("codes_changed", .array(codesChanged.map(JSONValue.double))), ("code_updates", .int(codeUpdates)),
             ("teacher_seconds", .double(teacherSeconds)),
             ("teacher_dense_linears", teacherDenseLinears.map(JSONValue.string) ?? .null),
             ("student_dense_linears", studentDenseLinears.map(JSONValue.string) ?? .null), ("wall_seconds", .double(wallSeconds)),
@@ -158,7 +160,7 @@ public struct ModelFinetuning {
             student: studentDirectory, teacher: teacherPath, output: outputPath, calibration: o.calibration,
             samples: o.samples, sequenceLength: o.sequenceLength, teacherTopK: teacher.k, trainingLoss: trainer.trainingLoss,
             validationLoss: trainer.validationLoss, bestEpoch: trainer.bestEpoch, steps: trainer.optimizer.step,
-            codesChanged: trainer.codesChanged, teacherSeconds: teacherSeconds,
+            codesChanged: trainer.codesChanged, codeUpdates: trainer.codeUpdates, teacherSeconds: teacherSeconds,
             teacherDenseLinears: teacherDenseLinears?.rawValue,
             studentDenseLinears: DenseLinearStorage.choose(for: packed.config, budgetBytes: o.denseMemoryBudget).rawValue,
             wallSeconds: Date().timeIntervalSince(started),
@@ -345,15 +347,21 @@ struct ModelTrainer {
                     optimizer.beginStep()
                     model.update(with: gradients, trained: options.trained, optimizer: &optimizer)
                 } else {
-                    // The V window's ∂L/∂Ŵ sums hold the spike too: they start again.
+                    // The V window's ∂L/∂Ŵ sums hold the spike too: they start again, and so
+                    // does the count of steps they average over.
                     clearWeightGradients(&gradients)
+                    window?.steps = 0
                     log("skipped a step: gradient spike, largest |∂L/∂θ| \(largest) (sequences \(Array(batch)))")
                 }
                 stepInEpoch += 1
                 if stepTaken { window?.steps += 1 }
                 let windowEnds = (stepTaken && optimizer.step % pv.everySteps == 0) || stepInEpoch == steps
                 if let full = window, windowEnds {
-                    updateCodes(gradients: &gradients, window: full)
+                    // A window left with no step's gradient (a spike skipped at its end) has
+                    // nothing to follow: a V step on empty sums would still decay the
+                    // straight-through moments and re-encode toward stale targets.
+                    if full.steps > 0 { updateCodes(gradients: &gradients, window: full) }
+                    else { log("no V step: every Adam step of its window was skipped") }
                     window = CodeUpdateWindow(config: model.config)
                 }
                 prepared = PreparedBlocks(model.blocks, config: model.config, budgetBytes: options.denseMemoryBudget)

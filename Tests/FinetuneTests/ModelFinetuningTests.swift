@@ -159,6 +159,27 @@ final class ModelFinetuningTests: XCTestCase {
         XCTAssertLessThan(trained.validationLoss.last!, skipped.validationLoss.last!)
     }
 
+    /// With V steps on and every Adam step skipped as a spike, no V step runs (their windows
+    /// hold no gradient) and no code moves; with the default bound the same run has a V step
+    /// per window.
+    func testWindowsWhoseStepsWereAllSkippedRunNoVStep() throws {
+        var settings = options()
+        settings.codeUpdate = pvOptions()
+        settings.skipGradientAbove = 1e-12
+        let skipped = try XCTUnwrap(try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath,
+                                                        outputPath: directory + "/skipped-pv", options: settings).run())
+        XCTAssertEqual(skipped.codeUpdates, 0)
+        XCTAssertEqual(skipped.codesChanged, [0, 0, 0])
+        let before = try PackedCheckpoint.read(directory: studentPath)
+        let after = try PackedCheckpoint.read(directory: directory + "/skipped-pv")
+        for (name, code) in after.linears { XCTAssertEqual(code.codes, before.linears[name]!.codes, name) }
+        settings.skipGradientAbove = ModelFinetuneOptions().skipGradientAbove
+        let trained = try XCTUnwrap(try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath,
+                                                        outputPath: directory + "/trained-pv", options: settings).run())
+        // 4 steps an epoch (8 training sequences, 2 a step), a window every 3 steps and one at each epoch's end.
+        XCTAssertEqual(trained.codeUpdates, 3 * 2)
+    }
+
     func testResumedRunEndsExactlyLikeAnUninterruptedOne() throws {
         // With the cosine schedule: the resumed steps must get the rates of their step numbers.
         var settings = options()
