@@ -65,8 +65,9 @@ final class BlockGradientTests: XCTestCase {
     }
 
     /// Analytic gradients of ‖Y − Y*‖²/‖Y*‖² from the Float32 backward pass.
-    func analytic(_ block: TrainableBlock, config: LlamaConfig, input: [Float], target: [Float])
+    func analytic(_ block: TrainableBlock, config: LlamaConfig, input: [Float], target: [Float], tokens: Int? = nil)
         -> (gradients: BlockGradients, input: [Float]) {
+        let tokens = tokens ?? self.tokens
         let prepared = PreparedBlock(block)
         let activations = BlockActivations(config: config, capacity: tokens)
         var y = input
@@ -151,6 +152,31 @@ final class BlockGradientTests: XCTestCase {
             var shifted = flatInput
             shifted[i] += h
             return reference.loss((0..<self.tokens).map { Array(shifted[($0 * d)..<(($0 + 1) * d)]) }, target: y)
+        }
+    }
+
+    /// The backward pass gives the same bits at any worker count (what makes a fine-tuning run
+    /// reproducible on a loaded machine, where the count follows the free cores).
+    func testBackwardIsBitIdenticalAtAnyWorkerCount() throws {
+        let threads = Threads.count
+        defer { Threads.set(threads) }
+        for (config, count) in [(TinyModel.config, tokens), (TinyModel.config, 150), (Self.biased, 150), (Self.biased, 7)] {
+            let block = try randomTrainableBlock(config: config, seed: 9)
+            var rng = SeededRandom(seed: 10)
+            let input = randomRows(count, config.hiddenSize, std: 1, rng: &rng)
+            let target = zip(input, randomRows(count, config.hiddenSize, std: 1, rng: &rng)).map { $0 + $1 }
+            var runs: [[UInt32]] = []
+            for workers in [1, 2, 3, 1] {
+                Threads.set(workers)
+                let (gradients, inputGradient) = analytic(block, config: config, input: input, target: target, tokens: count)
+                var bits = inputGradient + gradients.inputNorm + gradients.postAttentionNorm
+                for linear in LlamaLinear.allCases {
+                    guard let g = gradients.linears[linear] else { continue }
+                    bits += g.codewords + g.scales
+                }
+                runs.append(bits.map(\.bitPattern))
+            }
+            for r in 1..<runs.count { XCTAssertEqual(runs[r], runs[0], "\(config.architecture), \(count) tokens, run \(r)") }
         }
     }
 
