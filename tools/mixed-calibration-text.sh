@@ -6,13 +6,20 @@
 # dropped: licence prose is the second-domain *test* text (tools/second-domain-text.sh) and
 # must stay unseen. Calibration samples windows uniformly over the result, so about 1/(1+SHARE) of
 # them come from WikiText (tokens per byte differ a little between the domains).
-# Usage: tools/mixed-calibration-text.sh [OUT [SHARE]]   (default /tmp/aqlm-mixed-calibration.txt, 1);
+# Usage: tools/mixed-calibration-text.sh [OUT [SHARE [CODE_SHARE]]]   (default /tmp/aqlm-mixed-calibration.txt, 1, 0);
 # SHARE is the manuals' bytes per WikiText byte (1: half and half; 0.5: 2:1; 0.33: 3:1).
+# CODE_SHARE appends that many bytes per WikiText byte of Python source: the standard library of
+# Debian's python3 (/usr/lib/python3.N, the newest N; whole files, in the order of their names'
+# sha256 so every part of the library is sampled; files above 100 kB, mostly data, skipped; lines
+# naming a licence or copyright dropped; the last file cut at a line to fit).
 # Prints OUT. Never commit the text itself.
 set -eu
 cd "$(dirname "$0")/.."
 out=${1:-/tmp/aqlm-mixed-calibration.txt}
 share=${2:-1}
+code_share=${3:-0}
+python3 -c 'import sys; float(sys.argv[1])' "$code_share" 2>/dev/null ||
+    { echo "mixed-calibration-text: CODE_SHARE must be a number, not '$code_share'" >&2; exit 1; }
 wiki=../shared/data/wikitext-2/wiki.valid.tokens
 [ -r "$wiki" ] || { echo "mixed-calibration-text: $wiki not found" >&2; exit 1; }
 command -v pod2text >/dev/null || { echo "mixed-calibration-text: pod2text not found (package perl)" >&2; exit 1; }
@@ -42,5 +49,41 @@ for raw in sys.stdin.buffer:
             break
 sys.stdout.write("".join(out))
 ' "$budget" >> "$tmp"
+if [ "$code_share" != 0 ]; then
+    stdlib=$(ls -d /usr/lib/python3.[0-9]* 2>/dev/null | sort -t. -k2 -n | tail -n 1)
+    [ -n "$stdlib" ] && [ -r "$stdlib/os.py" ] ||
+        { echo "mixed-calibration-text: no Python standard library in /usr/lib/python3.N (package libpython3-stdlib)" >&2; exit 1; }
+    python3 - "$stdlib" "$(wc -c < "$wiki")" "$code_share" >> "$tmp" <<'PY' ||
+import hashlib, os, re, sys
+root, wiki_bytes, share = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+budget = int(wiki_bytes * share)
+files = []
+for d, dirs, names in os.walk(root):
+    dirs[:] = sorted(x for x in dirs if x not in ("test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"))
+    files += [os.path.relpath(os.path.join(d, n), root) for n in names if n.endswith(".py")]
+out = []
+for rel in sorted(files, key=lambda r: hashlib.sha256(r.encode()).hexdigest()):
+    path = os.path.join(root, rel)
+    if os.path.getsize(path) > 100_000:
+        continue
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines(True)
+    except (UnicodeDecodeError, OSError):
+        continue
+    full = False
+    for line in lines:
+        if re.search(r"licen[cs]e|copyright", line, re.I):
+            continue
+        full = len(line.encode()) > budget
+        if full:
+            break
+        out.append(line)
+        budget -= len(line.encode())
+    if full:
+        break
+sys.stdout.write("".join(out))
+PY
+        { echo "mixed-calibration-text: reading Python sources from $stdlib failed" >&2; exit 1; }
+fi
 mv "$tmp" "$out"
 echo "$out"
