@@ -85,19 +85,25 @@ public struct TeacherTargets: Sendable, Equatable {
 /// outcome (a lower bound of the full KL). Its gradient is ∂L/∂z = q − p̃ with p̃_i = p_i on the
 /// top k and p_tail·q_i/q_tail elsewhere (the student's own tail shape, rescaled to the
 /// teacher's tail mass). Overwrites `row` with `gradientScale`·∂L/∂z and returns L.
-func distillationStep(_ row: UnsafeMutablePointer<Float>, count n: Int, ids: UnsafePointer<Int32>, logProbs: UnsafePointer<Float>,
-                      k: Int, tailLogMass: Float, gradientScale: Float) -> Double {
+public func distillationStep(_ row: UnsafeMutablePointer<Float>, count n: Int, ids: UnsafePointer<Int32>, logProbs: UnsafePointer<Float>,
+                             k: Int, tailLogMass: Float, gradientScale: Float) -> Double {
     softmax(row, count: n)
-    var topMass = 0.0
-    for j in 0..<k { topMass += Double(row[Int(ids[j])]) }
-    let studentTail = max(1 - topMass, Double(Float.leastNormalMagnitude))
-    let teacherTail = Double(Foundation.exp(tailLogMass))
-    var loss = teacherTail > 0 ? teacherTail * (Double(tailLogMass) - Foundation.log(studentTail)) : 0
     var topProbabilities = [Float](repeating: 0, count: k)
     for j in 0..<k {
-        let q = Double(row[Int(ids[j])]), logP = Double(logProbs[j])
-        loss += Foundation.exp(logP) * (logP - Foundation.log(max(q, Double(Float.leastNormalMagnitude))))
         topProbabilities[j] = row[Int(ids[j])]
+        row[Int(ids[j])] = 0
+    }
+    // q_tail summed over the tail itself, not as 1 − Σ_top q: when the student is confident the
+    // top k's Float probabilities can sum past 1, the clamped q_tail became ~1e-38, and
+    // p_tail·q_i/q_tail put ~1e26 on the tail (the "gradient spikes" the step guard skipped).
+    var tailSum = 0.0
+    for i in 0..<n { tailSum += Double(row[i]) }
+    let studentTail = max(tailSum, Double(Float.leastNormalMagnitude))
+    let teacherTail = Double(Foundation.exp(tailLogMass))
+    var loss = teacherTail > 0 ? teacherTail * (Double(tailLogMass) - Foundation.log(studentTail)) : 0
+    for j in 0..<k {
+        let q = Double(topProbabilities[j]), logP = Double(logProbs[j])
+        loss += Foundation.exp(logP) * (logP - Foundation.log(max(q, Double(Float.leastNormalMagnitude))))
     }
     scale(row, by: gradientScale * Float(1 - teacherTail / studentTail), count: n)
     for j in 0..<k {

@@ -151,6 +151,50 @@ final class ModelGradientTests: XCTestCase {
         }
     }
 
+    /// A confident student (its teacher-top-k probabilities, rounded to Float, summing to 1 or
+    /// past it) still gets the bounded gradient q − p̃ (L1 norm ≤ 2) and the loss of a Float64
+    /// reference; the student tail mass taken as 1 − Σ top had put up to ~1e26 on the tail.
+    func testDistillationGradientStaysBoundedForAConfidentStudent() {
+        var rng = SeededRandom(seed: 11)
+        let n = 2000, k = 8, ids = (0..<Int32(k)).map { $0 * 7 + 3 }
+        var roundedPastOne = 0
+        for _ in 0..<300 {
+            var z = (0..<n).map { _ in 4 * rng.nextFloat() - 2 }
+            for id in ids { z[Int(id)] = 25 + 3 * rng.nextFloat() }
+            // The teacher: its own top k with most of the mass, a small tail.
+            let teacherTop = (0..<k).map { _ in 0.5 + rng.nextFloat() }
+            let tail = 1e-3 * Double(rng.nextFloat() + 0.1)
+            let total = teacherTop.reduce(0) { $0 + Double($1) }
+            let logProbs = teacherTop.map { Float(log(Double($0) / total * (1 - tail))) }
+            // Float64 reference of the loss.
+            let zMax = Double(z.max()!)
+            let normaliser = z.reduce(0.0) { $0 + exp(Double($1) - zMax) }
+            let q = z.map { exp(Double($0) - zMax) / normaliser }
+            let topSet = Set(ids.map(Int.init))
+            let qTail = q.indices.filter { !topSet.contains($0) }.reduce(0.0) { $0 + q[$1] }
+            var expected = tail * (log(tail) - log(qTail))
+            for (j, id) in ids.enumerated() { expected += exp(Double(logProbs[j])) * (Double(logProbs[j]) - log(q[Int(id)])) }
+            var top32 = 0.0
+            var row = z
+            let loss = row.withUnsafeMutableBufferPointer { r in
+                ids.withUnsafeBufferPointer { i in
+                    logProbs.withUnsafeBufferPointer { l in
+                        distillationStep(r.baseAddress!, count: n, ids: i.baseAddress!, logProbs: l.baseAddress!, k: k,
+                                         tailLogMass: Float(log(tail)), gradientScale: 1)
+                    }
+                }
+            }
+            var softmaxRow = z
+            softmaxRow.withUnsafeMutableBufferPointer { softmax($0.baseAddress!, count: n) }
+            for id in ids { top32 += Double(softmaxRow[Int(id)]) }
+            if top32 >= 1 { roundedPastOne += 1 }
+            let l1 = row.reduce(0.0) { $0 + abs(Double($1)) }
+            XCTAssertLessThanOrEqual(l1, 2.001, "top mass \(top32)")
+            XCTAssertEqual(loss, expected, accuracy: 1e-4 * max(1, abs(expected)), "top mass \(top32)")
+        }
+        XCTAssertGreaterThan(roundedPastOne, 0, "no row reached the case")
+    }
+
     func testTeacherTargetsAreTheTopTokensAndTheRestOfTheMass() throws {
         let targets = try teacher()
         XCTAssertEqual(targets.positions, tokens.count)
