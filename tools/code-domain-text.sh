@@ -6,12 +6,10 @@
 # Usage: tools/code-domain-text.sh [OUT]   (default /tmp/aqlm-code.txt); prints OUT.
 # A test set only: never calibrate or pick settings on it. Never commit the text itself.
 set -eu
+. "$(dirname "$0")/download-wheel.sh"
 out=${1:-/tmp/aqlm-code.txt}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-python3 -m pip download --no-deps --quiet -d "$tmp" click==8.1.7 ||
-    { echo "code-domain-text: pip download click==8.1.7 failed" >&2; exit 1; }
-python3 - "$tmp"/click-8.1.7-*.whl "$out.tmp.$$" <<'PY'
+download_wheel click==8.1.7
+python3 - "$wheel" "$out.tmp.$$" <<'PY'
 import sys, zipfile
 whl, out = sys.argv[1], sys.argv[2]
 with zipfile.ZipFile(whl) as z:

