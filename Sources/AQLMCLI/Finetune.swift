@@ -95,6 +95,9 @@ struct Finetune: ParsableCommand {
     @Option(help: "Adam steps between saves of OUT.work/.")
     var saveEvery = ModelFinetuneOptions().saveEverySteps
 
+    @Option(help: "Adam steps between held-out losses printed during an epoch, to follow a run (0: at epoch ends only; the best epoch is picked at epoch ends either way).")
+    var validateEvery = ModelFinetuneOptions().validateEverySteps
+
     @Option(help: "Seed for calibration sampling and the order of sequences.")
     var seed: UInt64 = 0
 
@@ -121,6 +124,7 @@ struct Finetune: ParsableCommand {
         o.codebookTransform = codebookTransform
         if trainEmbeddings { o.trained.insert(.embeddings) }
         o.saveEverySteps = saveEvery
+        o.validateEverySteps = validateEvery
         o.skipGradientAbove = skipGradientAbove
         o.seed = seed
         o.codeUpdate.fraction = codeFraction
@@ -131,6 +135,7 @@ struct Finetune: ParsableCommand {
         o.codeUpdate.selection = codeSelect
         o.denseMemoryBudget = try denseMemoryBudget(denseMemory)
         guard saveEvery >= 1 else { throw ValidationError("--save-every must be at least 1") }
+        guard validateEvery >= 0 else { throw ValidationError("--validate-every must be 0 or more") }
         guard skipGradientAbove > 0 else { throw ValidationError("--skip-gradient-above must be positive") }
         return o
     }

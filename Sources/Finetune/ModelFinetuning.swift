@@ -38,6 +38,10 @@ public struct ModelFinetuneOptions: Sendable {
     public var codebookTransform: CodebookTransform = .none
     /// Optimizer steps between saves of the work directory (epoch ends are always saved).
     public var saveEverySteps = 8
+    /// Optimizer steps between held-out losses printed during an epoch (0: at epoch ends only).
+    /// Printed only: the best epoch is still picked at epoch ends, so a run's result does not
+    /// depend on it.
+    public var validateEverySteps = 0
     /// Stop (saving the work directory, writing no output) once this many optimizer steps are
     /// done in total: lets tests interrupt a run, and long runs be done in time-boxed parts.
     /// With V steps on, the stop waits for the end of the current V-step window.
@@ -371,6 +375,10 @@ struct ModelTrainer {
                                stepInEpoch, steps, epochLoss / Double(min(stepInEpoch * perStep, order.count) * length),
                                Date().timeIntervalSince(clock) / done, (processCPUSeconds() - cpu) / done, Double(largestSinceLog)))
                     largestSinceLog = 0
+                }
+                if options.validateEverySteps > 0, stepInEpoch < steps, stepTaken,
+                   optimizer.step % options.validateEverySteps == 0, let v = validation(model) {
+                    log(String(format: "step %d: validation loss %.5f", optimizer.step, v))
                 }
                 let saves = window == nil ? stepTaken && optimizer.step % options.saveEverySteps == 0 : windowEnds
                 if stepInEpoch < steps, saves { try work.save(self) }

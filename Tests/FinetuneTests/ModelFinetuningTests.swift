@@ -296,6 +296,22 @@ final class ModelFinetuningTests: XCTestCase {
                        FileManager.default.contents(atPath: resumed + "/model.safetensors"))
     }
 
+    /// Held-out losses printed between epoch ends only report: the run's bytes are unchanged.
+    func testHeldOutLossesDuringAnEpochLeaveTheResultUnchanged() throws {
+        let plain = directory + "/plain", traced = directory + "/traced"
+        _ = try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath, outputPath: plain, options: options()).run()
+        var settings = options()
+        settings.validateEverySteps = 1
+        var job = ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath, outputPath: traced, options: settings)
+        var lines: [String] = []
+        job.log = { lines.append($0) }
+        _ = try job.run()
+        // 4 steps per epoch: steps 1-3 of each epoch print one (the 4th is the epoch end's).
+        XCTAssertEqual(lines.filter { $0.hasPrefix("step ") && $0.contains("validation loss") }.count, 9, "\(lines)")
+        XCTAssertEqual(FileManager.default.contents(atPath: plain + "/model.safetensors"),
+                       FileManager.default.contents(atPath: traced + "/model.safetensors"))
+    }
+
     func testRefusesAStudentThatIsNotPacked() throws {
         XCTAssertThrowsError(try ModelFinetuning(studentPath: teacherPath, teacherPath: teacherPath, outputPath: directory + "/x",
                                                  options: options()).run()) {
