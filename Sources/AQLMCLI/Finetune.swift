@@ -89,6 +89,9 @@ struct Finetune: ParsableCommand {
     @Option(help: "How a V step picks what it changes: movement (the groups the normalised step moves most, re-encoded by beam search toward the stepped weights) gain (per group the single code change with the most negative predicted loss change G·δ + (L/2)δᵀH_jjδ, G the raw mean gradient; the --code-fraction best of those), or straight-through (PV-tuning's straight-through buffers: a continuous copy B of every quantized weight trained by Adam and never reset, the --code-fraction groups farthest from B re-encoded toward it; kept in OUT.work/, 8 bytes per weight).")
     var codeSelect: CodeSelection = .movement
 
+    @Option(help: "V step size and subspace over the run: constant, or cosine (η and τ both shrink like a cosine learning rate, to 0 at the last step).")
+    var codeSchedule: LearningRateSchedule = ModelFinetuneOptions().codeUpdate.schedule
+
     @Option(help: "Skip an Adam step (parameters and moments unchanged, logged) whose largest |gradient| is above this or not finite: one spike would otherwise fill Adam's second moments and stall training for the rest of the run. Normal steps stay below ~10.")
     var skipGradientAbove: Float = ModelFinetuneOptions().skipGradientAbove
 
@@ -133,6 +136,7 @@ struct Finetune: ParsableCommand {
         o.codeUpdate.beamSize = codeBeam
         o.codeUpdate.activationWeighted = codeObjective == .xtx
         o.codeUpdate.selection = codeSelect
+        o.codeUpdate.schedule = codeSchedule
         o.denseMemoryBudget = try denseMemoryBudget(denseMemory)
         guard saveEvery >= 1 else { throw ValidationError("--save-every must be at least 1") }
         guard validateEvery >= 0 else { throw ValidationError("--validate-every must be 0 or more") }

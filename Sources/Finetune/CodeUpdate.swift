@@ -31,14 +31,28 @@ public struct CodeUpdateOptions: Sendable, Equatable {
     public var activationWeighted = true
     /// How the subspace is chosen and the codes moved (see `CodeSelection`).
     public var selection = CodeSelection.movement
+    /// η and τ over the run: constant, or cosine (both shrink with the same factor as a cosine
+    /// learning rate, to 0 at the last Adam step), so that the codes settle while the P steps
+    /// go on adapting the codebooks to them.
+    public var schedule = LearningRateSchedule.constant
 
     public init() {}
+
+    /// The options of a V step after Adam step `step` of `total`: η and τ scaled by `schedule`.
+    public func scheduled(step: Int, total: Int) -> CodeUpdateOptions {
+        var o = self
+        let factor = schedule.rate(base: 1, step: step, total: total)
+        o.stepSize *= factor
+        o.fraction *= Double(factor)
+        return o
+    }
 
     public var enabled: Bool { fraction > 0 }
 
     var fingerprint: String {
         enabled ? "v:\(fraction):\(stepSize):\(everySteps):\(beamSize):\(activationWeighted)"
-            + (selection == .movement ? "" : ":\(selection.rawValue)") : "v:off"
+            + (selection == .movement ? "" : ":\(selection.rawValue)")
+            + (schedule == .constant ? "" : ":\(schedule.rawValue)") : "v:off"
     }
 }
 

@@ -401,12 +401,13 @@ struct ModelTrainer {
     mutating func updateCodes(gradients: inout ModelGradients, window: CodeUpdateWindow) {
         let clock = Date()
         let seed = options.seed &+ UInt64(codeUpdates + 1) &* 0xD1B5_4A32_D192_ED03
+        let settings = options.codeUpdate.scheduled(step: optimizer.step, total: optimizer.totalSteps)
         let outcome: CodeUpdateOutcome
         if straightThrough != nil {
             outcome = model.updateCodes(following: &straightThrough!, gradients: gradients, window: window,
-                                        stepsInWindow: window.steps, options: options.codeUpdate, seed: seed)
+                                        stepsInWindow: window.steps, options: settings, seed: seed)
         } else {
-            outcome = model.updateCodes(gradients: gradients, window: window, options: options.codeUpdate, seed: seed)
+            outcome = model.updateCodes(gradients: gradients, window: window, options: settings, seed: seed)
         }
         codeUpdates += 1
         epochCodesChanged += outcome.changedCodes

@@ -259,6 +259,26 @@ final class ModelFinetuningTests: XCTestCase {
         return v
     }
 
+    /// `--code-schedule cosine` shrinks η and τ together like a cosine learning rate: the first
+    /// step runs at the full settings, and the last epoch's V steps change fewer codes than a
+    /// constant schedule's (not fewer than its own first epoch's: the buffers need a few steps to
+    /// drift far enough from Ŵ for any code to change).
+    func testCosineCodeScheduleShrinksTheVStepsTowardTheEnd() throws {
+        var settings = options()
+        settings.codeUpdate = straightThroughOptions()
+        let constant = try XCTUnwrap(try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath,
+                                                         outputPath: directory + "/constant", options: settings).run())
+        settings.codeUpdate.schedule = .cosine
+        XCTAssertEqual(settings.codeUpdate.scheduled(step: 1, total: 12), { var o = settings.codeUpdate; o.schedule = .cosine; return o }())
+        let last = settings.codeUpdate.scheduled(step: 12, total: 12)
+        XCTAssertLessThan(last.fraction, 0.02 * settings.codeUpdate.fraction)
+        XCTAssertLessThan(last.stepSize, 0.02 * settings.codeUpdate.stepSize)
+        let cosine = try XCTUnwrap(try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath,
+                                                       outputPath: directory + "/cosine", options: settings).run())
+        XCTAssertLessThan(cosine.codesChanged[2], constant.codesChanged[2], "\(cosine.codesChanged) against \(constant.codesChanged)")
+        try assertResumedRunEndsLikeAnUninterruptedOne(settings)
+    }
+
     /// The straight-through buffers and their Adam moments are part of the resumable state.
     func testResumedRunWithStraightThroughCodeUpdatesEndsExactlyLikeAnUninterruptedOne() throws {
         var settings = options()
