@@ -296,9 +296,10 @@ struct ModelTrainer {
     }
 
     /// Mean loss per token on the held-out sequences (nil without any).
-    func validation(_ model: TrainableModel) -> Double? {
+    /// `prepared`: `model`'s blocks when the caller has them at hand (else prepared here).
+    func validation(_ model: TrainableModel, prepared: PreparedBlocks? = nil) -> Double? {
         guard options.validationSamples > 0 else { return nil }
-        let prepared = PreparedBlocks(model.blocks, config: model.config, budgetBytes: options.denseMemoryBudget)
+        let prepared = prepared ?? PreparedBlocks(model.blocks, config: model.config, budgetBytes: options.denseMemoryBudget)
         var total = 0.0
         for s in trainCount..<sequences.count {
             total += model.sequenceLoss(sequences[s], teacher: teacherRows(s), prepared: prepared, workspace: workspace, gradientScale: nil)
@@ -377,7 +378,7 @@ struct ModelTrainer {
                     largestSinceLog = 0
                 }
                 if options.validateEverySteps > 0, stepInEpoch < steps, stepTaken,
-                   optimizer.step % options.validateEverySteps == 0, let v = validation(model) {
+                   optimizer.step % options.validateEverySteps == 0, let v = validation(model, prepared: prepared) {
                     log(String(format: "step %d: validation loss %.5f", optimizer.step, v))
                 }
                 let saves = window == nil ? stepTaken && optimizer.step % options.saveEverySteps == 0 : windowEnds

@@ -269,7 +269,7 @@ final class ModelFinetuningTests: XCTestCase {
         let constant = try XCTUnwrap(try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath,
                                                          outputPath: directory + "/constant", options: settings).run())
         settings.codeUpdate.schedule = .cosine
-        XCTAssertEqual(settings.codeUpdate.scheduled(step: 1, total: 12), { var o = settings.codeUpdate; o.schedule = .cosine; return o }())
+        XCTAssertEqual(settings.codeUpdate.scheduled(step: 1, total: 12), settings.codeUpdate)
         let last = settings.codeUpdate.scheduled(step: 12, total: 12)
         XCTAssertLessThan(last.fraction, 0.02 * settings.codeUpdate.fraction)
         XCTAssertLessThan(last.stepSize, 0.02 * settings.codeUpdate.stepSize)
