@@ -77,7 +77,7 @@ struct Finetune: ParsableCommand {
     @Option(help: "V step size η. movement and gain: the largest move of one weight toward which codes are re-encoded, in units of its row's RMS. straight-through: the norm of each Adam step of the continuous copy B, relative to ‖B‖ (the published recipe's code lr 1e-2 with LAMB).")
     var codeStep = ModelFinetuneOptions().codeUpdate.stepSize
 
-    @Option(help: "Adam steps between V steps (each epoch also ends with one); with V steps on, OUT.work/ is saved after each V step instead of every --save-every steps.")
+    @Option(help: "Adam steps between V steps (each epoch also ends with one); saves of OUT.work/ wait for the end of a V window.")
     var codeEvery = ModelFinetuneOptions().codeUpdate.everySteps
 
     @Option(help: "Beam width of the V steps' code search.")
@@ -95,7 +95,7 @@ struct Finetune: ParsableCommand {
     @Option(help: "Skip an Adam step (parameters and moments unchanged, logged) whose largest |gradient| is above this or not finite: one spike would otherwise fill Adam's second moments and stall training for the rest of the run. Normal steps stay below ~10.")
     var skipGradientAbove: Float = ModelFinetuneOptions().skipGradientAbove
 
-    @Option(help: "Adam steps between saves of OUT.work/.")
+    @Option(help: "Adam steps between saves of OUT.work/ (with V steps: the first point after that where no V window is open; epoch ends are always saved).")
     var saveEvery = ModelFinetuneOptions().saveEverySteps
 
     @Option(help: "Adam steps between held-out losses printed during an epoch, to follow a run (0: at epoch ends only; the best epoch is picked at epoch ends either way).")

@@ -466,15 +466,17 @@ public struct SafeTensorsWriter {
         }
     }
 
-    /// Adds Float32 values stored as F32, F16 or BF16 (round to nearest even).
+    /// Adds Float32 values stored as F32, F16 or BF16 (round to nearest even), converted only
+    /// while the file is written: the writer shares the caller's array (copy on write) instead
+    /// of holding a second copy of every tensor as bytes until then.
     public mutating func add(_ name: String, shape: [Int], floats: [Float], as dtype: SafeTensorsDType = .f32) throws {
         guard floats.count == shape.reduce(1, *) else {
             throw CheckpointError.invalid(name, detail: "\(floats.count) values do not fill shape \(shape)")
         }
-        guard let bytes = Self.bytes(floats: floats, as: dtype) else {
+        guard [.f32, .f16, .bf16].contains(dtype) else {
             throw CheckpointError.invalid(name, detail: "cannot store floats as \(dtype.rawValue)")
         }
-        try add(name, dtype: dtype, shape: shape, bytes: bytes)
+        try add(name, dtype: dtype, shape: shape) { Self.bytes(floats: floats, as: dtype)! }
     }
 
     /// Float32 values as F32, F16 or BF16 bytes (round to nearest even); nil for another dtype.

@@ -75,22 +75,24 @@ public enum CodeSelection: String, Sendable, CaseIterable {
 
 /// What the V steps see between two of them: XᵀX of every quantized linear's input, per block.
 struct CodeUpdateWindow {
-    /// [block][input site] accumulators.
+    /// [block][input site] accumulators; empty when the V steps search under the plain squared
+    /// error, which needs none (12 bytes per entry: 1.2 GB for SmolLM2-135M, 7.5 GB for Qwen2.5-0.5B).
     var covariances: [[LinearInputSite: HessianAccumulator]]
     /// Training sequences whose gradients are in the window (0: empty, a save point).
     var sequences = 0
     /// Adam (P) steps in the window.
     var steps = 0
 
-    init(config c: LlamaConfig) {
+    init(config c: LlamaConfig, collectsInputs: Bool) {
         let q = c.numHeads * c.headDim
         let widths: [LinearInputSite: Int] = [.attention: c.hiddenSize, .attentionOutput: q, .mlp: c.hiddenSize,
                                               .mlpHidden: c.intermediateSize]
-        covariances = (0..<c.numLayers).map { _ in widths.mapValues { HessianAccumulator(dim: $0) } }
+        covariances = collectsInputs ? (0..<c.numLayers).map { _ in widths.mapValues { HessianAccumulator(dim: $0) } } : []
     }
 
     /// Adds XᵀX of every block's linear inputs for the sequence the workspace just ran forward.
     mutating func addInputs(_ activations: [BlockActivations]) {
+        guard !covariances.isEmpty else { return }
         for (l, a) in activations.enumerated() {
             let t = a.tokens
             covariances[l][.attention]!.add(a.normedInput, rows: t)
@@ -247,7 +249,8 @@ extension TrainableLinear {
 /// The metric a V step searches codes under: the window's damped XᵀX of the linear's input,
 /// or the identity (plain squared error) when asked or when the window saw no input.
 func codeSearchMetric(window: CodeUpdateWindow, block l: Int, linear: LlamaLinear, dIn: Int, options o: CodeUpdateOptions) -> [Float] {
-    if o.activationWeighted, let accumulator = window.covariances[l][linear.input], accumulator.tokenCount > 0 {
+    if o.activationWeighted, l < window.covariances.count, let accumulator = window.covariances[l][linear.input],
+       accumulator.tokenCount > 0 {
         return dampedCovariance(accumulator)
     }
     var identity = [Float](repeating: 0, count: dIn * dIn)

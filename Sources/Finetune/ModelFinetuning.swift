@@ -318,13 +318,15 @@ struct ModelTrainer {
         var gradients = ModelGradients(model, weightSums: WeightGradientSums(pv))
         // The window (gradient sums and XᵀX since the last V step) is never saved: saves and
         // stops happen only where it is empty, right after a V step.
-        var window: CodeUpdateWindow? = pv.enabled ? CodeUpdateWindow(config: model.config) : nil
+        func emptyWindow() -> CodeUpdateWindow { CodeUpdateWindow(config: model.config, collectsInputs: pv.activationWeighted) }
+        var window: CodeUpdateWindow? = pv.enabled ? emptyWindow() : nil
         while epoch < options.epochs {
             let order = order(epoch: epoch)
             let steps = stepsPerEpoch
             var prepared = PreparedBlocks(model.blocks, config: model.config, budgetBytes: options.denseMemoryBudget)
             let clock = Date(), cpu = processCPUSeconds(), firstStep = stepInEpoch
             var largestSinceLog: Float = 0
+            var savedAtStep = optimizer.step
             while stepInEpoch < steps {
                 if let stop = options.stopAfterSteps, optimizer.step >= stop, (window?.sequences ?? 0) == 0 {
                     try work.save(self)
@@ -367,7 +369,7 @@ struct ModelTrainer {
                     // straight-through moments and re-encode toward stale targets.
                     if full.steps > 0 { updateCodes(gradients: &gradients, window: full) }
                     else { log("no V step: every Adam step of its window was skipped") }
-                    window = CodeUpdateWindow(config: model.config)
+                    window = emptyWindow()
                 }
                 prepared = PreparedBlocks(model.blocks, config: model.config, budgetBytes: options.denseMemoryBudget)
                 if stepInEpoch % 4 == 0 || stepInEpoch == steps {
@@ -381,8 +383,14 @@ struct ModelTrainer {
                    optimizer.step % options.validateEverySteps == 0, let v = validation(model, prepared: prepared) {
                     log(String(format: "step %d: validation loss %.5f", optimizer.step, v))
                 }
-                let saves = window == nil ? stepTaken && optimizer.step % options.saveEverySteps == 0 : windowEnds
-                if stepInEpoch < steps, saves { try work.save(self) }
+                // Saves only where the V window is empty, and at most every `saveEverySteps`
+                // Adam steps: with a V step after every Adam step a save per step would write
+                // the whole state (~1 GB on SmolLM2, most of it straight-through buffers) each time.
+                let savePoint = window == nil ? stepTaken : windowEnds
+                if stepInEpoch < steps, savePoint, optimizer.step - savedAtStep >= options.saveEverySteps {
+                    try work.save(self)
+                    savedAtStep = optimizer.step
+                }
             }
             finishEpoch(trainingLoss: epochLoss / Double(order.count * length))
             try work.save(self)
