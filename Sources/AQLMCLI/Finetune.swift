@@ -16,14 +16,15 @@ struct Finetune: ParsableCommand {
         commandName: "finetune",
         abstract: "Fine-tune a packed AQLM model's codebooks, scales and norms end to end against the original model.",
         discussion: """
-        With the codes frozen, every codebook, row scale and RMSNorm gain is trained to minimise \
+        Every codebook, row scale and RMSNorm gain is trained (Adam: the P steps) to minimise \
         KL(teacher ‖ student) over next-token distributions on calibration text (the teacher's top-k \
         tokens plus one merged outcome for the rest). Progress is saved in OUT.work/ (after each epoch \
         and every --save-every steps): rerunning the same command after an interruption continues \
         from there. The output (a packed checkpoint with finetune.json) appears only when complete. \
-        With --code-fraction > 0 the codes move too (PV-tuning's V steps): every --code-every steps, \
-        each quantized linear's codes in a --code-fraction of its groups are re-encoded by beam search \
-        (which groups, and toward what, is --code-select). The held-out sequences (--val-samples) share \
+        The codes move too (PV-tuning's V steps; --code-fraction 0 freezes them): every --code-every \
+        steps, each quantized linear's codes in a --code-fraction of its groups are re-encoded by beam \
+        search (which groups, and toward what, is --code-select; by default the straight-through step, \
+        shrinking on a cosine). The held-out sequences (--val-samples) share \
         no token with the training sequences nor with the quantizer's calibration windows for the same \
         seed. A frozen embedding table and head stay in the checkpoint's fp16.
         """
@@ -71,7 +72,7 @@ struct Finetune: ParsableCommand {
     @Flag(help: "Also train the token embedding table and the head (tied: one tensor), which are not quantized; stored as fp16 like the input's. Off by default.")
     var trainEmbeddings = false
 
-    @Option(help: "PV-tuning V steps: fraction τ of each linear's code groups re-encoded per V step, those the gradient step moved most (0: codes stay frozen).")
+    @Option(help: "PV-tuning V steps: fraction τ of each linear's code groups re-encoded per V step, chosen by --code-select (0: codes stay frozen).")
     var codeFraction = ModelFinetuneOptions().codeUpdate.fraction
 
     @Option(help: "V step size η. movement and gain: the largest move of one weight toward which codes are re-encoded, in units of its row's RMS. straight-through: the norm of each Adam step of the continuous copy B, relative to ‖B‖ (the published recipe's code lr 1e-2 with LAMB).")
@@ -84,10 +85,10 @@ struct Finetune: ParsableCommand {
     var codeBeam = ModelFinetuneOptions().codeUpdate.beamSize
 
     @Option(help: "Error the V steps re-encode under: xtx (activation-weighted, XᵀX of the window's inputs) or plain.")
-    var codeObjective: CodeObjective = .xtx
+    var codeObjective: CodeObjective = ModelFinetuneOptions().codeUpdate.activationWeighted ? .xtx : .plain
 
     @Option(help: "How a V step picks what it changes: movement (the groups the normalised step moves most, re-encoded by beam search toward the stepped weights) gain (per group the single code change with the most negative predicted loss change G·δ + (L/2)δᵀH_jjδ, G the raw mean gradient; the --code-fraction best of those), or straight-through (PV-tuning's straight-through buffers: a continuous copy B of every quantized weight trained by Adam and never reset, the --code-fraction groups farthest from B re-encoded toward it; kept in OUT.work/, 8 bytes per weight).")
-    var codeSelect: CodeSelection = .movement
+    var codeSelect: CodeSelection = ModelFinetuneOptions().codeUpdate.selection
 
     @Option(help: "V step size and subspace over the run: constant, or cosine (η and τ both shrink like a cosine learning rate, to 0 at the last step).")
     var codeSchedule: LearningRateSchedule = ModelFinetuneOptions().codeUpdate.schedule

@@ -47,7 +47,7 @@ public struct ModelFinetuneOptions: Sendable {
     /// With V steps on, the stop waits for the end of the current V-step window.
     public var stopAfterSteps: Int?
     /// PV-tuning's V steps (code updates between the Adam steps); off when `fraction` is 0.
-    public var codeUpdate = CodeUpdateOptions()
+    public var codeUpdate = CodeUpdateOptions.recommended
     /// Bytes the block linears may hold as Float32: the teacher's (above: streamed from the
     /// stored type, the same targets; see `openModel(denseMemoryBudget:)`) and the student's
     /// dequantized ones (above: each block converted again when used, `PreparedBlocks`).

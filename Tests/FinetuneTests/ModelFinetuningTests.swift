@@ -58,6 +58,8 @@ final class ModelFinetuningTests: XCTestCase {
         o.validationSamples = 2
         o.teacherTopK = 16
         o.saveEverySteps = 2
+        // Frozen codes (the P steps alone): the V-step tests set their own.
+        o.codeUpdate = CodeUpdateOptions()
         return o
     }
 
