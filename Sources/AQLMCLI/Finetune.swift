@@ -72,7 +72,7 @@ struct Finetune: ParsableCommand {
     @Flag(help: "Also train the token embedding table and the head (tied: one tensor), which are not quantized; stored as fp16 like the input's. Off by default.")
     var trainEmbeddings = false
 
-    @Option(help: "PV-tuning V steps: fraction τ of each linear's code groups re-encoded per V step, chosen by --code-select (0: codes stay frozen).")
+    @Option(help: "PV-tuning V steps: fraction τ of each linear's code groups re-encoded per V step, chosen by --code-select (0: codes stay frozen). They keep 4 bytes of Float32 state per quantized weight, 12 with straight-through; a run whose state would exceed --dense-memory is refused.")
     var codeFraction = ModelFinetuneOptions().codeUpdate.fraction
 
     @Option(help: "V step size η. movement and gain: the largest move of one weight toward which codes are re-encoded, in units of its row's RMS. straight-through: the norm of each Adam step of the continuous copy B, relative to ‖B‖ (the published recipe's code lr 1e-2 with LAMB).")

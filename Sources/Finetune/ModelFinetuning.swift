@@ -145,6 +145,7 @@ public struct ModelFinetuning {
             throw FinetuneError("--model \(studentPath): not a packed AQLM checkpoint directory")
         }
         let packed = try PackedCheckpoint.read(directory: studentDirectory)
+        try checkCodeUpdateMemory(quantizedWeights: packed.linears.values.reduce(0) { $0 + $1.dOut * $1.dIn })
         let sequences = try loadCalibrationSequences(o.calibration, tokenizer: packed.tokenizer, samples: o.samples,
                                                      length: o.sequenceLength, heldOut: o.validationSamples, seed: o.seed)
         let work = FinetuneWorkDirectory(output: outputPath, fingerprint: fingerprint(), teacherFingerprint: teacherFingerprint())
@@ -188,6 +189,21 @@ public struct ModelFinetuning {
         guard v.beamSize >= 1 else { throw FinetuneError("--code-beam must be at least 1") }
         guard o.validationSamples >= 0, o.validationSamples < o.samples else {
             throw FinetuneError("--val-samples \(o.validationSamples) leaves none of the \(o.samples) calibration sequences to train on")
+        }
+    }
+
+    /// V steps keep Float32 state per quantized weight: the window's ∂L/∂Ŵ sums (4 bytes), and
+    /// with the straight-through step its buffers B and their second moments (8 more): 1.3 GB
+    /// for SmolLM2-135M, 4.3 GB for Qwen2.5-0.5B, 84 GB for an 8B model. Above the dense
+    /// memory budget the run is refused before the teacher's pass rather than swapping or
+    /// being killed hours in.
+    func checkCodeUpdateMemory(quantizedWeights: Int) throws {
+        let v = options.codeUpdate
+        guard v.enabled else { return }
+        let bytes = quantizedWeights * (v.selection == .straightThrough ? 12 : 4)
+        guard bytes <= options.denseMemoryBudget else {
+            throw FinetuneError(String(format: "--code-fraction: the V steps would keep %.1f GB of Float32 state (%d bytes per quantized weight), above --dense-memory's %.1f GB; pass --code-fraction 0 to fine-tune with frozen codes, or raise --dense-memory",
+                                       Double(bytes) / 1e9, v.selection == .straightThrough ? 12 : 4, Double(options.denseMemoryBudget) / 1e9))
         }
     }
 

@@ -341,6 +341,31 @@ final class ModelFinetuningTests: XCTestCase {
         }
     }
 
+    /// V steps whose Float32 state (12 bytes per quantized weight with straight-through) would
+    /// not fit the dense memory budget are refused up front, naming the way out; frozen codes
+    /// run under the same budget.
+    func testRefusesVStepsWhoseStateExceedsTheMemoryBudget() throws {
+        let weights = try PackedCheckpoint.read(directory: studentPath).linears.values.reduce(0) { $0 + $1.dOut * $1.dIn }
+        var settings = options()
+        settings.epochs = 1
+        settings.codeUpdate = straightThroughOptions()
+        settings.denseMemoryBudget = 12 * weights - 1
+        XCTAssertThrowsError(try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath, outputPath: directory + "/v",
+                                                 options: settings).run()) {
+            XCTAssert("\($0)".contains("--code-fraction 0"), "\($0)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory + "/v.work"), "refused after starting work")
+        settings.denseMemoryBudget = 12 * weights
+        settings.stopAfterSteps = 1
+        XCTAssertNil(try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath, outputPath: directory + "/v",
+                                         options: settings).run())
+        settings.codeUpdate = CodeUpdateOptions()
+        settings.denseMemoryBudget = 0
+        settings.stopAfterSteps = nil
+        XCTAssertNotNil(try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath, outputPath: directory + "/p",
+                                            options: settings).run())
+    }
+
     func testRefusesWorkFromDifferentSettings() throws {
         let out = directory + "/out"
         var first = options()
