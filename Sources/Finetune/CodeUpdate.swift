@@ -1,5 +1,6 @@
 import Calibration
 import Checkpoint
+import Evaluation
 import Foundation
 import Kernels
 import Llama
@@ -190,9 +191,11 @@ func selectMovedGroups(step: [Float], hessianDiagonal: [Float], dOut: Int, dIn: 
             scores[r * groups + j] = s
         }
     }
-    let ranked = (0..<total).sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
+    // The `count` largest scores, ties to the lower index: one pass that keeps only the best
+    // so far (τ is ~0.1 %), not a sort of every group of the layer (13 M on SmolLM2 per V step).
+    let ranked = scores.withUnsafeBufferPointer { topKEntries($0, k: count) }
     var mask = [Bool](repeating: false, count: total)
-    for i in ranked.prefix(count) where scores[i] > 0 { mask[i] = true }
+    for (i, score) in ranked where score > 0 { mask[i] = true }
     return mask
 }
 
