@@ -285,33 +285,61 @@ extension TrainableModel {
     /// and input covariances; `seed` varies the beam search's visit order per step and layer.
     mutating func updateCodes(gradients: ModelGradients, window: CodeUpdateWindow, options o: CodeUpdateOptions,
                               seed: UInt64) -> CodeUpdateOutcome {
-        updateEachQuantizedLinear(window: window, options: o, seed: seed) { l, linear, layer, hessian, layerSeed, _ in
+        updateEachQuantizedLinear(window: window, options: o, seed: seed) { _, l, linear, layer, hessian, layerSeed, _ in
             guard let gradient = gradients.blocks[l].linears[linear] else { return nil }
             return layer.updateCodes(gradient: gradient, sequences: window.sequences, hessian: hessian, options: o, seed: layerSeed)
         }
     }
 
-    /// Runs `update` on every quantized linear with its search metric and its own seed (the
-    /// step's seed mixed with the linear's index, so each layer's beam search visits groups in
-    /// its own order), and sums the outcomes; `update` returns nil to leave a linear alone.
+    /// The quantized linears in the order V steps visit and sum them: block by block,
+    /// `LlamaLinear.allCases` order within a block (`index`: the position in allCases).
+    var quantizedLinearOrder: [(block: Int, index: Int, linear: LlamaLinear)] {
+        blocks.indices.flatMap { l in
+            LlamaLinear.allCases.enumerated().compactMap { index, linear in
+                blocks[l].quantized[linear] == nil ? nil : (l, index, linear)
+            }
+        }
+    }
+
+    /// Runs `update` on every quantized linear (`job`: its position in `quantizedLinearOrder`)
+    /// with its search metric and its own seed (the step's seed mixed with the linear's index,
+    /// so each layer's beam search visits groups in its own order), and sums the outcomes;
+    /// `update` returns nil to leave a linear alone. Linears are independent given the window,
+    /// so they run one per worker (each one's row search then runs on that worker alone), and
+    /// the outcomes are summed in the fixed order afterwards: the same bits at any thread count.
+    /// `update` is called concurrently for different jobs: it may write only its own job's data.
     mutating func updateEachQuantizedLinear(
         window: CodeUpdateWindow, options o: CodeUpdateOptions, seed: UInt64,
-        _ update: (_ block: Int, _ linear: LlamaLinear, _ layer: inout TrainableLinear, _ hessian: [Float], _ seed: UInt64,
-                   _ outcome: inout CodeUpdateOutcome) -> (changed: Int, before: Double, after: Double)?
+        _ update: (_ job: Int, _ block: Int, _ linear: LlamaLinear, _ layer: inout TrainableLinear, _ hessian: [Float],
+                   _ seed: UInt64, _ outcome: inout CodeUpdateOutcome) -> (changed: Int, before: Double, after: Double)?
     ) -> CodeUpdateOutcome {
-        var outcome = CodeUpdateOutcome()
-        for l in blocks.indices {
-            for (index, linear) in LlamaLinear.allCases.enumerated() {
-                guard var layer = blocks[l].quantized[linear] else { continue }
-                let hessian = codeSearchMetric(window: window, block: l, linear: linear, dIn: layer.dIn, options: o)
-                let layerSeed = seed &+ UInt64(l * LlamaLinear.allCases.count + index) &* 0x9E37_79B9_7F4A_7C15
-                guard let done = update(l, linear, &layer, hessian, layerSeed, &outcome) else { continue }
-                blocks[l].quantized[linear] = layer
-                outcome.changedCodes += done.changed
-                outcome.totalCodes += layer.codes.count
-                outcome.objectiveBefore += done.before
-                outcome.objectiveAfter += done.after
+        let jobs = quantizedLinearOrder
+        var layers = jobs.map { blocks[$0.block].quantized[$0.linear]! }
+        var results = [(changed: Int, before: Double, after: Double)?](repeating: nil, count: jobs.count)
+        var outcomes = [CodeUpdateOutcome](repeating: CodeUpdateOutcome(), count: jobs.count)
+        layers.withUnsafeMutableBufferPointer { layers in
+            results.withUnsafeMutableBufferPointer { results in
+                outcomes.withUnsafeMutableBufferPointer { outcomes in
+                    parallelFor(jobs.count) { j in
+                        let (l, index, linear) = jobs[j]
+                        let hessian = codeSearchMetric(window: window, block: l, linear: linear, dIn: layers[j].dIn, options: o)
+                        let layerSeed = seed &+ UInt64(l * LlamaLinear.allCases.count + index) &* 0x9E37_79B9_7F4A_7C15
+                        results[j] = update(j, l, linear, &layers[j], hessian, layerSeed, &outcomes[j])
+                    }
+                }
             }
+        }
+        var outcome = CodeUpdateOutcome()
+        for (j, job) in jobs.enumerated() {
+            outcome.skippedLinears += outcomes[j].skippedLinears
+            outcome.largestSkippedGradient = max(outcome.largestSkippedGradient, outcomes[j].largestSkippedGradient)
+            outcome.nonFiniteSkippedGradients += outcomes[j].nonFiniteSkippedGradients
+            guard let done = results[j] else { continue }
+            blocks[job.block].quantized[job.linear] = layers[j]
+            outcome.changedCodes += done.changed
+            outcome.totalCodes += layers[j].codes.count
+            outcome.objectiveBefore += done.before
+            outcome.objectiveAfter += done.after
         }
         return outcome
     }

@@ -111,32 +111,46 @@ extension TrainableLinear {
 
 extension TrainableModel {
     /// One straight-through V step over every quantized linear: B takes an Adam step with the
-    /// window's mean per-step ∂L/∂Ŵ, then the codes follow B (`followBuffer`).
+    /// window's mean per-step ∂L/∂Ŵ, then the codes follow B (`followBuffer`). The buffers and
+    /// moments are moved out of `state` into one array per linear for the step (each linear's
+    /// job writes only its own, and nothing is copied), and back after it.
     mutating func updateCodes(following state: inout StraightThroughCodes, gradients: ModelGradients,
                               window: CodeUpdateWindow, stepsInWindow: Int, options o: CodeUpdateOptions,
                               seed: UInt64) -> CodeUpdateOutcome {
         state.steps += 1
-        return updateEachQuantizedLinear(window: window, options: o, seed: seed) { l, linear, layer, hessian, layerSeed, outcome in
-            guard let sum = gradients.blocks[l].linears[linear]?.weightSum,
-                  var buffer = state.buffers[l][linear], var moment = state.secondMoments[l][linear] else { return nil }
-            let stepped = buffer.withUnsafeMutableBufferPointer { b in
-                moment.withUnsafeMutableBufferPointer { v in
-                    sum.withUnsafeBufferPointer { g in
-                        straightThroughAdamStep(buffer: b, moment: v, gradient: g, gradientScale: 1 / Float(max(stepsInWindow, 1)),
-                                                stepSize: o.stepSize, step: state.steps)
+        let step = state.steps
+        let jobs = quantizedLinearOrder
+        var buffers = jobs.map { state.buffers[$0.block].removeValue(forKey: $0.linear) }
+        var moments = jobs.map { state.secondMoments[$0.block].removeValue(forKey: $0.linear) }
+        defer {
+            for (j, job) in jobs.enumerated() {
+                state.buffers[job.block][job.linear] = buffers[j]
+                state.secondMoments[job.block][job.linear] = moments[j]
+            }
+        }
+        return buffers.withUnsafeMutableBufferPointer { buffers in
+            moments.withUnsafeMutableBufferPointer { moments in
+                updateEachQuantizedLinear(window: window, options: o, seed: seed) { j, l, linear, layer, hessian, layerSeed, outcome in
+                    guard let sum = gradients.blocks[l].linears[linear]?.weightSum,
+                          buffers[j] != nil, moments[j] != nil else { return nil }
+                    let stepped = buffers[j]!.withUnsafeMutableBufferPointer { b in
+                        moments[j]!.withUnsafeMutableBufferPointer { v in
+                            sum.withUnsafeBufferPointer { g in
+                                straightThroughAdamStep(buffer: b, moment: v, gradient: g, gradientScale: 1 / Float(max(stepsInWindow, 1)),
+                                                        stepSize: o.stepSize, step: step)
+                            }
+                        }
                     }
+                    if !stepped {
+                        outcome.skippedLinears += 1
+                        for g in sum {
+                            if g.isFinite { outcome.largestSkippedGradient = max(outcome.largestSkippedGradient, abs(g)) }
+                            else { outcome.nonFiniteSkippedGradients += 1 }
+                        }
+                    }
+                    return layer.followBuffer(buffers[j]!, hessian: hessian, options: o, seed: layerSeed)
                 }
             }
-            if !stepped {
-                outcome.skippedLinears += 1
-                for g in sum {
-                    if g.isFinite { outcome.largestSkippedGradient = max(outcome.largestSkippedGradient, abs(g)) }
-                    else { outcome.nonFiniteSkippedGradients += 1 }
-                }
-            }
-            state.buffers[l][linear] = buffer
-            state.secondMoments[l][linear] = moment
-            return layer.followBuffer(buffer, hessian: hessian, options: o, seed: layerSeed)
         }
     }
 }
