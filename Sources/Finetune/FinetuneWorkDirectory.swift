@@ -29,6 +29,18 @@ struct FinetuneWorkDirectory {
     func saveTeacher(_ targets: TeacherTargets) throws {
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         try targets.write(to: file("teacher.safetensors"), fingerprint: teacherFingerprint)
+        try? FileManager.default.removeItem(atPath: file("teacher.partial.safetensors"))
+    }
+
+    /// The targets of the first sequences of an interrupted teacher pass, if any.
+    func loadPartialTeacher() throws -> TeacherTargets? {
+        guard FileManager.default.fileExists(atPath: file("teacher.partial.safetensors")) else { return nil }
+        return try TeacherTargets.read(from: file("teacher.partial.safetensors"), fingerprint: teacherFingerprint)
+    }
+
+    func savePartialTeacher(_ targets: TeacherTargets) throws {
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        try targets.write(to: file("teacher.partial.safetensors"), fingerprint: teacherFingerprint)
     }
 
     func save(_ trainer: ModelTrainer) throws {

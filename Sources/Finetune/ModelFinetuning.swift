@@ -238,7 +238,13 @@ public struct ModelFinetuning {
             throw FinetuneError("--teacher \(teacherPath) has a different shape than --model \(studentPath)")
         }
         let clock = Date(), cpu = processCPUSeconds()
-        let targets = TeacherTargets.compute(teacher: teacher, sequences: sequences, k: options.teacherTopK) { done in
+        let partial = try work.loadPartialTeacher()
+        if let partial { log("teacher: continuing after \(partial.positions / max(options.sequenceLength, 1)) saved sequences") }
+        let targets = try TeacherTargets.compute(teacher: teacher, sequences: sequences, k: options.teacherTopK,
+                                                 continuing: partial) { done, soFar in
+            // Saved every 64 sequences (a few minutes on Qwen2.5-0.5B), so that an interruption
+            // costs at most that much of the pass.
+            if done % 64 == 0, done < sequences.count { try work.savePartialTeacher(soFar) }
             if done % 16 == 0 || done == sequences.count {
                 // The peak so far is the teacher phase's (the student is not built yet).
                 log(String(format: "teacher: %d/%d sequences, %.0f s (%.0f CPU s), peak RSS %.0f MB", done, sequences.count,

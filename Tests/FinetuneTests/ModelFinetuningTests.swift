@@ -366,6 +366,25 @@ final class ModelFinetuningTests: XCTestCase {
                                             options: settings).run())
     }
 
+    /// A teacher pass continued from the targets of its first sequences (what an interrupted
+    /// run saved) computes only the rest and ends with exactly the uninterrupted targets.
+    func testTeacherPassContinuesFromTheSequencesAlreadyDone() throws {
+        let teacher = try LlamaModel(weights: TinyModel.weights(seed: 21))
+        let sequences = try loadCalibrationSequences(textPath, tokenizer: TinyModel.tokenizer, samples: 6, length: 32, heldOut: 0, seed: 0)
+        var saved: TeacherTargets?
+        let whole = TeacherTargets.compute(teacher: teacher, sequences: sequences, k: 8) { done, soFar in
+            if done == 4 { saved = soFar }
+        }
+        let partial = try XCTUnwrap(saved)
+        XCTAssertEqual(partial.positions, 4 * 32)
+        var computed: [Int] = []
+        let continued = TeacherTargets.compute(teacher: teacher, sequences: sequences, k: 8, continuing: partial) { done, _ in
+            computed.append(done)
+        }
+        XCTAssertEqual(computed, [5, 6])
+        XCTAssertEqual(continued, whole)
+    }
+
     func testRefusesWorkFromDifferentSettings() throws {
         let out = directory + "/out"
         var first = options()
