@@ -21,27 +21,21 @@ struct FinetuneWorkDirectory {
 
     func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
 
-    func loadTeacher() throws -> TeacherTargets? {
-        guard FileManager.default.fileExists(atPath: file("teacher.safetensors")) else { return nil }
-        return try TeacherTargets.read(from: file("teacher.safetensors"), fingerprint: teacherFingerprint)
+    /// The teacher's targets (`partial`: those of the first sequences of an interrupted pass), if saved.
+    func loadTeacher(partial: Bool = false) throws -> TeacherTargets? {
+        let name = teacherFile(partial: partial)
+        guard FileManager.default.fileExists(atPath: file(name)) else { return nil }
+        return try TeacherTargets.read(from: file(name), fingerprint: teacherFingerprint)
     }
 
-    func saveTeacher(_ targets: TeacherTargets) throws {
+    /// Saves the teacher's targets; the whole pass's replace any partial ones.
+    func saveTeacher(_ targets: TeacherTargets, partial: Bool = false) throws {
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        try targets.write(to: file("teacher.safetensors"), fingerprint: teacherFingerprint)
-        try? FileManager.default.removeItem(atPath: file("teacher.partial.safetensors"))
+        try targets.write(to: file(teacherFile(partial: partial)), fingerprint: teacherFingerprint)
+        if !partial { try? FileManager.default.removeItem(atPath: file(teacherFile(partial: true))) }
     }
 
-    /// The targets of the first sequences of an interrupted teacher pass, if any.
-    func loadPartialTeacher() throws -> TeacherTargets? {
-        guard FileManager.default.fileExists(atPath: file("teacher.partial.safetensors")) else { return nil }
-        return try TeacherTargets.read(from: file("teacher.partial.safetensors"), fingerprint: teacherFingerprint)
-    }
-
-    func savePartialTeacher(_ targets: TeacherTargets) throws {
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        try targets.write(to: file("teacher.partial.safetensors"), fingerprint: teacherFingerprint)
-    }
+    private func teacherFile(partial: Bool) -> String { partial ? "teacher.partial.safetensors" : "teacher.safetensors" }
 
     func save(_ trainer: ModelTrainer) throws {
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)

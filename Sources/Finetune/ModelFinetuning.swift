@@ -200,10 +200,11 @@ public struct ModelFinetuning {
     func checkCodeUpdateMemory(quantizedWeights: Int) throws {
         let v = options.codeUpdate
         guard v.enabled else { return }
-        let bytes = quantizedWeights * (v.selection == .straightThrough ? 12 : 4)
+        let bytesPerWeight = v.selection == .straightThrough ? 12 : 4
+        let bytes = quantizedWeights * bytesPerWeight
         guard bytes <= options.denseMemoryBudget else {
             throw FinetuneError(String(format: "--code-fraction: the V steps would keep %.1f GB of Float32 state (%d bytes per quantized weight), above --dense-memory's %.1f GB; pass --code-fraction 0 to fine-tune with frozen codes, or raise --dense-memory",
-                                       Double(bytes) / 1e9, v.selection == .straightThrough ? 12 : 4, Double(options.denseMemoryBudget) / 1e9))
+                                       Double(bytes) / 1e9, bytesPerWeight, Double(options.denseMemoryBudget) / 1e9))
         }
     }
 
@@ -238,13 +239,13 @@ public struct ModelFinetuning {
             throw FinetuneError("--teacher \(teacherPath) has a different shape than --model \(studentPath)")
         }
         let clock = Date(), cpu = processCPUSeconds()
-        let partial = try work.loadPartialTeacher()
+        let partial = try work.loadTeacher(partial: true)
         if let partial { log("teacher: continuing after \(partial.positions / max(options.sequenceLength, 1)) saved sequences") }
         let targets = try TeacherTargets.compute(teacher: teacher, sequences: sequences, k: options.teacherTopK,
                                                  continuing: partial) { done, soFar in
             // Saved every 64 sequences (a few minutes on Qwen2.5-0.5B), so that an interruption
             // costs at most that much of the pass.
-            if done % 64 == 0, done < sequences.count { try work.savePartialTeacher(soFar) }
+            if done % 64 == 0, done < sequences.count { try work.saveTeacher(soFar, partial: true) }
             if done % 16 == 0 || done == sequences.count {
                 // The peak so far is the teacher phase's (the student is not built yet).
                 log(String(format: "teacher: %d/%d sequences, %.0f s (%.0f CPU s), peak RSS %.0f MB", done, sequences.count,
