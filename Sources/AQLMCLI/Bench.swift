@@ -92,6 +92,9 @@ struct Bench: ParsableCommand {
             try runChild()
             return
         }
+        // Both models are checked before anything is measured: a bad --compare would otherwise
+        // surface only after the first model's round.
+        for path in [model] + (compare.map { [$0] } ?? []) { try checkModelPath(path) }
         if dense && !PackedCheckpoint.isPacked(directory: ModelPaths.resolve(model)) {
             throw CLIError("--dense: \(model) is not a packed AQLM checkpoint (it already runs dense)")
         }
@@ -102,7 +105,12 @@ struct Bench: ParsableCommand {
             let order = round % 2 == 0 ? [false, true] : [true, false]
             for isComparison in order {
                 guard let arguments = childArguments(comparison: isComparison) else { continue }
-                let result = try runBenchChild(arguments: arguments)
+                let result: ModelBenchResult
+                do {
+                    result = try runBenchChild(arguments: arguments)
+                } catch let failed as BenchChildFailed {
+                    throw ExitCode(failed.status)
+                }
                 printError(String(format: "round %d/%d %@: prefill %.1f tokens/s, decode %.1f tokens/s, peak RSS %.1f MB%@",
                                   round + 1, rounds, result.model, result.prefillTokensPerSecond, result.decodeTokensPerSecond,
                                   Double(result.peakRSSBytes ?? 0) / 1e6, result.denseLinears.map { ", dense linears " + $0 } ?? ""))

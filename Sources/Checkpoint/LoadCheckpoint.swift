@@ -1,18 +1,28 @@
 /// The one entry point for "a model the user named": an alias, a Hugging Face model directory,
 /// or a GGUF file, each read into the same Float32 `ModelWeights` in Hugging Face naming.
 public func loadCheckpoint(_ path: String) throws -> ModelWeights {
+    let resolved = try checkCheckpointPath(path)
+    if directoryExists(resolved) {
+        return try HuggingFaceCheckpoint.modelWeights(directory: resolved)
+    }
+    return try GGUFFile(path: resolved).modelWeights()
+}
+
+/// What `loadCheckpoint` checks before it reads anything (the path exists, a directory holds
+/// config.json, a file starts with GGUF's magic), for commands that should refuse a bad model
+/// path before they start long work or create their output. Returns the resolved path.
+@discardableResult
+public func checkCheckpointPath(_ path: String) throws -> String {
     let resolved = ModelPaths.resolve(path)
     if directoryExists(resolved) {
         guard HuggingFaceCheckpoint.isCheckpoint(directory: resolved) else {
             throw CheckpointError.missingFile(joinPath(resolved, HuggingFaceConfig.fileName))
         }
-        return try HuggingFaceCheckpoint.modelWeights(directory: resolved)
+        return resolved
     }
     guard fileExists(resolved) else { throw CheckpointError.missingFile(resolved) }
     let magic = try fileMagic(resolved)
-    if magic == Array("GGUF".utf8) {
-        return try GGUFFile(path: resolved).modelWeights()
-    }
+    if magic == Array("GGUF".utf8) { return resolved }
     let shown = magic.map { (32...126).contains($0) ? String(UnicodeScalar($0)) : "." }.joined()
     let hint = resolved.hasSuffix(".safetensors") || resolved.hasSuffix(".json")
         ? "; pass the Hugging Face model directory that holds it" : ""

@@ -46,6 +46,12 @@ public struct BenchError: Error, CustomStringConvertible {
     public init(_ description: String) { self.description = description }
 }
 
+/// A measurement process that exited with an error: it has printed its own one-line reason on
+/// the shared stderr, so the parent only passes the status on.
+public struct BenchChildFailed: Error {
+    public let status: Int32
+}
+
 /// Runs this executable again with `arguments` (a `bench --child ...` command line that prints
 /// one `ModelBenchResult` as the last line of its stdout) and returns that result. Each model
 /// then has a process, and so a peak resident memory, of its own. The child's stderr passes
@@ -67,8 +73,11 @@ public func runBenchChild(arguments: [String]) throws -> ModelBenchResult {
     let data = output.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last.map(String.init) ?? ""
-    guard process.terminationStatus == 0 else {
-        throw BenchError("measurement process \(arguments.joined(separator: " ")) exited with status \(process.terminationStatus)")
+    if process.terminationReason == .exit && process.terminationStatus != 0 {
+        throw BenchChildFailed(status: process.terminationStatus)
+    }
+    guard process.terminationReason == .exit else {
+        throw BenchError("measurement process \(arguments.joined(separator: " ")) was killed by signal \(process.terminationStatus)")
     }
     do {
         return try JSONDecoder().decode(ModelBenchResult.self, from: Data(line.utf8))

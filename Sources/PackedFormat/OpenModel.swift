@@ -52,6 +52,14 @@ public func openModel(_ nameOrPath: String, dequantize: Bool = false, embedding:
     return OpenedModel(model: model, tokenizer: weights.tokenizer, scheme: nil, path: path)
 }
 
+/// Refuses a path `openModel` could not open (missing, a directory without config.json, a file
+/// that is not GGUF) with the error `openModel` would give, without reading the model: for
+/// commands that should fail before they start long work.
+public func checkModelPath(_ nameOrPath: String) throws {
+    if PackedCheckpoint.isPacked(directory: ModelPaths.resolve(nameOrPath)) { return }
+    try checkCheckpointPath(nameOrPath)
+}
+
 /// Returns free heap pages to the system (glibc keeps freed small and medium blocks
 /// otherwise): glibc's `malloc_trim`, looked up at run time since Swift's Glibc module does not
 /// declare it; nothing where it does not exist.

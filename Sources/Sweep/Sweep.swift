@@ -38,6 +38,8 @@ public struct Sweep {
         try options.validate()
         let external = try options.referenceCSV.map { try ReferencePoints.read(path: $0) } ?? []
         let textBytes = try readTextFile(options.textPath)
+        // Before the output directory exists: a bad --model leaves nothing behind.
+        try checkCheckpointPath(options.model)
         let directory = SweepDirectory(root: options.outputDirectory)
         try directory.prepare(settings: options.settings)
 

@@ -14,9 +14,13 @@ final class CLIBadInputTests: CLITestCase {
             ["perplexity", "--model", missing, "--text", text],
             ["generate", "--model", missing, "--prompt", "the"],
             ["quantize", "--model", missing, "--out", path("out"), "--calibration", text],
+            ["bench", "--model", missing],
+            ["bench", "--model", try tinyGGUF(), "--compare", missing],
+            ["sweep", "--model", missing, "--schemes", "2x8", "--text", text, "--out", path("sweep")],
         ] {
             try assertOneLineError(arguments, mentions: [missing])
         }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("sweep")), "a sweep with a bad --model creates nothing")
         // A directory without config.json is not a model directory.
         let empty = path("empty-dir")
         try FileManager.default.createDirectory(atPath: empty, withIntermediateDirectories: true)
@@ -33,6 +37,7 @@ final class CLIBadInputTests: CLITestCase {
             ["tokenize", "--model", notModel, "--text", text],
             ["perplexity", "--model", notModel, "--text", text],
             ["generate", "--model", notModel, "--prompt", "the"],
+            ["bench", "--model", notModel],
         ] {
             try assertOneLineError(arguments, mentions: [notModel, "magic"])
         }
