@@ -15,8 +15,11 @@ struct Inspect: ParsableCommand {
         the scheme comes from quantization_config and the run's totals from report.json, if present.
         """)
 
-    @Argument(help: "A GGUF file, a Hugging Face model directory, a packed AQLM directory, or the alias smollm2-135m or qwen2.5-coder-0.5b.")
-    var model: String = "smollm2-135m"
+    @Argument(help: "A GGUF file, a Hugging Face model directory, a packed AQLM directory, or the alias smollm2-135m or qwen2.5-coder-0.5b (default: smollm2-135m).")
+    var path: String?
+
+    @Option(name: .customLong("model"), help: "The same as the argument, spelled as every other command spells it.")
+    var modelOption: String?
 
     @Flag(name: .long, help: """
         Print one JSON object instead of the text report, with the same keys for every format: path, format, \
@@ -24,6 +27,13 @@ struct Inspect: ParsableCommand {
         total_bytes, bits_per_weight, block_linear_bits_per_weight, quantization, report (null when absent).
         """)
     var json = false
+
+    /// The model named by the argument or --model (default smollm2-135m).
+    var model: String { path ?? modelOption ?? "smollm2-135m" }
+
+    func validate() throws {
+        if path != nil && modelOption != nil { throw ValidationError("give the model as the argument or as --model, not both") }
+    }
 
     func run() throws {
         let summary = try summarizeCheckpoint(model)

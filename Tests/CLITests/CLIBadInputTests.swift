@@ -9,7 +9,7 @@ final class CLIBadInputTests: CLITestCase {
         let text = try writeText("text.txt", words: 50)
         let missing = path("no-such-model.gguf")
         for arguments in [
-            ["inspect", missing], ["inspect", missing, "--json"],
+            ["inspect", missing], ["inspect", missing, "--json"], ["inspect", "--model", missing],
             ["tokenize", "--model", missing, "--text", text],
             ["perplexity", "--model", missing, "--text", text],
             ["generate", "--model", missing, "--prompt", "the"],

@@ -6,7 +6,7 @@ final class CLIHelpTests: CLITestCase {
     /// Options each command must keep (the interface the README and the demo rely on); any
     /// other subcommand gets the generic checks.
     let required: [String: [String]] = [
-        "inspect": ["--json"],
+        "inspect": ["--model", "--json"],
         "tokenize": ["--model", "--text", "--count", "--json", "--parse-special"],
         "perplexity": ["--model", "--text", "--ids", "--ctx", "--chunks", "--protocol", "--save-logits", "--kl-base", "--json"],
         "generate": ["--model", "--prompt", "-n", "--temp", "--top-p", "--seed", "--json"],

@@ -56,8 +56,9 @@ final class CLIJSONTests: CLITestCase {
             XCTAssertEqual(config["hidden_size"] as? Int, c.hiddenSize, name)
             XCTAssertEqual(object["architecture"] as? String, "llama", name)
             summaries[name] = object
-            // The text report reads the same files.
+            // The text report reads the same files, named by the argument or by --model.
             XCTAssertTrue(try succeed(["inspect", model]).contains("over block linears"), name)
+            XCTAssertEqual(try succeed(["inspect", "--model", model]), try succeed(["inspect", model]), name)
         }
         let linearParameters = c.numLayers * (2 * c.hiddenSize * c.numHeads * c.headDim + 2 * c.hiddenSize * c.numKVHeads * c.headDim
             + 3 * c.hiddenSize * c.intermediateSize)
