@@ -238,6 +238,9 @@ public struct ModelFinetuning {
               teacher.config.numLayers == config.numLayers else {
             throw FinetuneError("--teacher \(teacherPath) has a different shape than --model \(studentPath)")
         }
+        guard options.teacherTopK <= config.vocabSize else {
+            throw FinetuneError("--teacher-top-k \(options.teacherTopK) exceeds the vocabulary of \(config.vocabSize) tokens")
+        }
         let clock = Date(), cpu = processCPUSeconds()
         let partial = try work.loadTeacher(partial: true)
         if let partial { log("teacher: continuing after \(partial.positions / max(options.sequenceLength, 1)) saved sequences") }

@@ -366,6 +366,16 @@ final class ModelFinetuningTests: XCTestCase {
                                             options: settings).run())
     }
 
+    /// A top-k wider than the vocabulary is refused with the option's name, not a crash.
+    func testRefusesATeacherTopKWiderThanTheVocabulary() throws {
+        var settings = options()
+        settings.teacherTopK = TinyModel.config.vocabSize + 1
+        XCTAssertThrowsError(try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath, outputPath: directory + "/k",
+                                                 options: settings).run()) {
+            XCTAssert("\($0)".contains("--teacher-top-k \(TinyModel.config.vocabSize + 1)"), "\($0)")
+        }
+    }
+
     /// A teacher pass continued from the targets of its first sequences (what an interrupted
     /// run saved) computes only the rest and ends with exactly the uninterrupted targets.
     func testTeacherPassContinuesFromTheSequencesAlreadyDone() throws {
