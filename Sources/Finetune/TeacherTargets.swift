@@ -52,10 +52,9 @@ public struct TeacherTargets: Sendable, Equatable {
             out.ids.append(contentsOf: repeatElement(0, count: rows * k))
             out.logProbs.append(contentsOf: repeatElement(0, count: rows * k))
             out.tailLogMass.append(contentsOf: repeatElement(0, count: rows))
-            // Rows are independent, so they are split over the workers: on one core, this summary
-            // of 512 rows of a 50-150k vocabulary took about a quarter of the pass's wall time
-            // (inferred from the SmolLM2 pass's CPU and wall seconds). Every row's figures are the
-            // same whichever worker computes them.
+            // Rows are independent, so they are split over the workers (the summary would otherwise
+            // be a serial share that grows with the core count); every row's figures are the same
+            // whichever worker computes them.
             out.ids.withUnsafeMutableBufferPointer { ids in
                 out.logProbs.withUnsafeMutableBufferPointer { logProbs in
                     out.tailLogMass.withUnsafeMutableBufferPointer { tail in
