@@ -13,12 +13,18 @@ public struct CPUTicks: Equatable, Sendable {
     public var idle: UInt64
     /// Ticks this process has used, all its threads (exited ones too): utime + stime.
     public var own: UInt64
+    /// Of `busy`, the ticks of processes running at a positive nice value (the nice column).
+    public var niced: UInt64
+    /// This process's own nice value.
+    public var ownNice: Int
 
-    public init(cpus: Int, busy: UInt64, idle: UInt64, own: UInt64) {
+    public init(cpus: Int, busy: UInt64, idle: UInt64, own: UInt64, niced: UInt64 = 0, ownNice: Int = 0) {
         self.cpus = cpus
         self.busy = busy
         self.idle = idle
         self.own = own
+        self.niced = niced
+        self.ownNice = ownNice
     }
 }
 
@@ -32,6 +38,14 @@ public struct CPUTicks: Equatable, Sendable {
 /// still holds up the product for a time slice. So the thread count follows the cores
 /// actually free: between two samples, the other processes' CPU time is the busy time of the
 /// CPUs we may run on minus our own process's CPU time (our spinning included), in cores.
+///
+/// Processes at a positive nice value do not count as load while we run at nice 0 or below: a
+/// user who starts a job with `nice` (10 by default) or `nice -n 19` marks it as background,
+/// and the scheduler gives it ~10 % or ~1.5 % of a core it shares with one of our threads
+/// (CFS weights 110 and 15 against 1024), below `giveUpShare`. Counting it as a whole core
+/// dropped a foreground run to one thread and left the other core to the niced job. The nice
+/// column does not say how nice: a process at nice 1-4 (weights 820-423) takes more than that
+/// and is still not counted. A niced aqlm counts every other process, niced or not.
 ///
 /// The functions on samples and loads are pure (tested on synthetic counters); `read()` takes a
 /// sample from /proc/stat and /proc/self/stat (~20 µs).
@@ -62,22 +76,26 @@ public enum FreeCores {
     }
 
     /// Cores' worth of CPU time other processes used between two samples (0 when they used
-    /// none; never negative), or nil when the samples are too close (fewer than `minimumTicks`
-    /// elapsed per CPU), not from the same CPUs, or out of order.
+    /// none; never negative; niced processes left out while we are not niced), or nil when the
+    /// samples are too close (fewer than `minimumTicks` elapsed per CPU), not from the same
+    /// CPUs, or out of order.
     public static func otherLoad(from a: CPUTicks, to b: CPUTicks, minimumTicks: UInt64 = 10) -> Double? {
-        guard a.cpus == b.cpus, b.cpus > 0, b.busy >= a.busy, b.idle >= a.idle, b.own >= a.own else { return nil }
+        guard a.cpus == b.cpus, b.cpus > 0, b.busy >= a.busy, b.idle >= a.idle, b.own >= a.own, b.niced >= a.niced
+        else { return nil }
         let busy = b.busy - a.busy, idle = b.idle - a.idle, own = b.own - a.own
         let wallTicks = Double(busy + idle) / Double(b.cpus)
         guard wallTicks >= Double(minimumTicks) else { return nil }
+        // Not niced ourselves, none of the nice column's ticks are ours.
+        let competing = b.ownNice <= 0 ? busy - min(busy, b.niced - a.niced) : busy
         // Our own ticks are counted by another clock than the per-CPU ones: clamp at zero.
-        let others = busy > own ? Double(busy - own) : 0
+        let others = competing > own ? Double(competing - own) : 0
         return min(Double(b.cpus), others / wallTicks)
     }
 
     /// A sample from /proc/stat's lines for `cpus` (all CPU lines when nil) and
     /// /proc/self/stat's text; nil if either does not parse.
     public static func parse(procStat: String, processStat: String, cpus: Set<Int>?) -> CPUTicks? {
-        var busy: UInt64 = 0, idle: UInt64 = 0, counted = 0
+        var busy: UInt64 = 0, idle: UInt64 = 0, niced: UInt64 = 0, counted = 0
         for line in procStat.split(separator: "\n") where line.hasPrefix("cpu") {
             let fields = line.split(separator: " ")
             // "cpu" alone is the total line; "cpuN" one CPU.
@@ -88,14 +106,17 @@ public enum FreeCores {
             // user nice system idle iowait irq softirq steal
             idle += ticks[3] + ticks[4]
             busy += ticks[0] + ticks[1] + ticks[2] + ticks.dropFirst(5).reduce(0, +)
+            niced += ticks[1]
             counted += 1
         }
         // The command name in parentheses may hold spaces: fields are counted after the last ')'.
         guard counted > 0, let close = processStat.lastIndex(of: ")") else { return nil }
         let fields = processStat[processStat.index(after: close)...].split(separator: " ")
-        // fields[0] is the state (field 3 of proc(5)); utime and stime are fields 14 and 15.
-        guard fields.count > 12, let user = UInt64(fields[11]), let system = UInt64(fields[12]) else { return nil }
-        return CPUTicks(cpus: counted, busy: busy, idle: idle, own: user + system)
+        // fields[0] is the state (field 3 of proc(5)); utime and stime are fields 14 and 15,
+        // nice field 19.
+        guard fields.count > 16, let user = UInt64(fields[11]), let system = UInt64(fields[12]),
+              let nice = Int(fields[16]) else { return nil }
+        return CPUTicks(cpus: counted, busy: busy, idle: idle, own: user + system, niced: niced, ownNice: nice)
     }
 
     /// The CPUs this process may run on (its affinity, /proc/self/status's Cpus_allowed_list),

@@ -20,8 +20,8 @@ final class FreeCoresTests: XCTestCase {
     }
 
     /// /proc/self/stat with a command name holding spaces and a ')' (it is in parentheses).
-    private func processStat(user: UInt64, system: UInt64) -> String {
-        "4242 (aq lm) x) R 1 4242 1 0 -1 4194304 101 0 0 0 \(user) \(system) 0 0 20 0 3 0 1090866 3133440 388\n"
+    private func processStat(user: UInt64, system: UInt64, nice: Int = 0) -> String {
+        "4242 (aq lm) x) R 1 4242 1 0 -1 4194304 101 0 0 0 \(user) \(system) 0 0 \(20 + nice) \(nice) 3 0 1090866 3133440 388\n"
     }
 
     func testParsesTheCPUsWeMayRunOnAndOurOwnTicks() throws {
@@ -29,12 +29,12 @@ final class FreeCoresTests: XCTestCase {
         let all = try XCTUnwrap(FreeCores.parse(procStat: stat, processStat: processStat(user: 33, system: 11), cpus: nil))
         // busy = user + nice + system + irq + softirq + steal (guest is inside user already).
         XCTAssertEqual(all, CPUTicks(cpus: 3, busy: (10 + 1 + 5 + 2 + 4) + (20 + 6 + 1) + (30 + 2 + 2),
-                                     idle: 103 + 91 + 50, own: 44))
+                                     idle: 103 + 91 + 50, own: 44, niced: 1 + 0 + 2))
         let some = try XCTUnwrap(FreeCores.parse(procStat: stat, processStat: processStat(user: 33, system: 11), cpus: [0, 2]))
-        XCTAssertEqual(some, CPUTicks(cpus: 2, busy: 22 + 34, idle: 103 + 50, own: 44))
+        XCTAssertEqual(some, CPUTicks(cpus: 2, busy: 22 + 34, idle: 103 + 50, own: 44, niced: 1 + 2))
         // Older kernels print fewer columns (no steal/guest).
-        let old = try XCTUnwrap(FreeCores.parse(procStat: "cpu0 1 2 3 4 5\n", processStat: processStat(user: 1, system: 2), cpus: nil))
-        XCTAssertEqual(old, CPUTicks(cpus: 1, busy: 6, idle: 9, own: 3))
+        let old = try XCTUnwrap(FreeCores.parse(procStat: "cpu0 1 2 3 4 5\n", processStat: processStat(user: 1, system: 2, nice: 10), cpus: nil))
+        XCTAssertEqual(old, CPUTicks(cpus: 1, busy: 6, idle: 9, own: 3, niced: 2, ownNice: 10))
     }
 
     func testParsesAffinityLists() {
@@ -99,6 +99,24 @@ final class FreeCoresTests: XCTestCase {
         XCTAssertEqual(FreeCores.threadCount(current: 2, maximum: 8, available: 2.8), 2)
     }
 
+    /// A `nice` job beside us is background: not counted while we run at nice 0, counted when
+    /// we are niced ourselves (then our own ticks are in the nice column too).
+    func testNicedProcessesAreNotLoadUnlessWeAreNicedToo() throws {
+        // 0.5 s on 2 CPUs: we used 1.5 cores, a niced job 0.5 core (all of the nice column).
+        let start = CPUTicks(cpus: 2, busy: 1000, idle: 5000, own: 300, niced: 700)
+        let foreground = CPUTicks(cpus: 2, busy: 1200, idle: 5000, own: 450, niced: 750)
+        XCTAssertEqual(try XCTUnwrap(FreeCores.otherLoad(from: start, to: foreground)), 0, accuracy: 1e-12)
+        // Niced ourselves: 150 of the 200 nice ticks are ours, the other job's 50 are load.
+        var niced = start, nicedAfter = foreground
+        niced.ownNice = 10; nicedAfter.ownNice = 10
+        nicedAfter.niced = 900
+        XCTAssertEqual(try XCTUnwrap(FreeCores.otherLoad(from: niced, to: nicedAfter)), 0.5, accuracy: 1e-12)
+        // An unniced process beside the niced one still counts: 30 ticks of it, 20 niced.
+        let mixed = CPUTicks(cpus: 2, busy: 1200, idle: 5000, own: 450, niced: 720)
+        XCTAssertEqual(try XCTUnwrap(FreeCores.otherLoad(from: start, to: mixed)), 0.3, accuracy: 1e-12)
+        XCTAssertNil(FreeCores.otherLoad(from: start, to: CPUTicks(cpus: 2, busy: 1200, idle: 5000, own: 450, niced: 600)))
+    }
+
     /// From /proc text to a decision: four snapshots 0.5 s apart on 2 CPUs (50 ticks each per
     /// window). First window: our 2 threads, a daemon takes 1 tick. Second: a busy loop shares
     /// CPU 1 with our second thread (20 ticks to it, 30 to us). Third: at 1 thread, the loop has
@@ -148,6 +166,31 @@ final class FreeCoresTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(Double(after.own - before.own), ownTicks - 3, "our spinning counts as ours")
         XCTAssertGreaterThanOrEqual(load * wallTicks, 0.8 * childTicks - 3,
                                     "the child's \(childTicks) ticks are other processes' load (\(load) cores over \(wallTicks) ticks)")
+    }
+
+    /// A live window beside a busy child started with `nice -n 19`: its ticks land in the nice
+    /// column that `otherLoad` leaves out while we are not niced.
+    func testLiveSampleCountsANicedChildInTheNiceColumn() throws {
+        let cpus = FreeCores.allowedCPUs()
+        let before = try XCTUnwrap(FreeCores.read(cpus: cpus))
+        let child = Process()
+        child.executableURL = URL(fileURLWithPath: "/usr/bin/nice")
+        child.arguments = ["-n", "19", "/bin/sh", "-c", "while :; do :; done"]
+        try child.run()
+        defer { child.terminate(); child.waitUntilExit() }
+        Thread.sleep(forTimeInterval: 0.05)   // nice execs the shell
+        let childStart = try XCTUnwrap(Self.processTicks(child.processIdentifier))
+        // On a loaded machine a nice-19 process gets ~1.5 % of a core: wait for 20 ticks of it.
+        let deadline = Date().addingTimeInterval(10)
+        var childTicks = 0.0
+        while childTicks < 20, Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.1)
+            childTicks = Double(try XCTUnwrap(Self.processTicks(child.processIdentifier)) - childStart)
+        }
+        let after = try XCTUnwrap(FreeCores.read(cpus: cpus))
+        if childTicks < 20 { throw XCTSkip("the machine left the niced child \(childTicks) ticks in 10 s") }
+        XCTAssertGreaterThanOrEqual(Double(after.niced - before.niced), 0.8 * childTicks - 3,
+                                    "the niced child's \(childTicks) ticks are in the nice column")
     }
 
     /// utime + stime of process `pid`, in ticks.
