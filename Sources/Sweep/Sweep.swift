@@ -138,9 +138,11 @@ public struct Sweep {
         var job = BlockwiseQuantization(modelPath: self.options.model, outputPath: path, options: options)
         let log = self.log
         job.log = { log("\(choice): \($0)") }
+        // The report's peak RSS is the quantization's, not the evaluations' before it.
+        resetPeakResidentBytes()
         let report = try job.run()
-        log(String(format: "%@: quantized, %.3f bits per weight, %.0f s", choice.description, report.bitsPerWeight,
-                   report.wallSeconds))
+        log(String(format: "%@: quantized, %.3f bits per weight, %.0f s, peak RSS %.2f GB", choice.description,
+                   report.bitsPerWeight, report.wallSeconds, Double(report.peakRSSBytes) / 1e9))
     }
 
     func evaluateQuantized(_ choice: QuantizationChoice, modelPath: String, tokens: [Int],

@@ -1,8 +1,14 @@
 import Foundation
 
-/// Resident-memory probes for `aqlm bench` (Linux /proc; nil or false elsewhere). With
-/// `peakResidentBytes()` (VmHWM) they separate what loading a model costs from what running it
-/// holds: reset the peak after loading, run, read the peak again.
+/// Resident-memory probes (Linux /proc; nil or false elsewhere). `aqlm bench` separates what
+/// loading a model costs from what running it holds: reset the peak after loading, run, read the
+/// peak again; a sweep resets it before each quantization so its report holds that stage's peak.
+
+/// The process's peak resident set size in bytes (VmHWM), since it started or the last
+/// `resetPeakResidentBytes()`.
+public func peakResidentBytes() -> Int? {
+    statusKilobytes("VmHWM:").map { $0 * 1024 }
+}
 
 /// The process's current resident set size in bytes (VmRSS).
 public func currentResidentBytes() -> Int? {
