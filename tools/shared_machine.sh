@@ -6,6 +6,9 @@
 #   tools/shared_machine.sh [ROUNDS]        (default 2; run on an otherwise idle machine)
 #   AQLM=path/to/aqlm          the binary under test (default .build/release/aqlm)
 #   AQLM_OLD=path/to/aqlm      an older binary, run idle in the same rounds (optional)
+#   LOADS="idle busy niced"    the new binary's loads (default "idle busy"); niced: the loop runs under
+#                              `nice -n 19`, which a foreground run should ignore
+#   OLD_LOADS="idle niced"     the older binary's loads (default "idle")
 #
 # The commands: `aqlm perplexity` on the first 100 chunks of WikiText-2 test (tokens_per_second) and a
 # 2-block quantization of the default model with the fast preset (wall_seconds). Both run without
@@ -21,7 +24,7 @@ work=$(mktemp -d)
 busy=""
 trap '[ -n "$busy" ] && kill "$busy" 2>/dev/null; rm -rf "$work"' EXIT
 
-start_busy() { taskset -c 1 sh -c 'while :; do :; done' & busy=$!; sleep 1; }
+start_busy() { taskset -c 1 ${1:-} sh -c 'while :; do :; done' & busy=$!; sleep 1; }
 stop_busy() { kill "$busy"; wait "$busy" 2>/dev/null || true; busy=""; }
 field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 switches() { grep -c '^threads:' "$work/stderr" || true; }
@@ -42,16 +45,18 @@ quantize() {
 
 for r in $(seq 1 "$rounds"); do
   # Alternate the order between rounds so a drift of the machine does not favour one run.
-  runs="new:idle new:busy"
-  [ -n "$old" ] && runs="old:idle $runs"
+  runs=""
+  [ -n "$old" ] && for l in ${OLD_LOADS:-idle}; do runs="$runs old:$l"; done
+  for l in ${LOADS:-idle busy}; do runs="$runs new:$l"; done
   [ $((r % 2)) = 0 ] && runs=$(echo "$runs" | tr ' ' '\n' | tac | tr '\n' ' ')
   for run in $runs; do
     bin=${run%%:*} load=${run##*:}
     binary=$aqlm; [ "$bin" = old ] && binary=$old
     [ "$load" = busy ] && start_busy
+    [ "$load" = niced ] && start_busy "nice -n 19"
     read -r p ps < <(perplexity "$binary")
     read -r q qs < <(quantize "$binary")
-    [ "$load" = busy ] && stop_busy
+    [ "$load" != idle ] && stop_busy
     echo "round $r $bin $load: perplexity $p tokens/s ($ps switches), 2-block quantize $q s ($qs switches)"
     echo "$r $bin $load $p $q" >> "$work/figures"
   done
@@ -62,10 +67,14 @@ rows = [l.split() for l in open(sys.argv[1])]
 def med(binary, load, col):
     values = [float(r[col]) for r in rows if r[1] == binary and r[2] == load]
     return statistics.median(values) if values else None
-p_idle, p_busy = med("new", "idle", 3), med("new", "busy", 3)
-q_idle, q_busy = med("new", "idle", 4), med("new", "busy", 4)
-print(f"perplexity: busy/idle throughput {p_busy:.1f}/{p_idle:.1f} tokens/s = {p_busy / p_idle:.3f}x (bar >= 0.45x)")
-print(f"2-block quantize: busy/idle throughput {q_idle:.1f}/{q_busy:.1f} s = {q_idle / q_busy:.3f}x (bar >= 0.45x)")
+p_idle, q_idle = med("new", "idle", 3), med("new", "idle", 4)
+for binary in ("new", "old"):
+    for load, bar in (("busy", " (bar >= 0.45x)"), ("niced", " (nice -n 19 loop: 1.0 = ignored)")):
+        p, q, pi, qi = med(binary, load, 3), med(binary, load, 4), med(binary, "idle", 3), med(binary, "idle", 4)
+        if p is None or pi is None:
+            continue
+        print(f"{binary} perplexity: {load}/idle throughput {p:.1f}/{pi:.1f} tokens/s = {p / pi:.3f}x{bar}")
+        print(f"{binary} 2-block quantize: {load}/idle throughput {qi:.1f}/{q:.1f} s = {qi / q:.3f}x{bar}")
 p_old, q_old = med("old", "idle", 3), med("old", "idle", 4)
 if p_old is not None:
     print(f"idle, new/old: perplexity {p_idle:.1f}/{p_old:.1f} tokens/s = {p_idle / p_old:.3f}x, "
