@@ -93,9 +93,12 @@ struct FinetuneWorkDirectory {
         var parameters: [String: [Float]] = [:], best: [String: [Float]] = [:]
         var first: [String: [Float]] = [:], second: [String: [Float]] = [:]
         var codes: [String: [UInt16]] = [:], bestCodes: [String: [UInt16]] = [:]
-        var buffers: [String: [Float]] = [:], bufferMoments: [String: [Float]] = [:]
+        var buffersSet = Set<String>(), momentsSet = Set<String>()
         for info in state.tensors {
             let values = try state.floats(info)
+            // Converted: the map's pages of it are not needed again (the straight-through
+            // state is most of the file, and would otherwise stay resident beside its copy).
+            releaseMappedPages(state.rawBytes(info))
             let tables = [("param.", 0), ("best.", 1), ("adam.m.", 2), ("adam.v.", 3), ("codes.", 4), ("best_codes.", 5),
                           ("st.b.", 6), ("st.v.", 7)]
             for (prefix, table) in tables where info.name.hasPrefix(prefix) {
@@ -107,8 +110,11 @@ struct FinetuneWorkDirectory {
                 case 3: second[name] = values
                 case 4: codes[name] = values.map { UInt16($0) }
                 case 5: bestCodes[name] = values.map { UInt16($0) }
-                case 6: buffers[name] = values
-                default: bufferMoments[name] = values
+                default:
+                    // Straight to the trainer, replacing the buffer it started with.
+                    guard trainer.straightThrough != nil else { continue }
+                    try trainer.straightThrough!.setTensor(name, moment: table == 7, values: values)
+                    if table == 6 { buffersSet.insert(name) } else { momentsSet.insert(name) }
                 }
             }
         }
@@ -119,7 +125,10 @@ struct FinetuneWorkDirectory {
             try trainer.best.setCodeTensors(bestCodes)
         }
         if trainer.straightThrough != nil {
-            try trainer.straightThrough!.setTensors(buffers: buffers, moments: bufferMoments)
+            let names = trainer.straightThrough!.tensorNames
+            if let missing = names.subtracting(buffersSet).union(names.subtracting(momentsSet)).sorted().first {
+                throw FinetuneError("the work directory lacks the straight-through state of '\(missing)'")
+            }
             trainer.straightThrough!.steps = progress["straight_through_steps"]?.int ?? 0
         }
         var moments: [String: (first: [Float], second: [Float])] = [:]

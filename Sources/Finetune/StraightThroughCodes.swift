@@ -44,18 +44,27 @@ struct StraightThroughCodes {
         return (b, v)
     }
 
-    mutating func setTensors(buffers b: [String: [Float]], moments v: [String: [Float]]) throws {
+    /// Replaces one linear's buffer (or, with `moment`, its second moment) by a saved tensor,
+    /// one at a time as the work directory is read, so that resuming never holds a second copy
+    /// of the whole state (4.3 GB on Qwen2.5-0.5B). Throws when no linear has that name or the
+    /// size differs.
+    mutating func setTensor(_ name: String, moment: Bool, values: [Float]) throws {
         for l in buffers.indices {
-            for linear in Array(buffers[l].keys) {
-                let name = TrainableModel.blockPrefix(l) + linear.rawValue
-                guard let values = b[name], values.count == buffers[l][linear]!.count,
-                      let moments = v[name], moments.count == values.count else {
-                    throw FinetuneError("the work directory lacks the straight-through state of '\(name)'")
-                }
-                buffers[l][linear] = values
-                secondMoments[l][linear] = moments
+            let prefix = TrainableModel.blockPrefix(l)
+            guard name.hasPrefix(prefix), let linear = LlamaLinear(rawValue: String(name.dropFirst(prefix.count))),
+                  let current = buffers[l][linear] else { continue }
+            guard values.count == current.count else {
+                throw FinetuneError("the work directory's straight-through state of '\(name)' has \(values.count) values, not \(current.count)")
             }
+            if moment { secondMoments[l][linear] = values } else { buffers[l][linear] = values }
+            return
         }
+        throw FinetuneError("the work directory holds straight-through state for '\(name)', which is not a quantized linear")
+    }
+
+    /// Every buffer's tensor name, for checking that a restore set them all.
+    var tensorNames: Set<String> {
+        Set(buffers.indices.flatMap { l in buffers[l].keys.map { TrainableModel.blockPrefix(l) + $0.rawValue } })
     }
 }
 
