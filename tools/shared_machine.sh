@@ -5,7 +5,7 @@
 #
 #   tools/shared_machine.sh [ROUNDS]        (default 2; run on an otherwise idle machine)
 #   AQLM=path/to/aqlm          the binary under test (default .build/release/aqlm)
-#   AQLM_OLD=path/to/aqlm      an older binary, run idle in the same rounds (optional)
+#   AQLM_OLD=path/to/aqlm      an older binary, run under OLD_LOADS in the same rounds (optional)
 #   LOADS="idle busy niced"    the new binary's loads (default "idle busy"); niced: the loop runs under
 #                              `nice -n 19`, which a foreground run should ignore
 #   OLD_LOADS="idle niced"     the older binary's loads (default "idle")
