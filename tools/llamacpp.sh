@@ -3,7 +3,7 @@
 #
 #   tools/llamacpp.sh build              builds llama.cpp from the PyPI sdist llama-cpp-python==0.3.36
 #                                        (its vendor/llama.cpp is commit 0c1e57098, the one the reference
-#                                        figures in ../shared/data/reference used), Release, native flags,
+#                                        figures in ../shared/data/reference used), Release, native flags (no AMX),
 #                                        cached outside the repository; prints the bin directory
 #   tools/llamacpp.sh convert MODEL NAME writes NAME's F16, Q2_K and IQ2_XXS (importance matrix from the first
 #                                        48 chunks of wiki.valid.tokens) next to the build; prints their paths
@@ -24,7 +24,12 @@ build() {
   mkdir -p "$cache"
   exec 9>"$cache.lock"
   flock 9
-  if [ -x "$bin/llama-bench" ] && [ -x "$bin/llama-quantize" ] && [ -x "$bin/llama-imatrix" ] && [ -x "$bin/llama-perplexity" ]; then
+  # GGML_NATIVE turns on ggml's AMX matmul where the CPU lists AMX; at this commit it executes `tilezero` with no tile
+  # configuration loaded on some machines (seen on a Xeon listing amx_tile/amx_int8, where a plain AMX probe runs):
+  # SIGILL in ggml_backend_amx_mul_mat for every K-quant model (Q2_K's fallback tensors), so it is left out.
+  local flags="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+  if [ -x "$bin/llama-bench" ] && [ -x "$bin/llama-quantize" ] && [ -x "$bin/llama-imatrix" ] && [ -x "$bin/llama-perplexity" ] \
+     && [ "$(cat "$cache/build/.aqlm-flags" 2>/dev/null)" = "$flags" ]; then
     echo "$bin"; return
   fi
   command -v cmake >/dev/null || {
@@ -39,10 +44,12 @@ build() {
     rm -rf "$tmp"
     [ -f "$src/CMakeLists.txt" ] || die "the sdist has no vendor/llama.cpp/CMakeLists.txt"
   fi
-  echo "llamacpp: building (Release, GGML_NATIVE) in $cache/build" >&2
+  echo "llamacpp: building (Release, GGML_NATIVE without AMX) in $cache/build" >&2
   cmake -S "$src" -B "$cache/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
+    -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \
     -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >&2
   cmake --build "$cache/build" -j 2 --target llama-bench llama-quantize llama-imatrix llama-perplexity >&2
+  echo "$flags" > "$cache/build/.aqlm-flags"
   echo "$bin"
 }
 
