@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Extrapolates `aqlm quantize` from measured per-block figures to Llama-3-8B, Llama-2-13B and Llama-3-70B shapes.
 
-    tools/extrapolate_shapes.py --fast FAST/report.json --default DEFAULT/report.json [--default-samples 192] [--json OUT]
+    tools/extrapolate_shapes.py --fast FAST/report.json --default DEFAULT/report.json [--default-samples 192] [--val-samples 8] [--json OUT]
 
 Both reports come from quantizing a Llama-3-8B-shaped model (tools/llama3_shaped.py) alone on the machine: FAST with
 `--preset fast`, DEFAULT with `--preset default --samples S` (S small, so one block finishes in reasonable time; the
@@ -14,7 +14,7 @@ per-layer fit holds):
 - calibration forward ∝ tokens · (block parameters + Σ d_in² over the four XᵀX inputs);
 - block-wise fine-tuning ∝ training tokens · parameters (the held-out windows, min(--val-samples, samples/4), are not
   trained on); the rest of the block (error measurement, the next block's inputs) ∝ tokens · parameters.
-Peak memory ∝ 8 B per block parameter (the Float32 block and its dequantized copy) + 12 B per XᵀX entry (Float64
+Peak memory = 8 B per block parameter (the Float32 block and its dequantized copy) + 12 B per XᵀX entry (Float64
 accumulator/H and the Float32 batch product) + the calibration activations kept in memory (above 2 GB they go to files),
 plus a constant fitted to the measured peak. Packed size at 2.005 bits per block weight (2x8 with codebooks and scales)
 with the embedding and head in F16; `aqlm generate` memory = the packed linears + embedding and head as Q8_0 (8.5 bits)
