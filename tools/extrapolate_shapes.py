@@ -137,7 +137,7 @@ def main():
     for name, f in fits.items():
         print(f"{name}: {f['blocks']} measured block(s) of {f['tokens']} calibration tokens, "
               f"{', '.join(f'{s:.0f}' for s in f['measured_block_seconds'])} s; search per layer, measured / fitted: "
-              + ", ".join(f"{n} {r:.2f}" for n, r in f["search_fit"][:7]), file=sys.stderr)
+              + ", ".join(f"{n} {r:.2f}" for n, r in f["search_fit"]), file=sys.stderr)
     print(f"memory model constant: {constant / 1e9:.2f} GB (measured fast peak {fast['peak_rss_bytes'] / 1e9:.2f} GB)",
           file=sys.stderr)
     rows = []
