@@ -252,7 +252,9 @@ public func lowerNearestWeightedDistances(
 /// destination[i] = source[i] − Σ_a coefficients[a] · rows[a · rowStride + i] for i in 0..<count.
 ///
 /// The beam search's gradient update g ← g − H[:, group] δ (H symmetric, so the group's columns
-/// are its rows). `destination` may equal `source` (in-place update).
+/// are its rows). `destination` may equal `source` (in-place update). Every element, in either
+/// SIMD width or the tail, is the same chain of fused multiply-adds over a, so a call over a
+/// suffix of the columns gives those elements exactly as a call over all of them.
 public func subtractRowCombination(
     source: UnsafePointer<Float>, destination: UnsafeMutablePointer<Float>, count: Int,
     rows: UnsafePointer<Float>, rowStride: Int, coefficients: UnsafePointer<Float>, rowCount: Int
@@ -280,7 +282,7 @@ public func subtractRowCombination(
     }
     while i < count {
         var acc = source[i]
-        for a in 0..<rowCount { acc -= coefficients[a] * rows[a * rowStride + i] }
+        for a in 0..<rowCount { acc = acc.addingProduct(-coefficients[a], rows[a * rowStride + i]) }
         destination[i] = acc
         i += 1
     }

@@ -21,8 +21,12 @@ public struct CodeSearchResult: Sendable {
 /// e = w − ŵ and the row's gradient g = H e, replacing code o by c in group j changes ŵ_j by
 /// δ = s(C_c − C_o) and the error by −2δ·g_j + δᵀH_jjδ, which is, over all candidates c,
 ///   C_c·v + s²·q_c + const,  v = −2s·g_j − 2s²·H_jj C_o,  q_c = C_c H_jj C_cᵀ,
-/// one small [g]×[g, 2^B] product per hypothesis. After a group is done, each hypothesis's full
-/// gradient is brought up to date with g ← g − H[:, group] Δ (Δ its total change of ŵ_j).
+/// one small [g]×[g, 2^B] product per hypothesis. After a group is done, each hypothesis's
+/// gradient is brought up to date with g ← g − H[:, group] Δ (Δ its total change of ŵ_j), but only
+/// on the groups still to be visited: a pass reads each group's slice once, so the visited ones are
+/// dead. Gradients and H are kept in visit order (`GroupPermutedHessian`) so that those groups
+/// are one contiguous suffix; this halves the pass's d_out·d_in² term and changes no value read,
+/// and the copy of H it needs is half of H.
 /// Beam size 1 is greedy coordinate descent; the best hypothesis never gets worse than the input,
 /// since keeping a code is always a candidate.
 ///
@@ -35,6 +39,8 @@ public func searchCodes(_ code: AdditiveCode, problem: LayerProblem, beamSize: I
     precondition(selectedGroups == nil || selectedGroups!.count == code.dOut * code.groupsPerRow)
     let tables = BeamSearchTables(code: code, problem: problem)
     let order = VisitOrder(groups: code.groupsPerRow, codebooks: code.scheme.codebookCount, seed: seed)
+    let visitHessian = GroupPermutedHessian(problem.hessian, dIn: problem.dIn, groupSize: code.scheme.groupSize,
+                                            order: order.groups)
     // Gradients of all rows at the start, through BLAS (outside the parallel loop).
     var residual = problem.weight
     let approximation = code.dequantized()
@@ -48,17 +54,21 @@ public func searchCodes(_ code: AdditiveCode, problem: LayerProblem, beamSize: I
         outcomes.withUnsafeMutableBufferPointer { outcomes in
             residual.withUnsafeBufferPointer { residual in
                 gradients.withUnsafeBufferPointer { gradients in
-                    problem.hessian.withUnsafeBufferPointer { hessian in
+                    visitHessian.storage.withUnsafeBufferPointer { hessian in
                       (selectedGroups ?? []).withUnsafeBufferPointer { selected in
                         let codes = codes.baseAddress!, outcomes = outcomes.baseAddress!
                         let selected = selectedGroups == nil ? nil : selected.baseAddress!
                         let residual = residual.baseAddress!, gradients = gradients.baseAddress!
                         parallelRowBlocks(problem.dOut) { rows in
-                            let searcher = RowBeamSearch(tables: tables, hessian: hessian.baseAddress!, dIn: dIn, beamSize: beamSize)
+                            let searcher = RowBeamSearch(tables: tables, hessian: visitHessian, storage: hessian.baseAddress!,
+                                                         dIn: dIn, beamSize: beamSize)
+                            let visitGradient = UnsafeMutablePointer<Float>.allocate(capacity: dIn)
+                            defer { visitGradient.deallocate() }
                             for r in rows {
                                 let gradient = gradients + r * dIn
                                 let error = dot(residual + r * dIn, gradient, count: dIn)
-                                let found = searcher.search(codes: codes + r * groups * books, gradient: gradient, error: error,
+                                visitHessian.permuteVector(gradient, into: visitGradient)
+                                let found = searcher.search(codes: codes + r * groups * books, gradient: visitGradient, error: error,
                                                             scale: code.scales[r], order: order,
                                                             selected: selected.map { $0 + r * groups })
                                 outcomes[r] = RowOutcome(initialError: Double(error), error: Double(found.error),
@@ -112,6 +122,66 @@ struct VisitOrder {
         }
         self.groups = groups
         self.codebooks = codebooks
+    }
+}
+
+/// The part of H [dIn, dIn] a pass reads when it updates gradients, in its visit order: for the
+/// group at visit position p, its g rows restricted to the columns of the groups visited after it,
+/// (order[p]·g + a, order[q]·g + b) for q > p. Packed triangle by triangle, this is half of H; the
+/// identity (the plain objective of V steps) is its own reordering and is used as it is.
+struct GroupPermutedHessian {
+    let storage: [Float]
+    let order: [Int]
+    let groupSize: Int, dIn: Int
+    /// False when `storage` is the identity, whole and unpermuted.
+    let packed: Bool
+
+    init(_ hessian: [Float], dIn: Int, groupSize g: Int, order: [Int]) {
+        self.order = order
+        self.groupSize = g
+        self.dIn = dIn
+        packed = !isIdentity(hessian, dIn: dIn)
+        guard packed else {
+            storage = hessian
+            return
+        }
+        let groups = order.count
+        // At least one entry, so that the storage has an address when dIn is one group.
+        var triangle = [Float](repeating: 0, count: max(1, g * (groups * dIn - g * groups * (groups + 1) / 2)))
+        hessian.withUnsafeBufferPointer { h in
+            triangle.withUnsafeMutableBufferPointer { out in
+                let h = h.baseAddress!, out = out.baseAddress!
+                parallelChunks(groups) { lo, hi in
+                    for p in lo..<hi {
+                        let (offset, stride) = Self.remainingRows(position: p, groupSize: g, dIn: dIn)
+                        for a in 0..<g {
+                            let source = h + (order[p] * g + a) * dIn, destination = out + offset + a * stride
+                            for q in (p + 1)..<groups {
+                                (destination + (q - p - 1) * g).update(from: source + order[q] * g, count: g)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        storage = triangle
+    }
+
+    /// Where, in `storage`, the rows of visit position p start (at the column of position p + 1),
+    /// and their stride.
+    func remainingRows(position p: Int) -> (offset: Int, stride: Int) {
+        if packed { return Self.remainingRows(position: p, groupSize: groupSize, dIn: dIn) }
+        return (p * groupSize * dIn + (p + 1) * groupSize, dIn)
+    }
+
+    /// Packed layout: position p holds g rows of dIn − (p+1)·g entries after the Σ_{p'<p} of theirs.
+    private static func remainingRows(position p: Int, groupSize g: Int, dIn: Int) -> (offset: Int, stride: Int) {
+        (g * (p * dIn - g * p * (p + 1) / 2), dIn - (p + 1) * g)
+    }
+
+    /// out[p·g + a] = vector[order[p]·g + a]: a gradient row in visit order.
+    func permuteVector(_ vector: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+        for (p, group) in order.enumerated() { (out + p * groupSize).update(from: vector + group * groupSize, count: groupSize) }
     }
 }
 
@@ -245,8 +315,11 @@ private struct GroupHypotheses {
 private final class RowBeamSearch {
     let beam: Int, g: Int, books: Int, size: Int, groups: Int, dIn: Int
     let tables: BeamSearchTables
-    let hessian: UnsafePointer<Float>
-    /// [beam, dIn]: full gradient of each slot's hypothesis.
+    /// The rows of H the gradient updates read, in visit order, and their storage.
+    let hessian: GroupPermutedHessian
+    let hessianStorage: UnsafePointer<Float>
+    /// [beam, dIn]: each slot's hypothesis's gradient in visit order, current on the groups not
+    /// yet visited.
     let slotGradients: UnsafeMutablePointer<Float>
     /// [beam, groups·M]: full codes of each slot's hypothesis.
     let slotCodes: UnsafeMutablePointer<UInt16>
@@ -267,8 +340,8 @@ private final class RowBeamSearch {
     var selector: SmallestValues
     var live = 1
 
-    /// `hessian` [dIn, dIn] must outlive the searcher.
-    init(tables: BeamSearchTables, hessian: UnsafePointer<Float>, dIn: Int, beamSize: Int) {
+    /// `storage` (`hessian.storage`) must outlive the searcher.
+    init(tables: BeamSearchTables, hessian: GroupPermutedHessian, storage: UnsafePointer<Float>, dIn: Int, beamSize: Int) {
         beam = beamSize
         g = tables.groupSize
         books = tables.books
@@ -277,6 +350,7 @@ private final class RowBeamSearch {
         self.dIn = dIn
         self.tables = tables
         self.hessian = hessian
+        hessianStorage = storage
         slotGradients = .allocate(capacity: beam * dIn)
         slotCodes = .allocate(capacity: beam * groups * books)
         slotOfHypothesis = .allocate(capacity: beam)
@@ -312,7 +386,8 @@ private final class RowBeamSearch {
         selector.deallocate()
     }
 
-    /// Searches one row in place: `codes` [groups·M] in and out, `gradient` = H(w − ŵ) and `error`
+    /// Searches one row in place: `codes` [groups·M] in and out, `gradient` = H(w − ŵ) in visit
+    /// order (`GroupPermutedHessian.permuteVector`) and `error`
     /// = (w − ŵ)ᵀH(w − ŵ) of the input codes; `selected` [groups], if given, the groups to
     /// visit. Returns the best hypothesis's error.
     func search(codes: UnsafeMutablePointer<UInt16>, gradient: UnsafePointer<Float>, error: Float, scale: Float,
@@ -326,7 +401,7 @@ private final class RowBeamSearch {
             let context = GroupContext(tables: t, scale: scale)
             for (visit, j) in order.groups.enumerated() {
                 if let selected, !selected[j] { continue }
-                beginGroup(j)
+                beginGroup(j, position: visit)
                 for k in 0..<books {
                     let m = order.codebooks[visit * books + k]
                     if beam == 1 {
@@ -335,7 +410,7 @@ private final class RowBeamSearch {
                         beamStep(group: j, codebook: m, context)
                     }
                 }
-                finishGroup(j, context)
+                finishGroup(j, position: visit, context)
             }
         }
         var best = 0
@@ -352,13 +427,13 @@ private final class RowBeamSearch {
         let scale: Float
     }
 
-    private func beginGroup(_ j: Int) {
+    private func beginGroup(_ j: Int, position p: Int) {
         for h in 0..<live {
             let slot = slotOfHypothesis[h]
             current.root[h] = slot
             current.error[h] = hypothesisError[h]
             for m in 0..<books { current.codes[h * books + m] = Int(slotCodes[slot * groups * books + j * books + m]) }
-            (current.gradient + h * g).update(from: slotGradients + slot * dIn + j * g, count: g)
+            (current.gradient + h * g).update(from: slotGradients + slot * dIn + p * g, count: g)
         }
     }
 
@@ -444,11 +519,11 @@ private final class RowBeamSearch {
         live = kept
     }
 
-    /// Writes the group's new codes into slots and brings each slot's full gradient up to date,
-    /// g ← g_root − H[:, group] Δ. A slot is updated in place by its first descendant; further
-    /// descendants are copied (with the update fused) into slots no hypothesis descends from,
-    /// before any in-place update touches their source.
-    private func finishGroup(_ j: Int, _ context: GroupContext) {
+    /// Writes the group's new codes into slots and brings each slot's gradient up to date on the
+    /// groups after visit position p, g ← g_root − H[:, group] Δ. A slot is updated in place by its
+    /// first descendant; further descendants are copied (with the update fused) into slots no
+    /// hypothesis descends from, before any in-place update touches their source.
+    private func finishGroup(_ j: Int, position p: Int, _ context: GroupContext) {
         let rowCodes = groups * books
         for h in 0..<live {
             let root = current.root[h]
@@ -470,19 +545,22 @@ private final class RowBeamSearch {
             newSlot[h] = current.root[h]
         }
         var freeSlot = 0
-        let groupRows = hessian + j * g * dIn
+        let start = (p + 1) * g, remaining = dIn - start
+        let (offset, rowStride) = hessian.remainingRows(position: p)
+        let groupRows = hessianStorage + offset
         for h in 0..<live where claimedBy[current.root[h]] != h {
             while claimedBy[freeSlot] >= 0 { freeSlot += 1 }
             claimedBy[freeSlot] = h
             newSlot[h] = freeSlot
             let source = current.root[h]
-            subtractRowCombination(source: slotGradients + source * dIn, destination: slotGradients + freeSlot * dIn,
-                                   count: dIn, rows: groupRows, rowStride: dIn, coefficients: deltas + h * g, rowCount: g)
+            subtractRowCombination(source: slotGradients + source * dIn + start,
+                                   destination: slotGradients + freeSlot * dIn + start, count: remaining,
+                                   rows: groupRows, rowStride: rowStride, coefficients: deltas + h * g, rowCount: g)
             (slotCodes + freeSlot * rowCodes).update(from: slotCodes + source * rowCodes, count: rowCodes)
         }
         for h in 0..<live where newSlot[h] == current.root[h] && changed[h] {
-            let slot = slotGradients + newSlot[h] * dIn
-            subtractRowCombination(source: slot, destination: slot, count: dIn, rows: groupRows, rowStride: dIn,
+            let slot = slotGradients + newSlot[h] * dIn + start
+            subtractRowCombination(source: slot, destination: slot, count: remaining, rows: groupRows, rowStride: rowStride,
                                    coefficients: deltas + h * g, rowCount: g)
         }
         for h in 0..<live {

@@ -43,4 +43,32 @@ final class QuantizerKernelsTests: XCTestCase {
             XCTAssertEqual((0..<selector.count).map { selector.value($0) }, expected.map { scores[$0] })
         }
     }
+
+    /// The beam search updates only the columns it has not visited yet; each element must come
+    /// out exactly as in an update over the whole row, whichever path (32-wide, 16-wide, scalar
+    /// tail) it falls in either way.
+    func testUpdateOverASuffixEqualsTheWholeUpdateOnThoseElements() {
+        let count = 77, rowCount = 8
+        let source = gaussian(count, seed: 4), rows = gaussian(rowCount * count, seed: 5)
+        let coefficients = gaussian(rowCount, seed: 6)
+        var whole = [Float](repeating: 0, count: count)
+        subtractRowCombination(source: source, destination: &whole, count: count, rows: rows, rowStride: count,
+                               coefficients: coefficients, rowCount: rowCount)
+        for start in [1, 8, 13, 16, 45, 61, 76] {
+            var suffix = [Float](repeating: .nan, count: count - start)
+            source.withUnsafeBufferPointer { source in
+                rows.withUnsafeBufferPointer { rows in
+                    subtractRowCombination(source: source.baseAddress! + start, destination: &suffix, count: count - start,
+                                           rows: rows.baseAddress! + start, rowStride: count,
+                                           coefficients: coefficients, rowCount: rowCount)
+                }
+            }
+            XCTAssertEqual(suffix.map(\.bitPattern), whole[start...].map(\.bitPattern), "suffix from \(start)")
+        }
+        var reference = source
+        for i in 0..<count {
+            for a in 0..<rowCount { reference[i] -= coefficients[a] * rows[a * count + i] }
+        }
+        for i in 0..<count { XCTAssertEqual(whole[i], reference[i], accuracy: 1e-5 * (1 + abs(reference[i]))) }
+    }
 }
