@@ -39,13 +39,12 @@ public func searchCodes(_ code: AdditiveCode, problem: LayerProblem, beamSize: I
     precondition(selectedGroups == nil || selectedGroups!.count == code.dOut * code.groupsPerRow)
     let tables = BeamSearchTables(code: code, problem: problem)
     let order = VisitOrder(groups: code.groupsPerRow, codebooks: code.scheme.codebookCount, seed: seed)
-    let visitHessian = GroupPermutedHessian(problem.hessian, dIn: problem.dIn, groupSize: code.scheme.groupSize,
-                                            order: order.groups)
+    let visitHessian = GroupPermutedHessian(problem, groupSize: code.scheme.groupSize, order: order.groups)
     // Gradients of all rows at the start, through BLAS (outside the parallel loop).
     var residual = problem.weight
     let approximation = code.dequantized()
     for i in residual.indices { residual[i] -= approximation[i] }
-    let gradients = multiplyByHessian(residual, rows: problem.dOut, hessian: problem.hessian, dIn: problem.dIn)
+    let gradients = problem.timesHessian(residual)
 
     var codes = code.codes
     var outcomes = [RowOutcome](repeating: RowOutcome(), count: problem.dOut)
@@ -136,11 +135,12 @@ struct GroupPermutedHessian {
     /// False when `storage` is the identity, whole and unpermuted.
     let packed: Bool
 
-    init(_ hessian: [Float], dIn: Int, groupSize g: Int, order: [Int]) {
+    init(_ problem: LayerProblem, groupSize g: Int, order: [Int]) {
+        let hessian = problem.hessian, dIn = problem.dIn
         self.order = order
         self.groupSize = g
         self.dIn = dIn
-        packed = !isIdentity(hessian, dIn: dIn)
+        packed = !problem.hessianIsIdentity
         guard packed else {
             storage = hessian
             return

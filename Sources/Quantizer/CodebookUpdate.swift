@@ -96,7 +96,7 @@ struct EvaluatedCode {
 
     init(_ code: AdditiveCode, problem: LayerProblem) {
         self.code = code
-        reconstructionTimesHessian = multiplyByHessian(code.dequantized(), rows: problem.dOut, hessian: problem.hessian, dIn: problem.dIn)
+        reconstructionTimesHessian = problem.timesHessian(code.dequantized())
         objective = Quantizer.objective(of: code, product: reconstructionTimesHessian, problem: problem)
     }
 
@@ -146,7 +146,7 @@ struct NormalEquations {
     func apply(_ x: [Double]) -> (image: [Double], product: [Float]) {
         var trial = code
         trial.codebooks = x.map { Float($0) }
-        let product = multiplyByHessian(trial.dequantized(), rows: problem.dOut, hessian: problem.hessian, dIn: problem.dIn)
+        let product = problem.timesHessian(trial.dequantized())
         return (scatter(product), product)
     }
 

@@ -10,6 +10,8 @@ public struct LayerProblem: Sendable {
     public let dIn: Int
     public let weight: [Float]
     public let hessian: [Float]
+    /// H is the identity (V steps' plain squared error): products with it are skipped.
+    let hessianIsIdentity: Bool
     /// W H [dOut, dIn]: the right-hand side of both the codebook and the scale least squares.
     let weightTimesHessian: [Float]
     /// tr(W H Wᵀ): the error of Ŵ = 0, the denominator of the relative error.
@@ -40,7 +42,8 @@ public struct LayerProblem: Sendable {
         self.dIn = dIn
         self.weight = weight
         self.hessian = hessian
-        weightTimesHessian = multiplyByHessian(weight, rows: dOut, hessian: hessian, dIn: dIn)
+        hessianIsIdentity = isIdentity(hessian, dIn: dIn)
+        weightTimesHessian = hessianIsIdentity ? weight : multiplyByHessian(weight, rows: dOut, hessian: hessian, dIn: dIn)
         referenceEnergy = rowwiseDotSum(weight, weightTimesHessian)
     }
 
@@ -52,7 +55,13 @@ public struct LayerProblem: Sendable {
         precondition(approximation.count == weight.count)
         var residual = weight
         for i in residual.indices { residual[i] -= approximation[i] }
-        return rowwiseDotSum(residual, multiplyByHessian(residual, rows: dOut, hessian: hessian, dIn: dIn))
+        return rowwiseDotSum(residual, timesHessian(residual))
+    }
+
+    /// A [rows, dIn] · H; A itself when H is the identity (the plain squared error of V steps,
+    /// whose rows·dIn² product would give A exactly).
+    func timesHessian(_ a: [Float]) -> [Float] {
+        hessianIsIdentity ? a : multiplyByHessian(a, rows: a.count / dIn, hessian: hessian, dIn: dIn)
     }
 
     public func relativeError(of approximation: [Float]) -> Double {
@@ -87,10 +96,7 @@ public func relativeHessianWeightedError(weight: [Float], approximation: [Float]
 }
 
 /// A [rows, dIn] · H [dIn, dIn] (row-major).
-func multiplyByHessian(_ a: [Float], rows: Int, hessian: [Float], dIn: Int) -> [Float] {
-    // The plain squared error (V steps with `--code-objective plain`) searches under the
-    // identity: skip its rows·dIn² product, whose result is `a` exactly.
-    if isIdentity(hessian, dIn: dIn) { return a }
+private func multiplyByHessian(_ a: [Float], rows: Int, hessian: [Float], dIn: Int) -> [Float] {
     var product = [Float](repeating: 0, count: rows * dIn)
     a.withUnsafeBufferPointer { a in
         hessian.withUnsafeBufferPointer { h in
@@ -102,7 +108,7 @@ func multiplyByHessian(_ a: [Float], rows: Int, hessian: [Float], dIn: Int) -> [
     return product
 }
 
-func isIdentity(_ h: [Float], dIn: Int) -> Bool {
+private func isIdentity(_ h: [Float], dIn: Int) -> Bool {
     h.withUnsafeBufferPointer { h in
         for i in 0..<dIn {
             for j in 0..<dIn where h[i * dIn + j] != (i == j ? 1 : 0) { return false }
