@@ -66,6 +66,9 @@ struct Finetune: ParsableCommand {
     @Option(help: "Teacher tokens kept per position; the rest count as one outcome.")
     var teacherTopK = ModelFinetuneOptions().teacherTopK
 
+    @Option(help: "Share α of the training loss that is the cross-entropy of the calibration text's own next token, the rest being distillation from the teacher (0: distillation alone). Held-out losses stay pure distillation.")
+    var hardLabelWeight = ModelFinetuneOptions().hardLabelWeight
+
     @Option(help: "Codebook parameterisation while training: none, or linear (SimVQ: each codebook times a learned g×g matrix).")
     var codebookTransform: CodebookTransform = .none
 
@@ -125,6 +128,7 @@ struct Finetune: ParsableCommand {
         o.sequencesPerStep = batch
         o.validationSamples = valSamples
         o.teacherTopK = teacherTopK
+        o.hardLabelWeight = hardLabelWeight
         o.codebookTransform = codebookTransform
         if trainEmbeddings { o.trained.insert(.embeddings) }
         o.saveEverySteps = saveEvery

@@ -30,6 +30,10 @@ public struct ModelFinetuneOptions: Sendable {
     public var validationSamples = 4
     /// Teacher tokens kept per position (the rest are one merged outcome).
     public var teacherTopK = 64
+    /// Share α of the training loss that is the cross-entropy of the calibration text's own next
+    /// token, the rest being the distillation loss (0: distillation alone). Held-out losses stay
+    /// pure distillation, so runs with any α compare on them.
+    public var hardLabelWeight: Float = 0
     /// Seeds calibration sampling and the order of sequences in each epoch.
     public var seed: UInt64 = 0
     /// Adding `.embeddings` (SmolLM2-135M 2x8, defaults otherwise) lowered the held-out
@@ -73,7 +77,10 @@ public struct ModelFinetuneReport: Sendable {
     public var samples: Int
     public var sequenceLength: Int
     public var teacherTopK: Int
-    /// Mean distillation loss per token of each epoch, measured while training.
+    /// `ModelFinetuneOptions.hardLabelWeight`.
+    public var hardLabelWeight: Float = 0
+    /// Mean training loss per token of each epoch (distillation, mixed with the hard-label
+    /// cross-entropy when `hardLabelWeight` > 0), measured while training.
     public var trainingLoss: [Double]
     /// Mean distillation loss per token on the held-out sequences: before training, then after each epoch.
     public var validationLoss: [Double]
@@ -98,6 +105,7 @@ public struct ModelFinetuneReport: Sendable {
         .object([
             ("student", .string(student)), ("teacher", .string(teacher)), ("output", .string(output)),
             ("calibration", .string(calibration)), ("samples", .int(samples)), ("seqlen", .int(sequenceLength)), ("teacher_top_k", .int(teacherTopK)),
+            ("hard_label_weight", .double(Double(hardLabelWeight))),
             ("training_loss", .array(trainingLoss.map(JSONValue.double))),
             ("validation_loss", .array(validationLoss.map(JSONValue.double))),
             ("best_epoch", .int(bestEpoch)), ("steps", .int(steps)),
@@ -161,7 +169,7 @@ public struct ModelFinetuning {
             log("stopped after \(trainer.optimizer.step) steps; rerun the same command to continue from \(work.path)")
             return nil
         }
-        let report = ModelFinetuneReport(
+        var report = ModelFinetuneReport(
             student: studentDirectory, teacher: teacherPath, output: outputPath, calibration: o.calibration,
             samples: o.samples, sequenceLength: o.sequenceLength, teacherTopK: teacher.k, trainingLoss: trainer.trainingLoss,
             validationLoss: trainer.validationLoss, bestEpoch: trainer.bestEpoch, steps: trainer.optimizer.step,
@@ -170,6 +178,7 @@ public struct ModelFinetuning {
             studentDenseLinears: DenseLinearStorage.choose(for: packed.config, budgetBytes: o.denseMemoryBudget).rawValue,
             wallSeconds: Date().timeIntervalSince(started),
             cpuSeconds: processCPUSeconds() - startedCPU)
+        report.hardLabelWeight = o.hardLabelWeight
         try PackedCheckpoint.write(trainer.best.packedModel(), to: outputPath, extraFiles: ["finetune.json": report.json])
         work.remove()
         return report
@@ -182,6 +191,9 @@ public struct ModelFinetuning {
         guard o.adam.learningRate > 0 else { throw FinetuneError("--lr must be positive") }
         guard o.sequencesPerStep >= 1 else { throw FinetuneError("--batch must be at least 1") }
         guard o.teacherTopK >= 1 else { throw FinetuneError("--teacher-top-k must be at least 1") }
+        guard (0...1).contains(o.hardLabelWeight) else {
+            throw FinetuneError("--hard-label-weight \(o.hardLabelWeight) is outside 0...1")
+        }
         let v = o.codeUpdate
         guard v.fraction >= 0, v.fraction <= 1 else { throw FinetuneError("--code-fraction must be in [0, 1]") }
         guard v.stepSize > 0, v.stepSize.isFinite else { throw FinetuneError("--code-step must be positive") }
@@ -225,6 +237,7 @@ public struct ModelFinetuning {
                 String(o.sequencesPerStep), String(o.validationSamples), String(o.teacherTopK), String(o.seed),
                 String(o.trained.rawValue), o.codebookTransform.rawValue, o.schedule.rawValue, "disjoint"]
             .joined(separator: "|") + (o.codeUpdate.enabled ? "|" + o.codeUpdate.fingerprint : "")
+            + (o.hardLabelWeight > 0 ? "|hard \(o.hardLabelWeight)" : "")
     }
 
     /// The teacher's targets: from the work directory, or computed (and saved there); and how
@@ -365,7 +378,7 @@ struct ModelTrainer {
                 for s in batch {
                     epochLoss += gradients.withHeadGradient {
                         model.sequenceLoss(sequences[s], teacher: teacherRows(s), prepared: prepared, workspace: workspace,
-                                           gradientScale: scale, headGradient: $0)
+                                           gradientScale: scale, headGradient: $0, hardLabelWeight: options.hardLabelWeight)
                     }
                     // XᵀX from the step's first sequence: enough tokens per window for a
                     // damped metric at a few percent of the step's cost.

@@ -112,9 +112,16 @@ public struct TeacherTargets: Sendable, Equatable {
 /// outcome (a lower bound of the full KL). Its gradient is ∂L/∂z = q − p̃ with p̃_i = p_i on the
 /// top k and p_tail·q_i/q_tail elsewhere (the student's own tail shape, rescaled to the
 /// teacher's tail mass). Overwrites `row` with `gradientScale`·∂L/∂z and returns L.
+///
+/// With a `nextToken` t (the text's own next token) and a `hardLabelWeight` α, the loss is
+/// (1 − α)·L + α·(−log q_t), whose gradient is q − (1 − α)p̃ − α·e_t: the target becomes a mixture
+/// of the teacher's distribution and the one-hot truth.
 public func distillationStep(_ row: UnsafeMutablePointer<Float>, count n: Int, ids: UnsafePointer<Int32>, logProbs: UnsafePointer<Float>,
-                             k: Int, tailLogMass: Float, gradientScale: Float) -> Double {
+                             k: Int, tailLogMass: Float, gradientScale: Float,
+                             nextToken: Int? = nil, hardLabelWeight: Float = 0) -> Double {
     softmax(row, count: n)
+    let hard = nextToken.map { (token: $0, weight: Double(hardLabelWeight), q: Double(row[$0])) }
+    let teacherWeight = 1 - (hard?.weight ?? 0)
     var topProbabilities = [Float](repeating: 0, count: k)
     for j in 0..<k {
         topProbabilities[j] = row[Int(ids[j])]
@@ -132,9 +139,11 @@ public func distillationStep(_ row: UnsafeMutablePointer<Float>, count n: Int, i
         let q = Double(topProbabilities[j]), logP = Double(logProbs[j])
         loss += Foundation.exp(logP) * (logP - Foundation.log(max(q, Double(Float.leastNormalMagnitude))))
     }
-    scale(row, by: gradientScale * Float(1 - teacherTail / studentTail), count: n)
+    scale(row, by: gradientScale * Float(1 - teacherWeight * teacherTail / studentTail), count: n)
     for j in 0..<k {
-        row[Int(ids[j])] = gradientScale * (topProbabilities[j] - Foundation.exp(logProbs[j]))
+        row[Int(ids[j])] = gradientScale * (topProbabilities[j] - Float(teacherWeight) * Foundation.exp(logProbs[j]))
     }
-    return loss
+    guard let hard, hard.weight > 0 else { return loss }
+    row[hard.token] -= gradientScale * Float(hard.weight)
+    return teacherWeight * loss - hard.weight * Foundation.log(max(hard.q, Double(Float.leastNormalMagnitude)))
 }

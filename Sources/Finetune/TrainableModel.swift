@@ -237,9 +237,10 @@ extension TrainableModel {
     /// Distillation loss of one sequence, summed over its positions (see `distillationStep`).
     /// With a `gradientScale`, leaves `gradientScale`·∂L/∂(final norm output) in
     /// `w.gradNormed` for `backward`, and adds `gradientScale`·∂L/∂W_head to `headGradient`
-    /// when given ([vocab × hidden]).
+    /// when given ([vocab × hidden]). A `hardLabelWeight` α mixes in the cross-entropy of each
+    /// position's own next token in `tokens` (all positions but the last; see `distillationStep`).
     func sequenceLoss(_ tokens: [Int], teacher: TeacherTargets, prepared: PreparedBlocks, workspace w: ModelWorkspace,
-                      gradientScale: Float?, headGradient: UnsafeMutablePointer<Float>? = nil) -> Double {
+                      gradientScale: Float?, headGradient: UnsafeMutablePointer<Float>? = nil, hardLabelWeight: Float = 0) -> Double {
         let c = config, d = c.hiddenSize, v = c.vocabSize, t = tokens.count
         precondition(t == w.tokens && teacher.positions == t, "sequence, workspace and teacher rows disagree")
         for (row, token) in tokens.enumerated() { embedding.row(token, into: w.hidden + row * d) }
@@ -258,7 +259,8 @@ extension TrainableModel {
                         let p = first + r
                         loss += distillationStep(w.logits + r * v, count: v, ids: ids.baseAddress! + p * teacher.k,
                                                  logProbs: lps.baseAddress! + p * teacher.k, k: teacher.k,
-                                                 tailLogMass: teacher.tailLogMass[p], gradientScale: gradientScale ?? 0)
+                                                 tailLogMass: teacher.tailLogMass[p], gradientScale: gradientScale ?? 0,
+                                                 nextToken: p + 1 < t ? tokens[p + 1] : nil, hardLabelWeight: hardLabelWeight)
                     }
                 }
             }

@@ -376,6 +376,28 @@ final class ModelFinetuningTests: XCTestCase {
         }
     }
 
+    /// A hard-label share outside 0...1 is refused with the option's name; a run with one inside
+    /// trains to another result than distillation alone and records its weight.
+    func testHardLabelWeightIsCheckedAndChangesTraining() throws {
+        var settings = options()
+        settings.hardLabelWeight = 1.5
+        XCTAssertThrowsError(try ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath, outputPath: directory + "/h",
+                                                 options: settings).run()) {
+            XCTAssert("\($0)".contains("--hard-label-weight 1.5"), "\($0)")
+        }
+        settings.hardLabelWeight = 0
+        let plain = try XCTUnwrap(ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath, outputPath: directory + "/h0",
+                                                  options: settings).run())
+        settings.hardLabelWeight = 0.5
+        let mixed = try XCTUnwrap(ModelFinetuning(studentPath: studentPath, teacherPath: teacherPath, outputPath: directory + "/h5",
+                                                  options: settings).run())
+        XCTAssertEqual(mixed.hardLabelWeight, 0.5)
+        // The held-out losses before training are the same distillation loss; training differs.
+        XCTAssertEqual(mixed.validationLoss.first, plain.validationLoss.first)
+        XCTAssertNotEqual(mixed.validationLoss.last, plain.validationLoss.last)
+        XCTAssertNotEqual(mixed.trainingLoss, plain.trainingLoss)
+    }
+
     /// A teacher pass continued from the targets of its first sequences (what an interrupted
     /// run saved) computes only the rest and ends with exactly the uninterrupted targets.
     func testTeacherPassContinuesFromTheSequencesAlreadyDone() throws {

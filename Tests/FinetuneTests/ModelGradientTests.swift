@@ -195,6 +195,59 @@ final class ModelGradientTests: XCTestCase {
         XCTAssertGreaterThan(roundedPastOne, 0, "no row reached the case")
     }
 
+    /// With a hard label the loss is (1 − α)·(merged KL) + α·(−log q_t) and the returned row its
+    /// gradient: against a Float64 reference and its central differences, the next token in the
+    /// teacher's top k and in its tail; α = 0 returns exactly the plain distillation row.
+    func testHardLabelMixesCrossEntropyIntoTheLossAndItsGradient() {
+        var rng = SeededRandom(seed: 5)
+        let n = 40, k = 5, ids: [Int32] = [3, 17, 8, 30, 21]
+        let teacherTop = (0..<k).map { _ in 0.2 + Double(rng.nextFloat()) }, tail = 0.15
+        let total = teacherTop.reduce(0, +)
+        let logProbs = teacherTop.map { Float(log($0 / total * (1 - tail))) }
+        let z = (0..<n).map { _ in 3 * rng.nextFloat() - 1.5 }
+        func reference(_ z: [Double], next: Int, alpha: Double) -> Double {
+            let m = z.max()!, logZ = m + log(z.reduce(0.0) { $0 + exp($1 - m) })
+            var kl = 0.0, topQ = 0.0
+            for (j, id) in ids.enumerated() {
+                let logP = Double(logProbs[j]), logQ = z[Int(id)] - logZ
+                kl += exp(logP) * (logP - logQ)
+                topQ += exp(logQ)
+            }
+            kl += tail * (log(tail) - log(1 - topQ))
+            return (1 - alpha) * kl - alpha * (z[next] - logZ)
+        }
+        func step(next: Int?, alpha: Float) -> (loss: Double, row: [Float]) {
+            var row = z
+            let loss = row.withUnsafeMutableBufferPointer { r in
+                ids.withUnsafeBufferPointer { i in
+                    logProbs.withUnsafeBufferPointer { l in
+                        distillationStep(r.baseAddress!, count: n, ids: i.baseAddress!, logProbs: l.baseAddress!, k: k,
+                                         tailLogMass: Float(log(tail)), gradientScale: 1, nextToken: next, hardLabelWeight: alpha)
+                    }
+                }
+            }
+            return (loss, row)
+        }
+        for next in [17, 12] {   // in the teacher's top k; in its tail
+            for alpha in [0.3, 1.0] {
+                let (loss, row) = step(next: next, alpha: Float(alpha))
+                let zd = z.map(Double.init)
+                XCTAssertEqual(loss, reference(zd, next: next, alpha: alpha), accuracy: 1e-5)
+                for i in 0..<n {
+                    var up = zd, down = zd
+                    up[i] += 1e-4
+                    down[i] -= 1e-4
+                    let numeric = (reference(up, next: next, alpha: alpha) - reference(down, next: next, alpha: alpha)) / 2e-4
+                    XCTAssertEqual(Double(row[i]), numeric, accuracy: 2e-5, "logit \(i), next \(next), α \(alpha)")
+                }
+            }
+        }
+        let plain = step(next: nil, alpha: 0), zeroWeight = step(next: 12, alpha: 0)
+        XCTAssertEqual(plain.row, zeroWeight.row)
+        XCTAssertEqual(plain.loss, zeroWeight.loss)
+        XCTAssertNotEqual(step(next: 12, alpha: 0.3).row, plain.row)
+    }
+
     func testTeacherTargetsAreTheTopTokensAndTheRestOfTheMass() throws {
         let targets = try teacher()
         XCTAssertEqual(targets.positions, tokens.count)
